@@ -1,0 +1,441 @@
+//! The command line shared by `cargo xtask` and test binaries: argument parsing and printing
+//! around [`crate::run`], [`crate::plan`] and the [`Store`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+use crate::artifact::{Artifact, Chunk};
+use crate::config::Config;
+use crate::plan::{plan, Registry, StageState};
+use crate::progress::Progress;
+use crate::run::{run, RunOptions, RunSummary, StageOutcome};
+use crate::store::Store;
+use crate::tensor::Dtype;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Build-graph runner for the transfer-learning study", version)]
+pub struct Cli {
+    /// The pipeline file.
+    #[arg(long, global = true, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Override a setting as an edit of the file would (repeatable), e.g.
+    /// `--set dataset.root=../data --set stage.head-nn.params.lr=0.01`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// No progress bars or progress messages.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring stages up to date: `run all`, or `run STAGE...` (with their stale upstream).
+    Run {
+        #[arg(default_value = "all")]
+        stages: Vec<String>,
+        /// Rerun the named stages even if fresh.
+        #[arg(long)]
+        force: bool,
+        /// Also bring everything downstream of the named stages up to date.
+        #[arg(long)]
+        downstream: bool,
+        /// Print what would run and why; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How many independent stages may run at once.
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Fail at once if another run holds the cache, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Fresh or stale, with the reason, for every stage; and the cache size.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed for STAGE since its last run.
+    Why { stage: String },
+    /// The stage graph.
+    Dag {
+        #[arg(long, conflicts_with = "mermaid")]
+        dot: bool,
+        #[arg(long)]
+        mermaid: bool,
+    },
+    /// Inspect cached artifacts.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
+    /// Delete blobs that no kept run record refers to.
+    Gc {
+        /// Older runs to keep per stage, besides the latest.
+        #[arg(long, default_value_t = 0)]
+        keep: usize,
+    },
+    /// Run a crate's criterion benchmarks (all crates' without CRATE).
+    Bench {
+        #[arg(name = "CRATE")]
+        krate: Option<String>,
+        /// Extra arguments for the bench binary (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// The artifacts of the latest run of each stage (or of one stage).
+    Ls { stage: Option<String> },
+    /// Tensors, shapes, statistics and metadata of REF: `stage.output` or a digest prefix.
+    Show {
+        #[arg(name = "REF")]
+        reference: String,
+    },
+}
+
+/// Parses `std::env::args` and executes; prints errors with their causes and exits non-zero.
+/// `after_run` is called with the summary of a successful `run` (e.g. to print a report).
+pub fn main(registry: Registry, after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>) {
+    let cli = Cli::parse();
+    if let Err(e) = execute(cli, &registry, after_run) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+pub fn execute(
+    cli: Cli,
+    registry: &Registry,
+    after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let progress = Progress::new(cli.quiet);
+    if let Command::Bench { krate, args } = &cli.command {
+        return bench(krate.as_deref(), args);
+    }
+    let config = Config::load(&cli.config, &cli.set)?;
+    match cli.command {
+        Command::Run { stages, force, downstream, dry_run, jobs, no_wait } => {
+            let targets = if stages.iter().any(|s| s == "all") { Vec::new() } else { stages };
+            let opts = RunOptions { targets, force, downstream, dry_run, jobs, no_wait };
+            let summary = run(&config, registry, &opts, &progress)?;
+            if !cli.quiet {
+                print_summary(&summary);
+            }
+            if !dry_run {
+                after_run(&config, &summary, &progress)?;
+            }
+        }
+        Command::Status { json } => {
+            let p = plan(&config, registry)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                for e in &p.entries {
+                    match &e.state {
+                        StageState::Fresh { key, seconds, finished_ms } => println!(
+                            "{:<14} fresh  key {} (ran {:.1}s, finished {})",
+                            e.stage,
+                            &key[..12],
+                            seconds,
+                            crate::context::format_unix(finished_ms / 1000)
+                        ),
+                        StageState::Stale { reasons, .. } => println!("{:<14} stale  {}", e.stage, reasons.join("; ")),
+                    }
+                }
+                println!("cache {}: {} blobs, {}", p.cache, p.cache_blobs, human_bytes(p.cache_bytes));
+            }
+        }
+        Command::Why { stage } => {
+            let p = plan(&config, registry)?;
+            let e = p.get(&stage).with_context(|| format!("unknown stage `{stage}`"))?;
+            match &e.state {
+                StageState::Fresh { key, .. } => println!("`{stage}` is fresh (key {})", &key[..12]),
+                StageState::Stale { reasons, .. } => {
+                    println!("`{stage}` is stale:");
+                    for r in reasons {
+                        println!("  {r}");
+                    }
+                }
+            }
+        }
+        Command::Dag { dot, mermaid } => print_dag(&config, dot, mermaid),
+        Command::Artifacts { command } => {
+            let store = Store::open(&config.cache)?;
+            match command {
+                ArtifactsCommand::Ls { stage } => artifacts_ls(&config, &store, stage.as_deref())?,
+                ArtifactsCommand::Show { reference } => artifacts_show(&store, &reference)?,
+            }
+        }
+        Command::Gc { keep } => {
+            let store = Store::open(&config.cache)?;
+            let _lock = store.lock(true, |h| progress.warn(format!("waiting for the cache lock (held by {h})")))?;
+            let (recs, blobs, bytes) = store.gc(keep)?;
+            let (left, n) = store.blob_usage();
+            println!("removed {recs} run records and {blobs} blobs ({}); {n} blobs ({}) remain", human_bytes(bytes), human_bytes(left));
+        }
+        Command::Bench { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn print_summary(s: &RunSummary) {
+    println!("\n{:<14} {:<8} {:>9}  detail", "stage", "outcome", "seconds");
+    for (id, o) in &s.stages {
+        let (what, secs, detail) = match o {
+            StageOutcome::Ran { seconds, reasons } => ("ran", format!("{seconds:.1}"), reasons.join("; ")),
+            StageOutcome::Cached { seconds } => ("cached", format!("({seconds:.1})"), String::new()),
+            StageOutcome::Failed { error } => ("FAILED", "-".into(), error.clone()),
+            StageOutcome::Skipped { reason } => ("skipped", "-".into(), reason.clone()),
+            StageOutcome::WouldRun { reasons } => ("would run", "-".into(), reasons.join("; ")),
+        };
+        println!("{id:<14} {what:<8} {secs:>9}  {detail}");
+    }
+    println!("total {:.1}s", s.seconds);
+}
+
+fn print_dag(config: &Config, dot: bool, mermaid: bool) {
+    if dot {
+        println!("digraph pipeline {{\n  rankdir=LR;");
+        for s in &config.stages {
+            println!("  \"{}\";", s.id);
+            for n in &s.needs {
+                println!("  \"{n}\" -> \"{}\";", s.id);
+            }
+        }
+        println!("}}");
+    } else if mermaid {
+        println!("graph LR");
+        for s in &config.stages {
+            if s.needs.is_empty() {
+                println!("  {}", s.id);
+            }
+            for n in &s.needs {
+                println!("  {n} --> {}", s.id);
+            }
+        }
+    } else {
+        for s in &config.stages {
+            if s.needs.is_empty() {
+                println!("{}", s.id);
+            } else {
+                println!("{} <- {}", s.id, s.needs.join(", "));
+            }
+        }
+    }
+}
+
+fn artifacts_ls(config: &Config, store: &Store, stage: Option<&str>) -> anyhow::Result<()> {
+    let ids: Vec<&str> = match stage {
+        Some(s) => {
+            if config.stage(s).is_none() {
+                bail!("unknown stage `{s}`");
+            }
+            vec![s]
+        }
+        None => config.stages.iter().map(|s| s.id.as_str()).collect(),
+    };
+    for id in ids {
+        match store.latest(id)? {
+            None => println!("{id}: never run"),
+            Some(rec) => {
+                for a in rec.outputs.values() {
+                    let tensors: Vec<String> = summarize_tensors(a).iter().map(|(n, d, s)| format!("{n} {} {s:?}", d.name())).collect();
+                    println!(
+                        "{}.{}  {}  {} chunk(s)  {}  {}",
+                        a.stage,
+                        a.name,
+                        &a.digest[..12],
+                        a.chunks.len(),
+                        human_bytes(a.total_bytes()),
+                        tensors.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tensor names with dtype and shape concatenated over chunks along the first axis.
+fn summarize_tensors(a: &Artifact) -> Vec<(String, Dtype, Vec<usize>)> {
+    let mut out: Vec<(String, Dtype, Vec<usize>)> = Vec::new();
+    for c in &a.chunks {
+        for t in &c.tensors {
+            match out.iter_mut().find(|(n, _, _)| n == &t.name) {
+                Some((_, _, shape)) if !shape.is_empty() && !t.shape.is_empty() => shape[0] += t.shape[0],
+                Some(_) => {}
+                None => out.push((t.name.clone(), t.dtype, t.shape.clone())),
+            }
+        }
+    }
+    out
+}
+
+fn find_artifact(store: &Store, reference: &str) -> anyhow::Result<Artifact> {
+    if let Some((stage, output)) = reference.split_once('.') {
+        if let Some(rec) = store.latest(stage)? {
+            return rec
+                .outputs
+                .get(output)
+                .cloned()
+                .with_context(|| format!("stage `{stage}` has no output `{output}` (it has: {})", rec.outputs.keys().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        bail!("stage `{stage}` has no run in this cache");
+    }
+    if reference.len() < 4 || !reference.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("`{reference}` is neither `stage.output` nor a digest prefix of at least 4 hex digits");
+    }
+    let mut found: BTreeMap<String, Artifact> = BTreeMap::new();
+    for rec in store.records()? {
+        for a in rec.outputs.values() {
+            if a.digest.starts_with(reference) || a.chunks.iter().any(|c| c.digest.starts_with(reference)) {
+                found.insert(a.digest.clone(), a.clone());
+            }
+        }
+    }
+    match found.len() {
+        0 => bail!("no artifact or chunk digest starts with `{reference}`"),
+        1 => Ok(found.into_values().next().expect("one")),
+        _ => bail!(
+            "`{reference}` is ambiguous: {}",
+            found.values().map(|a| format!("{} ({}.{})", &a.digest[..12], a.stage, a.name)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    n: u64,
+    nan: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+}
+
+impl Stats {
+    fn add(&mut self, v: f64) {
+        if v.is_nan() {
+            self.nan += 1;
+            return;
+        }
+        if self.n == 0 {
+            self.min = v;
+            self.max = v;
+        }
+        self.n += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+    }
+}
+
+fn artifacts_show(store: &Store, reference: &str) -> anyhow::Result<()> {
+    let a = find_artifact(store, reference)?;
+    println!("artifact {}.{}", a.stage, a.name);
+    println!("digest   {}", a.digest);
+    println!("chunks   {} ({})", a.chunks.len(), human_bytes(a.total_bytes()));
+    let mut stats: BTreeMap<String, Stats> = BTreeMap::new();
+    let mut header = BTreeMap::new();
+    for (i, c) in a.chunks.iter().enumerate() {
+        let chunk = Chunk::open(store, c).with_context(|| format!("chunk {i} of {}.{}", a.stage, a.name))?;
+        if i == 0 {
+            header = chunk.header_metadata();
+        }
+        for t in &c.tensors {
+            let s = stats.entry(t.name.clone()).or_default();
+            let (_, _, bytes) = chunk.raw(&t.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            accumulate(s, t.dtype, bytes);
+        }
+    }
+    println!("tensors (over all chunks):");
+    for (name, dtype, shape) in summarize_tensors(&a) {
+        let s = &stats[&name];
+        let mean = if s.n > 0 { s.sum / s.n as f64 } else { f64::NAN };
+        println!(
+            "  {name:<16} {:<4} {:<22} min {:<10} max {:<10} mean {:<12} NaN {}",
+            dtype.name(),
+            format!("{shape:?}"),
+            fmt_num(s.min),
+            fmt_num(s.max),
+            fmt_num(mean),
+            s.nan
+        );
+    }
+    if !a.meta.is_empty() {
+        println!("metadata:");
+        for (k, v) in &a.meta {
+            let mut text = v.to_string();
+            if text.len() > 300 {
+                text.truncate(300);
+                text.push_str(" …");
+            }
+            println!("  {k}: {text}");
+        }
+    }
+    println!("chunk header (chunk 0):");
+    for (k, v) in header {
+        println!("  {k}: {v}");
+    }
+    Ok(())
+}
+
+fn accumulate(s: &mut Stats, dtype: Dtype, bytes: &[u8]) {
+    match dtype {
+        Dtype::U8 => bytes.iter().for_each(|&b| s.add(b as f64)),
+        Dtype::F32 => bytes.chunks_exact(4).for_each(|b| s.add(f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::F64 => bytes.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().expect("8 bytes")))),
+        Dtype::I32 => bytes.chunks_exact(4).for_each(|b| s.add(i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::U32 => bytes.chunks_exact(4).for_each(|b| s.add(u32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::I64 => bytes.chunks_exact(8).for_each(|b| s.add(i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)),
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v == v.trunc() && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn bench(krate: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.arg("bench");
+    match krate {
+        Some(k) => cmd.args(["-p", k]),
+        None => cmd.arg("--workspace"),
+    };
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    let status = cmd.status().context("starting cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench failed ({status})");
+    }
+    Ok(())
+}

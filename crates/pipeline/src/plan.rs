@@ -1,0 +1,203 @@
+//! Freshness: which stages are up to date, and why the others are not.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::artifact::Artifact;
+use crate::config::{Config, ConfigError};
+use crate::hash::{KeyInputs, StatCache};
+use crate::stage::Stage;
+use crate::store::{RunRecord, Store, StoreError};
+
+/// The stages a binary knows, by id.
+#[derive(Default)]
+pub struct Registry {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn add(mut self, s: impl Stage + 'static) -> Registry {
+        self.stages.push(Box::new(s));
+        self
+    }
+
+    pub fn get(&self, id: &str) -> Option<&dyn Stage> {
+        self.stages.iter().find(|s| s.id() == id).map(|s| s.as_ref())
+    }
+
+    pub fn ids(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.id()).collect()
+    }
+}
+
+/// Everything checked before anything runs: every stage is known, its params are valid.
+pub(crate) struct Resolved<'r> {
+    pub stages: Vec<(&'r dyn Stage, Value)>,
+}
+
+pub(crate) fn resolve<'r>(config: &Config, registry: &'r Registry) -> Result<Resolved<'r>, ConfigError> {
+    let mut stages = Vec::new();
+    for sc in &config.stages {
+        let stage = registry.get(&sc.id).ok_or_else(|| {
+            config.stage_error(&sc.id, format!("unknown stage `{}` (this build knows: {})", sc.id, registry.ids().join(", ")))
+        })?;
+        let params = stage.resolve_params(&sc.params).map_err(|m| config.params_error(&sc.id, &m))?;
+        stages.push((stage, params));
+    }
+    Ok(Resolved { stages })
+}
+
+/// State of one stage.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum StageState {
+    /// A completed run with the current key exists and its blobs are present.
+    Fresh { key: String, finished_ms: u64, seconds: f64 },
+    /// Must run; `key` is unknown while an upstream stage is stale.
+    Stale { key: Option<String>, reasons: Vec<String> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    pub stage: String,
+    #[serde(flatten)]
+    pub state: StageState,
+    pub needs: Vec<String>,
+}
+
+/// The freshness of every stage in the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub entries: Vec<PlanEntry>,
+    pub cache: String,
+    pub cache_bytes: u64,
+    pub cache_blobs: usize,
+}
+
+impl Plan {
+    pub fn get(&self, id: &str) -> Option<&PlanEntry> {
+        self.entries.iter().find(|e| e.stage == id)
+    }
+}
+
+/// Digests of the external inputs a stage declares. A missing path is an error naming it.
+pub(crate) fn external_digests(
+    config: &Config,
+    stage: &str,
+    inputs: &[String],
+    stat: &mut StatCache,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for name in inputs {
+        let digest = match config.setting_path(name) {
+            None => "unset".to_string(),
+            Some(p) => stat.path_digest(&p).map_err(|e| {
+                config.stage_error(stage, format!("stage `{stage}` input `{name}`: {}: {e}", p.display()))
+            })?,
+        };
+        out.insert(name.clone(), digest);
+    }
+    Ok(out)
+}
+
+pub(crate) fn key_inputs(
+    config: &Config,
+    stage: &dyn Stage,
+    params: &Value,
+    inputs: BTreeMap<String, String>,
+    externals: BTreeMap<String, String>,
+) -> KeyInputs {
+    KeyInputs {
+        stage: stage.id().to_string(),
+        code: stage.code_version(),
+        params: params.clone(),
+        inputs,
+        externals,
+        seed: config.seed,
+        device: config.device.clone(),
+    }
+}
+
+/// The record for `key` if it exists and every blob it names is present with its size.
+pub(crate) fn fresh_record(store: &Store, stage: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
+    let Some(rec) = store.read_record(stage, key)? else { return Ok(None) };
+    for a in rec.outputs.values() {
+        for c in &a.chunks {
+            match std::fs::metadata(store.blob_path(&c.digest)) {
+                Ok(md) if md.len() == c.bytes => {}
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(rec))
+}
+
+/// Why a stage with these key inputs has no usable record.
+pub(crate) fn stale_reasons(store: &Store, ki: &KeyInputs) -> Result<Vec<String>, StoreError> {
+    let Some(latest) = store.latest(&ki.stage)? else { return Ok(vec!["never run".into()]) };
+    let d = ki.diff(&latest.key_inputs);
+    if d.is_empty() {
+        if store.read_record(&ki.stage, &ki.key())?.is_some() {
+            Ok(vec!["output blobs missing from the cache".into()])
+        } else {
+            Ok(vec!["no completed run with these inputs (interrupted, failed or invalidated)".into()])
+        }
+    } else {
+        Ok(d)
+    }
+}
+
+pub(crate) fn upstream_inputs(
+    needs: &[String],
+    done: &BTreeMap<String, BTreeMap<String, Artifact>>,
+) -> Option<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for n in needs {
+        for (name, a) in done.get(n)? {
+            m.insert(format!("{n}.{name}"), a.digest.clone());
+        }
+    }
+    Some(m)
+}
+
+/// Computes every stage's freshness without running anything.
+pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
+    let resolved = resolve(config, registry)?;
+    let store = Store::open(&config.cache)?;
+    let mut stat = StatCache::load(&store.stat_cache_path());
+    let mut done: BTreeMap<String, BTreeMap<String, Artifact>> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (sc, (stage, params)) in config.stages.iter().zip(&resolved.stages) {
+        let state = match upstream_inputs(&sc.needs, &done) {
+            None => {
+                let stale: Vec<&String> = sc.needs.iter().filter(|n| !done.contains_key(*n)).collect();
+                StageState::Stale {
+                    key: None,
+                    reasons: stale.iter().map(|n| format!("upstream `{n}` is stale")).collect(),
+                }
+            }
+            Some(inputs) => {
+                let externals = external_digests(config, &sc.id, &sc.inputs, &mut stat)?;
+                let ki = key_inputs(config, *stage, params, inputs, externals);
+                let key = ki.key();
+                match fresh_record(&store, &sc.id, &key)? {
+                    Some(rec) => {
+                        done.insert(sc.id.clone(), rec.outputs.clone());
+                        StageState::Fresh { key, finished_ms: rec.finished_ms, seconds: rec.seconds }
+                    }
+                    None => StageState::Stale { reasons: stale_reasons(&store, &ki)?, key: Some(key) },
+                }
+            }
+        };
+        entries.push(PlanEntry { stage: sc.id.clone(), state, needs: sc.needs.clone() });
+    }
+    let _ = stat.save(&store.stat_cache_path());
+    let (cache_bytes, cache_blobs) = store.blob_usage();
+    Ok(Plan { entries, cache: config.cache.display().to_string(), cache_bytes, cache_blobs })
+}

@@ -1,0 +1,3 @@
+fn main() {
+    pipeline::cli::main(pipeline::Registry::new(), |_, _, _| Ok(()))
+}
