@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 /// Called from a `build.rs`: sets `CODE_HASH` for the crate being built and asks cargo to rerun
 /// the build script when any hashed file changes.
 pub fn emit() {
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     match crate_closure(&dir) {
         Ok(crates) => {
             let hash = hash_crates(&crates).unwrap_or_else(|e| panic!("code-hash: {e}"));
@@ -95,12 +96,14 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 }
 
 fn canonical(p: &Path) -> Result<PathBuf, String> {
-    p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))
+    p.canonicalize()
+        .map_err(|e| format!("{}: {e}", p.display()))
 }
 
 fn read_toml(p: &Path) -> Result<toml::Table, String> {
     let text = fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    text.parse::<toml::Table>().map_err(|e| format!("{}: {e}", p.display()))
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("{}: {e}", p.display()))
 }
 
 fn package_name(dir: &Path) -> Result<String, String> {
@@ -143,7 +146,10 @@ fn path_dependencies(dir: &Path) -> Result<Vec<PathBuf>, String> {
         } else if spec.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
             if let (Some(ws), Some(p)) = (
                 ws.as_ref(),
-                ws_deps.get(name).and_then(|s| s.get("path")).and_then(|p| p.as_str()),
+                ws_deps
+                    .get(name)
+                    .and_then(|s| s.get("path"))
+                    .and_then(|p| p.as_str()),
             ) {
                 out.push(canonical(&ws.join(p))?);
             }
@@ -168,7 +174,10 @@ mod tests {
             &r.join("Cargo.toml"),
             "[workspace]\nmembers=[\"a\",\"b\"]\n[workspace.dependencies]\nb = { path = \"b\" }\n",
         );
-        write(&r.join("a/Cargo.toml"), "[package]\nname=\"a\"\n[dependencies]\nb = { workspace = true }\n");
+        write(
+            &r.join("a/Cargo.toml"),
+            "[package]\nname=\"a\"\n[dependencies]\nb = { workspace = true }\n",
+        );
         write(&r.join("a/src/lib.rs"), "pub fn f() {}\n");
         write(&r.join("a/tests/t.rs"), "#[test] fn t() {}\n");
         write(&r.join("b/Cargo.toml"), "[package]\nname=\"b\"\n");

@@ -45,7 +45,10 @@ impl Artifact {
             h.update(c.digest.as_bytes());
             h.update(b"\n");
         }
-        h.update(crate::hash::canonical_json(&serde_json::to_value(meta).expect("meta is json")).as_bytes());
+        h.update(
+            crate::hash::canonical_json(&serde_json::to_value(meta).expect("meta is json"))
+                .as_bytes(),
+        );
         h.finalize().to_hex().to_string()
     }
 
@@ -66,7 +69,10 @@ impl Artifact {
 /// Content digest of a chunk, from its parsed safetensors. Volatile header fields (the key of
 /// the run that wrote it, its creation time) are excluded so that equal results have equal
 /// digests; everything else in the header metadata is included.
-pub(crate) fn chunk_digest(st: &safetensors::SafeTensors<'_>, meta: Option<&std::collections::HashMap<String, String>>) -> String {
+pub(crate) fn chunk_digest(
+    st: &safetensors::SafeTensors<'_>,
+    meta: Option<&std::collections::HashMap<String, String>>,
+) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"chunk-v1\0");
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
@@ -81,7 +87,10 @@ pub(crate) fn chunk_digest(st: &safetensors::SafeTensors<'_>, meta: Option<&std:
         h.update(t.data());
     }
     if let Some(m) = meta {
-        let sorted: BTreeMap<&String, &String> = m.iter().filter(|(k, _)| !VOLATILE_META.contains(&k.as_str())).collect();
+        let sorted: BTreeMap<&String, &String> = m
+            .iter()
+            .filter(|(k, _)| !VOLATILE_META.contains(&k.as_str()))
+            .collect();
         for (k, v) in sorted {
             h.update(k.as_bytes());
             h.update(b"=");
@@ -92,8 +101,9 @@ pub(crate) fn chunk_digest(st: &safetensors::SafeTensors<'_>, meta: Option<&std:
     h.finalize().to_hex().to_string()
 }
 
-/// Header metadata that describes the run, not the content.
-pub(crate) const VOLATILE_META: &[&str] = &["key", "created", "producer"];
+/// Header metadata that describes the run, not the content: a rerun with other params (or
+/// code) that reproduces the same tensors must get the same digest, for early cutoff.
+pub(crate) const VOLATILE_META: &[&str] = &["key", "created", "producer", "params"];
 
 /// A memory-mapped chunk, checked against its digest when opened.
 pub struct Chunk {
@@ -102,7 +112,9 @@ pub struct Chunk {
 
 impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunk").field("bytes", &self.mmap.len()).finish()
+        f.debug_struct("Chunk")
+            .field("bytes", &self.mmap.len())
+            .finish()
     }
 }
 
@@ -113,7 +125,11 @@ pub enum ReadError {
     #[error("tensor `{name}` not found in chunk")]
     NoTensor { name: String },
     #[error("tensor `{name}` is {found}, expected {expected}")]
-    WrongDtype { name: String, found: String, expected: &'static str },
+    WrongDtype {
+        name: String,
+        found: String,
+        expected: &'static str,
+    },
 }
 
 impl Chunk {
@@ -122,12 +138,17 @@ impl Chunk {
     pub fn open(store: &Store, r: &ChunkRef) -> Result<Chunk, StoreError> {
         let path = store.blob_path(&r.digest);
         if !path.exists() {
-            return Err(StoreError::Missing { digest: r.digest.clone() });
+            return Err(StoreError::Missing {
+                digest: r.digest.clone(),
+            });
         }
         let mmap = map_blob(&path)?;
         let corrupt = |reason: String| {
             store.remove_blob(&r.digest);
-            StoreError::Corrupt { digest: r.digest.clone(), reason }
+            StoreError::Corrupt {
+                digest: r.digest.clone(),
+                reason,
+            }
         };
         let digest = match safetensors::SafeTensors::read_metadata(&mmap) {
             Ok((_, md)) => match safetensors::SafeTensors::deserialize(&mmap) {
@@ -144,7 +165,9 @@ impl Chunk {
 
     /// Opens a blob file without a digest to compare with (inspection tools).
     pub fn open_unverified(path: &Path) -> Result<Chunk, StoreError> {
-        Ok(Chunk { mmap: map_blob(path)? })
+        Ok(Chunk {
+            mmap: map_blob(path)?,
+        })
     }
 
     pub fn tensors(&self) -> safetensors::SafeTensors<'_> {
@@ -161,7 +184,9 @@ impl Chunk {
 
     pub fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8]), ReadError> {
         let st = self.tensors();
-        let t = st.tensor(name).map_err(|_| ReadError::NoTensor { name: name.to_string() })?;
+        let t = st.tensor(name).map_err(|_| ReadError::NoTensor {
+            name: name.to_string(),
+        })?;
         let dtype = Dtype::from_st(t.dtype()).ok_or_else(|| ReadError::WrongDtype {
             name: name.into(),
             found: format!("{:?}", t.dtype()),
@@ -174,10 +199,18 @@ impl Chunk {
         Ok((dtype, shape, &self.mmap[off..off + data.len()]))
     }
 
-    fn typed<T: bytemuck::Pod>(&self, name: &str, want: Dtype) -> Result<(Vec<usize>, Vec<T>), ReadError> {
+    fn typed<T: bytemuck::Pod>(
+        &self,
+        name: &str,
+        want: Dtype,
+    ) -> Result<(Vec<usize>, Vec<T>), ReadError> {
         let (dtype, shape, bytes) = self.raw(name)?;
         if dtype != want {
-            return Err(ReadError::WrongDtype { name: name.into(), found: dtype.name().into(), expected: want.name() });
+            return Err(ReadError::WrongDtype {
+                name: name.into(),
+                found: dtype.name().into(),
+                expected: want.name(),
+            });
         }
         // Little-endian targets only (x86-64, aarch64): the bytes are the values.
         let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
@@ -201,7 +234,11 @@ impl Chunk {
     pub fn u8(&self, name: &str) -> Result<(Vec<usize>, &[u8]), ReadError> {
         let (dtype, shape, bytes) = self.raw(name)?;
         if dtype != Dtype::U8 {
-            return Err(ReadError::WrongDtype { name: name.into(), found: dtype.name().into(), expected: "U8" });
+            return Err(ReadError::WrongDtype {
+                name: name.into(),
+                found: dtype.name().into(),
+                expected: "U8",
+            });
         }
         Ok((shape, bytes))
     }
@@ -232,7 +269,9 @@ impl<'a> InputArtifact<'a> {
         let r = &self.artifact.chunks[i];
         let path = self.store.blob_path(&r.digest);
         if !path.exists() {
-            return Err(StoreError::Missing { digest: r.digest.clone() });
+            return Err(StoreError::Missing {
+                digest: r.digest.clone(),
+            });
         }
         Chunk::open_unverified(&path)
     }

@@ -16,7 +16,11 @@ use crate::store::Store;
 use crate::tensor::Dtype;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Build-graph runner for the transfer-learning study", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Build-graph runner for the transfer-learning study",
+    version
+)]
 pub struct Cli {
     /// The pipeline file.
     #[arg(long, global = true, default_value = "pipeline.toml")]
@@ -102,7 +106,10 @@ pub enum ArtifactsCommand {
 
 /// Parses `std::env::args` and executes; prints errors with their causes and exits non-zero.
 /// `after_run` is called with the summary of a successful `run` (e.g. to print a report).
-pub fn main(registry: Registry, after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>) {
+pub fn main(
+    registry: Registry,
+    after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>,
+) {
     let cli = Cli::parse();
     if let Err(e) = execute(cli, &registry, after_run) {
         eprintln!("error: {e:#}");
@@ -121,13 +128,32 @@ pub fn execute(
     }
     let config = Config::load(&cli.config, &cli.set)?;
     match cli.command {
-        Command::Run { stages, force, downstream, dry_run, jobs, no_wait } => {
-            let targets = if stages.iter().any(|s| s == "all") { Vec::new() } else { stages };
-            let opts = RunOptions { targets, force, downstream, dry_run, jobs, no_wait };
+        Command::Run {
+            stages,
+            force,
+            downstream,
+            dry_run,
+            jobs,
+            no_wait,
+        } => {
+            let targets = if stages.iter().any(|s| s == "all") {
+                Vec::new()
+            } else {
+                stages
+            };
+            let opts = RunOptions {
+                targets,
+                force,
+                downstream,
+                dry_run,
+                jobs,
+                no_wait,
+            };
             let summary = run(&config, registry, &opts, &progress)?;
             if !cli.quiet {
                 print_summary(&summary);
             }
+            summary.check()?;
             if !dry_run {
                 after_run(&config, &summary, &progress)?;
             }
@@ -139,24 +165,39 @@ pub fn execute(
             } else {
                 for e in &p.entries {
                     match &e.state {
-                        StageState::Fresh { key, seconds, finished_ms } => println!(
+                        StageState::Fresh {
+                            key,
+                            seconds,
+                            finished_ms,
+                        } => println!(
                             "{:<14} fresh  key {} (ran {:.1}s, finished {})",
                             e.stage,
                             &key[..12],
                             seconds,
                             crate::context::format_unix(finished_ms / 1000)
                         ),
-                        StageState::Stale { reasons, .. } => println!("{:<14} stale  {}", e.stage, reasons.join("; ")),
+                        StageState::Stale { reasons, .. } => {
+                            println!("{:<14} stale  {}", e.stage, reasons.join("; "))
+                        }
                     }
                 }
-                println!("cache {}: {} blobs, {}", p.cache, p.cache_blobs, human_bytes(p.cache_bytes));
+                println!(
+                    "cache {}: {} blobs, {}",
+                    p.cache,
+                    p.cache_blobs,
+                    human_bytes(p.cache_bytes)
+                );
             }
         }
         Command::Why { stage } => {
             let p = plan(&config, registry)?;
-            let e = p.get(&stage).with_context(|| format!("unknown stage `{stage}`"))?;
+            let e = p
+                .get(&stage)
+                .with_context(|| format!("unknown stage `{stage}`"))?;
             match &e.state {
-                StageState::Fresh { key, .. } => println!("`{stage}` is fresh (key {})", &key[..12]),
+                StageState::Fresh { key, .. } => {
+                    println!("`{stage}` is fresh (key {})", &key[..12])
+                }
                 StageState::Stale { reasons, .. } => {
                     println!("`{stage}` is stale:");
                     for r in reasons {
@@ -175,10 +216,16 @@ pub fn execute(
         }
         Command::Gc { keep } => {
             let store = Store::open(&config.cache)?;
-            let _lock = store.lock(true, |h| progress.warn(format!("waiting for the cache lock (held by {h})")))?;
+            let _lock = store.lock(true, |h| {
+                progress.warn(format!("waiting for the cache lock (held by {h})"))
+            })?;
             let (recs, blobs, bytes) = store.gc(keep)?;
             let (left, n) = store.blob_usage();
-            println!("removed {recs} run records and {blobs} blobs ({}); {n} blobs ({}) remain", human_bytes(bytes), human_bytes(left));
+            println!(
+                "removed {recs} run records and {blobs} blobs ({}); {n} blobs ({}) remain",
+                human_bytes(bytes),
+                human_bytes(left)
+            );
         }
         Command::Bench { .. } => unreachable!("handled above"),
     }
@@ -186,11 +233,18 @@ pub fn execute(
 }
 
 fn print_summary(s: &RunSummary) {
-    println!("\n{:<14} {:<8} {:>9}  detail", "stage", "outcome", "seconds");
+    println!(
+        "\n{:<14} {:<8} {:>9}  detail",
+        "stage", "outcome", "seconds"
+    );
     for (id, o) in &s.stages {
         let (what, secs, detail) = match o {
-            StageOutcome::Ran { seconds, reasons } => ("ran", format!("{seconds:.1}"), reasons.join("; ")),
-            StageOutcome::Cached { seconds } => ("cached", format!("({seconds:.1})"), String::new()),
+            StageOutcome::Ran { seconds, reasons } => {
+                ("ran", format!("{seconds:.1}"), reasons.join("; "))
+            }
+            StageOutcome::Cached { seconds } => {
+                ("cached", format!("({seconds:.1})"), String::new())
+            }
             StageOutcome::Failed { error } => ("FAILED", "-".into(), error.clone()),
             StageOutcome::Skipped { reason } => ("skipped", "-".into(), reason.clone()),
             StageOutcome::WouldRun { reasons } => ("would run", "-".into(), reasons.join("; ")),
@@ -246,7 +300,10 @@ fn artifacts_ls(config: &Config, store: &Store, stage: Option<&str>) -> anyhow::
             None => println!("{id}: never run"),
             Some(rec) => {
                 for a in rec.outputs.values() {
-                    let tensors: Vec<String> = summarize_tensors(a).iter().map(|(n, d, s)| format!("{n} {} {s:?}", d.name())).collect();
+                    let tensors: Vec<String> = summarize_tensors(a)
+                        .iter()
+                        .map(|(n, d, s)| format!("{n} {} {s:?}", d.name()))
+                        .collect();
                     println!(
                         "{}.{}  {}  {} chunk(s)  {}  {}",
                         a.stage,
@@ -269,7 +326,9 @@ fn summarize_tensors(a: &Artifact) -> Vec<(String, Dtype, Vec<usize>)> {
     for c in &a.chunks {
         for t in &c.tensors {
             match out.iter_mut().find(|(n, _, _)| n == &t.name) {
-                Some((_, _, shape)) if !shape.is_empty() && !t.shape.is_empty() => shape[0] += t.shape[0],
+                Some((_, _, shape)) if !shape.is_empty() && !t.shape.is_empty() => {
+                    shape[0] += t.shape[0]
+                }
                 Some(_) => {}
                 None => out.push((t.name.clone(), t.dtype, t.shape.clone())),
             }
@@ -281,21 +340,26 @@ fn summarize_tensors(a: &Artifact) -> Vec<(String, Dtype, Vec<usize>)> {
 fn find_artifact(store: &Store, reference: &str) -> anyhow::Result<Artifact> {
     if let Some((stage, output)) = reference.split_once('.') {
         if let Some(rec) = store.latest(stage)? {
-            return rec
-                .outputs
-                .get(output)
-                .cloned()
-                .with_context(|| format!("stage `{stage}` has no output `{output}` (it has: {})", rec.outputs.keys().cloned().collect::<Vec<_>>().join(", ")));
+            return rec.outputs.get(output).cloned().with_context(|| {
+                format!(
+                    "stage `{stage}` has no output `{output}` (it has: {})",
+                    rec.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            });
         }
         bail!("stage `{stage}` has no run in this cache");
     }
     if reference.len() < 4 || !reference.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("`{reference}` is neither `stage.output` nor a digest prefix of at least 4 hex digits");
+        bail!(
+            "`{reference}` is neither `stage.output` nor a digest prefix of at least 4 hex digits"
+        );
     }
     let mut found: BTreeMap<String, Artifact> = BTreeMap::new();
     for rec in store.records()? {
         for a in rec.outputs.values() {
-            if a.digest.starts_with(reference) || a.chunks.iter().any(|c| c.digest.starts_with(reference)) {
+            if a.digest.starts_with(reference)
+                || a.chunks.iter().any(|c| c.digest.starts_with(reference))
+            {
                 found.insert(a.digest.clone(), a.clone());
             }
         }
@@ -305,7 +369,11 @@ fn find_artifact(store: &Store, reference: &str) -> anyhow::Result<Artifact> {
         1 => Ok(found.into_values().next().expect("one")),
         _ => bail!(
             "`{reference}` is ambiguous: {}",
-            found.values().map(|a| format!("{} ({}.{})", &a.digest[..12], a.stage, a.name)).collect::<Vec<_>>().join(", ")
+            found
+                .values()
+                .map(|a| format!("{} ({}.{})", &a.digest[..12], a.stage, a.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -340,11 +408,16 @@ fn artifacts_show(store: &Store, reference: &str) -> anyhow::Result<()> {
     let a = find_artifact(store, reference)?;
     println!("artifact {}.{}", a.stage, a.name);
     println!("digest   {}", a.digest);
-    println!("chunks   {} ({})", a.chunks.len(), human_bytes(a.total_bytes()));
+    println!(
+        "chunks   {} ({})",
+        a.chunks.len(),
+        human_bytes(a.total_bytes())
+    );
     let mut stats: BTreeMap<String, Stats> = BTreeMap::new();
     let mut header = BTreeMap::new();
     for (i, c) in a.chunks.iter().enumerate() {
-        let chunk = Chunk::open(store, c).with_context(|| format!("chunk {i} of {}.{}", a.stage, a.name))?;
+        let chunk = Chunk::open(store, c)
+            .with_context(|| format!("chunk {i} of {}.{}", a.stage, a.name))?;
         if i == 0 {
             header = chunk.header_metadata();
         }
@@ -357,7 +430,11 @@ fn artifacts_show(store: &Store, reference: &str) -> anyhow::Result<()> {
     println!("tensors (over all chunks):");
     for (name, dtype, shape) in summarize_tensors(&a) {
         let s = &stats[&name];
-        let mean = if s.n > 0 { s.sum / s.n as f64 } else { f64::NAN };
+        let mean = if s.n > 0 {
+            s.sum / s.n as f64
+        } else {
+            f64::NAN
+        };
         println!(
             "  {name:<16} {:<4} {:<22} min {:<10} max {:<10} mean {:<12} NaN {}",
             dtype.name(),
@@ -389,11 +466,21 @@ fn artifacts_show(store: &Store, reference: &str) -> anyhow::Result<()> {
 fn accumulate(s: &mut Stats, dtype: Dtype, bytes: &[u8]) {
     match dtype {
         Dtype::U8 => bytes.iter().for_each(|&b| s.add(b as f64)),
-        Dtype::F32 => bytes.chunks_exact(4).for_each(|b| s.add(f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
-        Dtype::F64 => bytes.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().expect("8 bytes")))),
-        Dtype::I32 => bytes.chunks_exact(4).for_each(|b| s.add(i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
-        Dtype::U32 => bytes.chunks_exact(4).for_each(|b| s.add(u32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
-        Dtype::I64 => bytes.chunks_exact(8).for_each(|b| s.add(i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .for_each(|b| s.add(f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .for_each(|b| s.add(f64::from_le_bytes(b.try_into().expect("8 bytes")))),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .for_each(|b| s.add(i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::U32 => bytes
+            .chunks_exact(4)
+            .for_each(|b| s.add(u32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)),
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .for_each(|b| s.add(i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)),
     }
 }
 

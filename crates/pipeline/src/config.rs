@@ -85,7 +85,9 @@ struct WeightsSection {
 
 impl Default for WeightsSection {
     fn default() -> Self {
-        WeightsSection { path: default_weights() }
+        WeightsSection {
+            path: default_weights(),
+        }
     }
 }
 
@@ -98,7 +100,9 @@ struct ReportSection {
 
 impl Default for ReportSection {
     fn default() -> Self {
-        ReportSection { out: default_report() }
+        ReportSection {
+            out: default_report(),
+        }
     }
 }
 
@@ -176,25 +180,51 @@ impl Config {
             message: format!("cannot read the pipeline file: {e}"),
         })?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         Config::parse(&name, &text, &base, overrides)
     }
 
-    pub fn parse(file: &str, text: &str, base: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
-        let err = |pos: Option<(usize, usize)>, message: String| ConfigError { file: file.to_string(), position: pos, message };
+    pub fn parse(
+        file: &str,
+        text: &str,
+        base: &Path,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let err = |pos: Option<(usize, usize)>, message: String| ConfigError {
+            file: file.to_string(),
+            position: pos,
+            message,
+        };
         let (text, label) = if overrides.is_empty() {
             (text.to_string(), file.to_string())
         } else {
-            let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-                err(e.span().map(|s| line_col(text, s.start)), e.message().to_string())
-            })?;
+            let mut doc: toml_edit::DocumentMut =
+                text.parse().map_err(|e: toml_edit::TomlError| {
+                    err(
+                        e.span().map(|s| line_col(text, s.start)),
+                        e.message().to_string(),
+                    )
+                })?;
             for o in overrides {
                 apply_override(&mut doc, o).map_err(|m| err(None, format!("--set {o}: {m}")))?;
             }
             (doc.to_string(), format!("{file} (with --set)"))
         };
-        let err = |pos: Option<(usize, usize)>, message: String| ConfigError { file: label.clone(), position: pos, message };
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| err(e.span().map(|s| line_col(&text, s.start)), e.message().trim().to_string()))?;
+        let err = |pos: Option<(usize, usize)>, message: String| ConfigError {
+            file: label.clone(),
+            position: pos,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            err(
+                e.span().map(|s| line_col(&text, s.start)),
+                e.message().trim().to_string(),
+            )
+        })?;
 
         if raw.jobs == 0 {
             return Err(err(None, "`jobs` must be at least 1".into()));
@@ -211,7 +241,10 @@ impl Config {
             let mut needs = Vec::new();
             for n in &s.needs {
                 if !raw.stage.contains_key(n.get_ref()) {
-                    return Err(err(Some(line_col(&text, n.span().start)), format!("stage `{id}` needs unknown stage `{}`", n.get_ref())));
+                    return Err(err(
+                        Some(line_col(&text, n.span().start)),
+                        format!("stage `{id}` needs unknown stage `{}`", n.get_ref()),
+                    ));
                 }
                 needs.push(n.get_ref().clone());
             }
@@ -220,7 +253,11 @@ impl Config {
                 if !PATH_SETTINGS.contains(&i.get_ref().as_str()) {
                     return Err(err(
                         Some(line_col(&text, i.span().start)),
-                        format!("stage `{id}` has unknown input `{}` (known: {})", i.get_ref(), PATH_SETTINGS.join(", ")),
+                        format!(
+                            "stage `{id}` has unknown input `{}` (known: {})",
+                            i.get_ref(),
+                            PATH_SETTINGS.join(", ")
+                        ),
                     ));
                 }
                 inputs.push(i.get_ref().clone());
@@ -231,7 +268,11 @@ impl Config {
                     id: id.clone(),
                     needs,
                     inputs,
-                    params: s.params.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+                    params: s
+                        .params
+                        .as_ref()
+                        .map(|p| p.get_ref().clone())
+                        .unwrap_or_default(),
                     stage_pos: pos,
                     params_pos: s.params.as_ref().map(|p| line_col(&text, p.span().start)),
                 },
@@ -241,7 +282,10 @@ impl Config {
             let pos = stages.get(&cycle[0]).and_then(|s| s.stage_pos);
             err(pos, format!("dependency cycle: {}", cycle.join(" -> ")))
         })?;
-        let stages = order.into_iter().map(|id| stages.remove(&id).expect("ordered ids exist")).collect();
+        let stages = order
+            .into_iter()
+            .map(|id| stages.remove(&id).expect("ordered ids exist"))
+            .collect();
         let cache = base.join(&raw.cache);
         Ok(Config {
             file: label,
@@ -262,18 +306,29 @@ impl Config {
 
     /// A path setting resolved against the pipeline file's folder; `None` when empty.
     pub fn setting_path(&self, name: &str) -> Option<PathBuf> {
-        self.settings.get(name).filter(|v| !v.is_empty()).map(|v| self.base.join(v))
+        self.settings
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| self.base.join(v))
     }
 
     /// Error helper for a stage's params.
     pub fn params_error(&self, stage: &str, message: &str) -> ConfigError {
         let pos = self.stage(stage).and_then(|s| s.params_pos.or(s.stage_pos));
-        ConfigError { file: self.file.clone(), position: pos, message: format!("stage `{stage}` params: {message}") }
+        ConfigError {
+            file: self.file.clone(),
+            position: pos,
+            message: format!("stage `{stage}` params: {message}"),
+        }
     }
 
     pub fn stage_error(&self, stage: &str, message: String) -> ConfigError {
         let pos = self.stage(stage).and_then(|s| s.stage_pos);
-        ConfigError { file: self.file.clone(), position: pos, message }
+        ConfigError {
+            file: self.file.clone(),
+            position: pos,
+            message,
+        }
     }
 
     /// Ids of stages that (transitively) depend on `id`.
@@ -295,7 +350,11 @@ impl Config {
                 want.extend(s.needs.iter().cloned());
             }
         }
-        self.stages.iter().filter(|s| want.contains(&s.id)).map(|s| s.id.clone()).collect()
+        self.stages
+            .iter()
+            .filter(|s| want.contains(&s.id))
+            .map(|s| s.id.clone())
+            .collect()
     }
 }
 
@@ -316,7 +375,10 @@ fn topo_order(stages: &BTreeMap<String, StageConfig>) -> Result<Vec<String>, Vec
         match marks[id] {
             Mark::Done => return Ok(()),
             Mark::Active => {
-                let start = stack.iter().position(|s| s == id).expect("active ids are on the stack");
+                let start = stack
+                    .iter()
+                    .position(|s| s == id)
+                    .expect("active ids are on the stack");
                 let mut cycle = stack[start..].to_vec();
                 cycle.push(id.to_string());
                 return Err(cycle);
@@ -344,7 +406,10 @@ fn topo_order(stages: &BTreeMap<String, StageConfig>) -> Result<Vec<String>, Vec
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| before[i + 1..].chars().count() + 1).unwrap_or(before.chars().count() + 1);
+    let col = before
+        .rfind('\n')
+        .map(|i| before[i + 1..].chars().count() + 1)
+        .unwrap_or(before.chars().count() + 1);
     (line, col)
 }
 
@@ -357,12 +422,16 @@ fn apply_override(doc: &mut toml_edit::DocumentMut, spec: &str) -> Result<(), St
     let value = value.trim();
     // A TOML value if it parses as one (numbers, booleans, arrays, quoted strings), else a
     // bare string: `--set dataset.root=../x` needs no quotes.
-    let v: toml_edit::Value = value.parse().unwrap_or_else(|_| toml_edit::Value::from(value));
+    let v: toml_edit::Value = value
+        .parse()
+        .unwrap_or_else(|_| toml_edit::Value::from(value));
     set_path(doc.as_item_mut(), &path, v)
 }
 
 fn set_path(item: &mut toml_edit::Item, path: &[&str], v: toml_edit::Value) -> Result<(), String> {
-    let t = item.as_table_like_mut().ok_or_else(|| format!("`{}` is not a table", path[0]))?;
+    let t = item
+        .as_table_like_mut()
+        .ok_or_else(|| format!("`{}` is not a table", path[0]))?;
     if path.len() == 1 {
         t.insert(path[0], toml_edit::Item::Value(v));
         return Ok(());

@@ -66,7 +66,11 @@ impl<'a> StageContext<'a> {
     pub fn setting(&self, name: &str) -> Result<Option<&Path>, BoxError> {
         match self.settings.get(name) {
             Some(p) => Ok(p.as_deref()),
-            None => Err(format!("stage `{}` reads setting `{name}` but does not declare it in `inputs`", self.stage).into()),
+            None => Err(format!(
+                "stage `{}` reads setting `{name}` but does not declare it in `inputs`",
+                self.stage
+            )
+            .into()),
         }
     }
 
@@ -94,7 +98,12 @@ impl<'a> StageContext<'a> {
         if !self.declared_outputs.iter().any(|o| o == name) {
             return Err(format!("stage `{}` has no declared output `{name}`", self.stage).into());
         }
-        Ok(OutputWriter { ctx: self, name: name.to_string(), chunks: Vec::new(), meta: BTreeMap::new() })
+        Ok(OutputWriter {
+            ctx: self,
+            name: name.to_string(),
+            chunks: Vec::new(),
+            meta: BTreeMap::new(),
+        })
     }
 
     /// Convenience: an output of one chunk.
@@ -131,21 +140,38 @@ impl OutputWriter<'_> {
         header.insert("output".into(), self.name.clone());
         header.insert("params".into(), crate::hash::canonical_json(&ctx.params));
         header.insert("key".into(), ctx.key.clone());
-        header.insert("producer".into(), format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")));
+        header.insert(
+            "producer".into(),
+            format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        );
         header.insert("created".into(), now_rfc3339());
         let infos: Vec<TensorInfo> = tensors
             .iter()
-            .map(|(n, t)| TensorInfo { name: n.to_string(), dtype: t.dtype, shape: t.shape.clone() })
+            .map(|(n, t)| TensorInfo {
+                name: n.to_string(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            })
             .collect();
         let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
         let bytes = safetensors::serialize(views, Some(header.clone()))
             .map_err(|e| format!("serialising output `{}`: {e}", self.name))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("re-reading chunk: {e}"))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| format!("re-reading chunk: {e}"))?;
         let digest = chunk_digest(&st, Some(&header));
-        let tmp = ctx.store.tmp_dir().join(format!("{}-{}-{}.part", ctx.stage, self.name, self.chunks.len()));
+        let tmp = ctx.store.tmp_dir().join(format!(
+            "{}-{}-{}.part",
+            ctx.stage,
+            self.name,
+            self.chunks.len()
+        ));
         write_synced(&tmp, &bytes).map_err(io_err(&tmp))?;
         ctx.store.commit_blob(&tmp, &digest)?;
-        self.chunks.push(ChunkRef { digest: digest.clone(), bytes: bytes.len() as u64, tensors: infos });
+        self.chunks.push(ChunkRef {
+            digest: digest.clone(),
+            bytes: bytes.len() as u64,
+            tensors: infos,
+        });
         Ok(digest)
     }
 
@@ -162,8 +188,18 @@ impl OutputWriter<'_> {
     /// finishing a declared output fails.
     pub fn finish(self) -> Result<Artifact, BoxError> {
         let digest = Artifact::compute_digest(&self.chunks, &self.meta);
-        let a = Artifact { stage: self.ctx.stage.clone(), name: self.name.clone(), digest, chunks: self.chunks, meta: self.meta };
-        let mut outs = self.ctx.outputs.lock().map_err(|_| "output registry poisoned")?;
+        let a = Artifact {
+            stage: self.ctx.stage.clone(),
+            name: self.name.clone(),
+            digest,
+            chunks: self.chunks,
+            meta: self.meta,
+        };
+        let mut outs = self
+            .ctx
+            .outputs
+            .lock()
+            .map_err(|_| "output registry poisoned")?;
         if outs.contains_key(&self.name) {
             return Err(format!("output `{}` was written twice", self.name).into());
         }
@@ -200,9 +236,13 @@ pub(crate) fn format_unix(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,8 @@ pub fn canonical_json(v: &Value) -> String {
     fn sort(v: &Value) -> Value {
         match v {
             Value::Object(m) => {
-                let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sort(v))).collect();
+                let sorted: BTreeMap<&String, Value> =
+                    m.iter().map(|(k, v)| (k, sort(v))).collect();
                 Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
             }
             Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
@@ -97,7 +98,11 @@ impl KeyInputs {
                 _ => out.push(format!("external input changed: {k}")),
             }
         }
-        for k in old.externals.keys().filter(|k| !self.externals.contains_key(*k)) {
+        for k in old
+            .externals
+            .keys()
+            .filter(|k| !self.externals.contains_key(*k))
+        {
             out.push(format!("external input removed: {k}"));
         }
         if self.seed != old.seed {
@@ -114,7 +119,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, v, out);
             }
         }
@@ -149,7 +158,10 @@ pub(crate) struct StatCache {
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 fn mtime_ns(md: &fs::Metadata) -> i128 {
@@ -192,14 +204,26 @@ impl StatCache {
     fn file_digest(&mut self, path: &Path, md: &fs::Metadata) -> std::io::Result<String> {
         let (len, mt, ino) = (md.len(), mtime_ns(md), inode(md));
         if let Some(e) = self.entries.get(path) {
-            if e.len == len && e.mtime_ns == mt && e.ino == ino && mt + RACY_WINDOW_NS < self.saved_at_ns {
+            if e.len == len
+                && e.mtime_ns == mt
+                && e.ino == ino
+                && mt + RACY_WINDOW_NS < self.saved_at_ns
+            {
                 return Ok(e.digest.clone());
             }
         }
         let mut h = blake3::Hasher::new();
         h.update_reader(fs::File::open(path)?)?;
         let digest = h.finalize().to_hex().to_string();
-        self.entries.insert(path.to_path_buf(), StatEntry { len, mtime_ns: mt, ino, digest: digest.clone() });
+        self.entries.insert(
+            path.to_path_buf(),
+            StatEntry {
+                len,
+                mtime_ns: mt,
+                ino,
+                digest: digest.clone(),
+            },
+        );
         self.dirty = true;
         Ok(digest)
     }
@@ -272,7 +296,10 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys() {
-        assert_eq!(canonical_json(&json!({"b": 1, "a": {"d": 2, "c": 3}})), r#"{"a":{"c":3,"d":2},"b":1}"#);
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": {"d": 2, "c": 3}})),
+            r#"{"a":{"c":3,"d":2},"b":1}"#
+        );
     }
 
     #[test]
@@ -285,7 +312,12 @@ mod tests {
         let variants: Vec<Box<dyn Fn(&mut KeyInputs)>> = vec![
             Box::new(|k| k.code = "c2".into()),
             Box::new(|k| k.params = json!({"lr": 0.01, "opt": {"beta": 0.9}})),
-            Box::new(|k| k.inputs.insert("a.out".into(), "d2".into()).map(|_| ()).unwrap_or(())),
+            Box::new(|k| {
+                k.inputs
+                    .insert("a.out".into(), "d2".into())
+                    .map(|_| ())
+                    .unwrap_or(())
+            }),
             Box::new(|k| k.seed = 2),
             Box::new(|k| k.device = "cuda".into()),
             Box::new(|k| {
@@ -306,7 +338,14 @@ mod tests {
         new.params = json!({"lr": 0.01, "opt": {"beta": 0.9}});
         new.code = "c2".into();
         new.inputs.insert("a.out".into(), "d9".into());
-        assert_eq!(new.diff(&old), ["code changed", "params changed: lr 0.001 -> 0.01", "input changed: a.out"]);
+        assert_eq!(
+            new.diff(&old),
+            [
+                "code changed",
+                "params changed: lr 0.001 -> 0.01",
+                "input changed: a.out"
+            ]
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ impl Registry {
     }
 
     pub fn get(&self, id: &str) -> Option<&dyn Stage> {
-        self.stages.iter().find(|s| s.id() == id).map(|s| s.as_ref())
+        self.stages
+            .iter()
+            .find(|s| s.id() == id)
+            .map(|s| s.as_ref())
     }
 
     pub fn ids(&self) -> Vec<&'static str> {
@@ -41,13 +44,25 @@ pub(crate) struct Resolved<'r> {
     pub stages: Vec<(&'r dyn Stage, Value)>,
 }
 
-pub(crate) fn resolve<'r>(config: &Config, registry: &'r Registry) -> Result<Resolved<'r>, ConfigError> {
+pub(crate) fn resolve<'r>(
+    config: &Config,
+    registry: &'r Registry,
+) -> Result<Resolved<'r>, ConfigError> {
     let mut stages = Vec::new();
     for sc in &config.stages {
         let stage = registry.get(&sc.id).ok_or_else(|| {
-            config.stage_error(&sc.id, format!("unknown stage `{}` (this build knows: {})", sc.id, registry.ids().join(", ")))
+            config.stage_error(
+                &sc.id,
+                format!(
+                    "unknown stage `{}` (this build knows: {})",
+                    sc.id,
+                    registry.ids().join(", ")
+                ),
+            )
         })?;
-        let params = stage.resolve_params(&sc.params).map_err(|m| config.params_error(&sc.id, &m))?;
+        let params = stage
+            .resolve_params(&sc.params)
+            .map_err(|m| config.params_error(&sc.id, &m))?;
         stages.push((stage, params));
     }
     Ok(Resolved { stages })
@@ -58,9 +73,16 @@ pub(crate) fn resolve<'r>(config: &Config, registry: &'r Registry) -> Result<Res
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum StageState {
     /// A completed run with the current key exists and its blobs are present.
-    Fresh { key: String, finished_ms: u64, seconds: f64 },
+    Fresh {
+        key: String,
+        finished_ms: u64,
+        seconds: f64,
+    },
     /// Must run; `key` is unknown while an upstream stage is stale.
-    Stale { key: Option<String>, reasons: Vec<String> },
+    Stale {
+        key: Option<String>,
+        reasons: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +120,10 @@ pub(crate) fn external_digests(
         let digest = match config.setting_path(name) {
             None => "unset".to_string(),
             Some(p) => stat.path_digest(&p).map_err(|e| {
-                config.stage_error(stage, format!("stage `{stage}` input `{name}`: {}: {e}", p.display()))
+                config.stage_error(
+                    stage,
+                    format!("stage `{stage}` input `{name}`: {}: {e}", p.display()),
+                )
             })?,
         };
         out.insert(name.clone(), digest);
@@ -125,8 +150,14 @@ pub(crate) fn key_inputs(
 }
 
 /// The record for `key` if it exists and every blob it names is present with its size.
-pub(crate) fn fresh_record(store: &Store, stage: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
-    let Some(rec) = store.read_record(stage, key)? else { return Ok(None) };
+pub(crate) fn fresh_record(
+    store: &Store,
+    stage: &str,
+    key: &str,
+) -> Result<Option<RunRecord>, StoreError> {
+    let Some(rec) = store.read_record(stage, key)? else {
+        return Ok(None);
+    };
     for a in rec.outputs.values() {
         for c in &a.chunks {
             match std::fs::metadata(store.blob_path(&c.digest)) {
@@ -140,13 +171,17 @@ pub(crate) fn fresh_record(store: &Store, stage: &str, key: &str) -> Result<Opti
 
 /// Why a stage with these key inputs has no usable record.
 pub(crate) fn stale_reasons(store: &Store, ki: &KeyInputs) -> Result<Vec<String>, StoreError> {
-    let Some(latest) = store.latest(&ki.stage)? else { return Ok(vec!["never run".into()]) };
+    let Some(latest) = store.latest(&ki.stage)? else {
+        return Ok(vec!["never run".into()]);
+    };
     let d = ki.diff(&latest.key_inputs);
     if d.is_empty() {
         if store.read_record(&ki.stage, &ki.key())?.is_some() {
             Ok(vec!["output blobs missing from the cache".into()])
         } else {
-            Ok(vec!["no completed run with these inputs (interrupted, failed or invalidated)".into()])
+            Ok(vec![
+                "no completed run with these inputs (interrupted, failed or invalidated)".into(),
+            ])
         }
     } else {
         Ok(d)
@@ -176,10 +211,14 @@ pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
     for (sc, (stage, params)) in config.stages.iter().zip(&resolved.stages) {
         let state = match upstream_inputs(&sc.needs, &done) {
             None => {
-                let stale: Vec<&String> = sc.needs.iter().filter(|n| !done.contains_key(*n)).collect();
+                let stale: Vec<&String> =
+                    sc.needs.iter().filter(|n| !done.contains_key(*n)).collect();
                 StageState::Stale {
                     key: None,
-                    reasons: stale.iter().map(|n| format!("upstream `{n}` is stale")).collect(),
+                    reasons: stale
+                        .iter()
+                        .map(|n| format!("upstream `{n}` is stale"))
+                        .collect(),
                 }
             }
             Some(inputs) => {
@@ -189,15 +228,31 @@ pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
                 match fresh_record(&store, &sc.id, &key)? {
                     Some(rec) => {
                         done.insert(sc.id.clone(), rec.outputs.clone());
-                        StageState::Fresh { key, finished_ms: rec.finished_ms, seconds: rec.seconds }
+                        StageState::Fresh {
+                            key,
+                            finished_ms: rec.finished_ms,
+                            seconds: rec.seconds,
+                        }
                     }
-                    None => StageState::Stale { reasons: stale_reasons(&store, &ki)?, key: Some(key) },
+                    None => StageState::Stale {
+                        reasons: stale_reasons(&store, &ki)?,
+                        key: Some(key),
+                    },
                 }
             }
         };
-        entries.push(PlanEntry { stage: sc.id.clone(), state, needs: sc.needs.clone() });
+        entries.push(PlanEntry {
+            stage: sc.id.clone(),
+            state,
+            needs: sc.needs.clone(),
+        });
     }
     let _ = stat.save(&store.stat_cache_path());
     let (cache_bytes, cache_blobs) = store.blob_usage();
-    Ok(Plan { entries, cache: config.cache.display().to_string(), cache_bytes, cache_blobs })
+    Ok(Plan {
+        entries,
+        cache: config.cache.display().to_string(),
+        cache_bytes,
+        cache_blobs,
+    })
 }

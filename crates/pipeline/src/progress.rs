@@ -28,9 +28,11 @@ impl Progress {
     pub fn bar(&self, len: u64, prefix: &str) -> ProgressBar {
         let pb = self.multi.add(ProgressBar::new(len));
         pb.set_style(
-            ProgressStyle::with_template("{prefix:>14.bold} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>14.bold} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         pb.set_prefix(prefix.to_string());
         pb.enable_steady_tick(Duration::from_millis(500));
@@ -40,7 +42,10 @@ impl Progress {
     /// A spinner for work of unknown length.
     pub fn spinner(&self, prefix: &str) -> ProgressBar {
         let pb = self.multi.add(ProgressBar::new_spinner());
-        pb.set_style(ProgressStyle::with_template("{prefix:>14.bold} {spinner} {elapsed} {msg}").expect("valid template"));
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>14.bold} {spinner} {elapsed} {msg}")
+                .expect("valid template"),
+        );
         pb.set_prefix(prefix.to_string());
         pb.enable_steady_tick(Duration::from_millis(200));
         pb

@@ -13,7 +13,9 @@ use crate::artifact::{Artifact, Chunk};
 use crate::config::Config;
 use crate::context::StageContext;
 use crate::hash::{KeyInputs, StatCache};
-use crate::plan::{external_digests, fresh_record, key_inputs, resolve, stale_reasons, upstream_inputs, Registry};
+use crate::plan::{
+    external_digests, fresh_record, key_inputs, resolve, stale_reasons, upstream_inputs, Registry,
+};
 use crate::progress::Progress;
 
 use crate::store::{RunRecord, Store, StoreError};
@@ -56,10 +58,18 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn ran(&self) -> Vec<&str> {
-        self.stages.iter().filter(|(_, o)| matches!(o, StageOutcome::Ran { .. })).map(|(s, _)| s.as_str()).collect()
+        self.stages
+            .iter()
+            .filter(|(_, o)| matches!(o, StageOutcome::Ran { .. }))
+            .map(|(s, _)| s.as_str())
+            .collect()
     }
     pub fn failed(&self) -> Vec<&str> {
-        self.stages.iter().filter(|(_, o)| matches!(o, StageOutcome::Failed { .. })).map(|(s, _)| s.as_str()).collect()
+        self.stages
+            .iter()
+            .filter(|(_, o)| matches!(o, StageOutcome::Failed { .. }))
+            .map(|(s, _)| s.as_str())
+            .collect()
     }
 }
 
@@ -72,16 +82,34 @@ enum Slot {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-/// Brings the selected stages up to date.
-pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &Progress) -> anyhow::Result<RunSummary> {
+/// Brings the selected stages up to date. Stage failures do not make this return `Err`: they
+/// are in the summary (see [`RunSummary::check`]); errors before any stage ran do.
+pub fn run(
+    config: &Config,
+    registry: &Registry,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> anyhow::Result<RunSummary> {
     let t0 = Instant::now();
     let resolved = resolve(config, registry)?;
     for t in &opts.targets {
         if config.stage(t).is_none() {
-            bail!("unknown stage `{t}` (stages in {}: {})", config.file, config.stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
+            bail!(
+                "unknown stage `{t}` (stages in {}: {})",
+                config.file,
+                config
+                    .stages
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let store = Store::open(&config.cache)?;
@@ -89,19 +117,32 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
         None
     } else {
         Some(store.lock(!opts.no_wait, |holder| {
-            progress.warn(format!("waiting for the cache lock on {} (held by {holder})", config.cache.display()))
+            progress.warn(format!(
+                "waiting for the cache lock on {} (held by {holder})",
+                config.cache.display()
+            ))
         })?)
     };
 
-    let targets: Vec<String> = if opts.targets.is_empty() { config.stages.iter().map(|s| s.id.clone()).collect() } else { opts.targets.clone() };
+    let targets: Vec<String> = if opts.targets.is_empty() {
+        config.stages.iter().map(|s| s.id.clone()).collect()
+    } else {
+        opts.targets.clone()
+    };
     let mut selected: BTreeSet<String> = config.upstream_closure(&targets).into_iter().collect();
     if opts.downstream {
         for t in &targets {
             selected.extend(config.downstream(t));
         }
     }
-    let forced: BTreeSet<String> = if opts.force { targets.iter().cloned().collect() } else { BTreeSet::new() };
-    let order: Vec<usize> = (0..config.stages.len()).filter(|&i| selected.contains(&config.stages[i].id)).collect();
+    let forced: BTreeSet<String> = if opts.force {
+        targets.iter().cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let order: Vec<usize> = (0..config.stages.len())
+        .filter(|&i| selected.contains(&config.stages[i].id))
+        .collect();
 
     // External inputs that a stage can provide (e.g. weights to download).
     if !opts.dry_run {
@@ -114,9 +155,19 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                             .0
                             .provide_input(name, &p, progress.quiet())
                             .map_err(|e| anyhow::anyhow!("{e}"))
-                            .with_context(|| format!("stage `{}` input `{name}` ({}) is missing", sc.id, p.display()))?;
+                            .with_context(|| {
+                                format!(
+                                    "stage `{}` input `{name}` ({}) is missing",
+                                    sc.id,
+                                    p.display()
+                                )
+                            })?;
                         if !provided {
-                            bail!("stage `{}` input `{name}`: {} does not exist", sc.id, p.display());
+                            bail!(
+                                "stage `{}` input `{name}`: {} does not exist",
+                                sc.id,
+                                p.display()
+                            );
                         }
                     }
                 }
@@ -133,14 +184,29 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
     let _ = stat.save(&store.stat_cache_path());
 
     let jobs = opts.jobs.unwrap_or(config.jobs).max(1);
-    let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("building the thread pool")?;
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the thread pool")?;
 
     let mut slots: BTreeMap<usize, Slot> = order.iter().map(|&i| (i, Slot::Waiting)).collect();
     let mut outcomes: BTreeMap<usize, StageOutcome> = BTreeMap::new();
     let mut rebuilds: BTreeMap<usize, usize> = BTreeMap::new();
     let mut failed_any = false;
-    let (tx, rx) = mpsc::channel::<(usize, KeyInputs, Vec<String>, u64, Result<BTreeMap<String, Artifact>, String>)>();
+    let (tx, rx) = mpsc::channel::<(
+        usize,
+        KeyInputs,
+        Vec<String>,
+        u64,
+        Result<BTreeMap<String, Artifact>, String>,
+    )>();
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut running = 0usize;
@@ -153,9 +219,26 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                     continue;
                 }
                 let sc = &config.stages[i];
-                let needs: Vec<usize> = sc.needs.iter().map(|n| config.stages.iter().position(|s| &s.id == n).expect("validated")).collect();
-                if needs.iter().any(|n| matches!(slots[n], Slot::Failed | Slot::Skipped(_))) {
-                    let bad: Vec<&str> = needs.iter().filter(|n| matches!(slots[n], Slot::Failed | Slot::Skipped(_))).map(|&n| config.stages[n].id.as_str()).collect();
+                let needs: Vec<usize> = sc
+                    .needs
+                    .iter()
+                    .map(|n| {
+                        config
+                            .stages
+                            .iter()
+                            .position(|s| &s.id == n)
+                            .expect("validated")
+                    })
+                    .collect();
+                if needs
+                    .iter()
+                    .any(|n| matches!(slots[n], Slot::Failed | Slot::Skipped(_)))
+                {
+                    let bad: Vec<&str> = needs
+                        .iter()
+                        .filter(|n| matches!(slots[n], Slot::Failed | Slot::Skipped(_)))
+                        .map(|&n| config.stages[n].id.as_str())
+                        .collect();
                     let reason = format!("upstream `{}` did not complete", bad.join("`, `"));
                     slots.insert(i, Slot::Skipped(reason));
                     progressed = true;
@@ -167,7 +250,9 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                         done.insert(config.stages[n].id.clone(), rec.outputs.clone());
                     }
                 }
-                let Some(inputs) = upstream_inputs(&sc.needs, &done) else { continue };
+                let Some(inputs) = upstream_inputs(&sc.needs, &done) else {
+                    continue;
+                };
                 let (stage, params) = (resolved.stages[i].0, &resolved.stages[i].1);
                 let ki = key_inputs(config, stage, params, inputs, externals[&i].clone());
                 let key = ki.key();
@@ -178,15 +263,29 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                             store.set_latest(&rec)?;
                         }
                         progress.println(format!("{:>9} {} (cached)", "fresh", sc.id));
-                        outcomes.insert(i, StageOutcome::Cached { seconds: rec.seconds });
+                        outcomes.insert(
+                            i,
+                            StageOutcome::Cached {
+                                seconds: rec.seconds,
+                            },
+                        );
                         slots.insert(i, Slot::Done(rec));
                         progressed = true;
                         continue;
                     }
                 }
-                let reasons = if forced.contains(&sc.id) { vec!["forced".to_string()] } else { stale_reasons(&store, &ki)? };
+                let reasons = if forced.contains(&sc.id) {
+                    vec!["forced".to_string()]
+                } else {
+                    stale_reasons(&store, &ki)?
+                };
                 if opts.dry_run {
-                    progress.println(format!("{:>9} {}: {}", "would run", sc.id, reasons.join("; ")));
+                    progress.println(format!(
+                        "{:>9} {}: {}",
+                        "would run",
+                        sc.id,
+                        reasons.join("; ")
+                    ));
                     outcomes.insert(i, StageOutcome::WouldRun { reasons });
                     // Downstream keys depend on outputs we do not have: they are reported as
                     // waiting on this stage.
@@ -199,14 +298,20 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                     progressed = true;
                     continue;
                 }
-                if draining || exclusive_running || running >= jobs || (stage.exclusive() && running > 0) {
+                if draining
+                    || exclusive_running
+                    || running >= jobs
+                    || (stage.exclusive() && running > 0)
+                {
                     if stage.exclusive() {
                         draining = true; // start nothing else until it has run
                     }
                     continue;
                 }
                 // Inputs are verified against their digests before the stage may read them.
-                if let Some((producer, digest, reason)) = verify_inputs(&store, &slots, config, &needs)? {
+                if let Some((producer, digest, reason)) =
+                    verify_inputs(&store, &slots, config, &needs)?
+                {
                     let n = rebuilds.entry(producer).or_insert(0);
                     *n += 1;
                     if *n > 1 {
@@ -225,7 +330,12 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                     progressed = true;
                     break;
                 }
-                progress.println(format!("{:>9} {} ({})", "running", sc.id, reasons.join("; ")));
+                progress.println(format!(
+                    "{:>9} {} ({})",
+                    "running",
+                    sc.id,
+                    reasons.join("; ")
+                ));
                 slots.insert(i, Slot::Running);
                 running += 1;
                 exclusive_running |= stage.exclusive();
@@ -234,7 +344,11 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                 let store = &store;
                 let pool = &pool;
                 let declared: Vec<String> = stage.outputs().iter().map(|s| s.to_string()).collect();
-                let settings = sc.inputs.iter().map(|n| (n.clone(), config.setting_path(n))).collect();
+                let settings = sc
+                    .inputs
+                    .iter()
+                    .map(|n| (n.clone(), config.setting_path(n)))
+                    .collect();
                 let mut input_artifacts = BTreeMap::new();
                 for (sid, outs) in &done {
                     for (name, a) in outs {
@@ -257,11 +371,13 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                         progress,
                         outputs: Mutex::new(BTreeMap::new()),
                     };
-                    let result = pool.install(|| std::panic::catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))));
+                    let result = pool
+                        .install(|| std::panic::catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))));
                     let result = match result {
                         Ok(Ok(())) => {
                             let outs = ctx.outputs.into_inner().unwrap_or_default();
-                            let missing: Vec<&String> = declared.iter().filter(|d| !outs.contains_key(*d)).collect();
+                            let missing: Vec<&String> =
+                                declared.iter().filter(|d| !outs.contains_key(*d)).collect();
                             if missing.is_empty() {
                                 Ok(outs)
                             } else {
@@ -298,11 +414,21 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                         started_ms: started,
                         finished_ms: finished,
                         threads,
-                        producer: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+                        producer: format!(
+                            "{} {}",
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION")
+                        ),
                     };
                     store.write_record(&rec)?;
                     progress.println(format!("{:>9} {} in {:.1}s", "done", id, rec.seconds));
-                    outcomes.insert(i, StageOutcome::Ran { seconds: rec.seconds, reasons });
+                    outcomes.insert(
+                        i,
+                        StageOutcome::Ran {
+                            seconds: rec.seconds,
+                            reasons,
+                        },
+                    );
                     slots.insert(i, Slot::Done(rec));
                 }
                 Err(e) => {
@@ -325,15 +451,26 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                 records.insert(id.clone(), rec);
                 outcomes.remove(&i).expect("done stages have an outcome")
             }
-            Slot::Skipped(reason) => outcomes.remove(&i).unwrap_or(StageOutcome::Skipped { reason }),
-            _ => outcomes.remove(&i).unwrap_or(StageOutcome::Skipped { reason: "not reached".into() }),
+            Slot::Skipped(reason) => outcomes
+                .remove(&i)
+                .unwrap_or(StageOutcome::Skipped { reason }),
+            _ => outcomes.remove(&i).unwrap_or(StageOutcome::Skipped {
+                reason: "not reached".into(),
+            }),
         };
         stages.push((id, outcome));
     }
-    let summary = RunSummary { stages, records, seconds: t0.elapsed().as_secs_f64() };
-    let failed = summary.failed();
-    if !failed.is_empty() {
-        let msgs: Vec<String> = summary
+    Ok(RunSummary {
+        stages,
+        records,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+impl RunSummary {
+    /// An error naming every failed stage, if any failed.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let msgs: Vec<String> = self
             .stages
             .iter()
             .filter_map(|(s, o)| match o {
@@ -341,9 +478,12 @@ pub fn run(config: &Config, registry: &Registry, opts: &RunOptions, progress: &P
                 _ => None,
             })
             .collect();
-        bail!("{}", msgs.join("\n"));
+        if msgs.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", msgs.join("\n"))
+        }
     }
-    Ok(summary)
 }
 
 /// Checks every chunk of the inputs of a stage; returns the first corrupt one's producer.
@@ -359,9 +499,17 @@ fn verify_inputs(
                 for c in &a.chunks {
                     match Chunk::open(store, c) {
                         Ok(_) => {}
-                        Err(StoreError::Corrupt { digest, reason }) => return Ok(Some((n, digest, reason))),
-                        Err(StoreError::Missing { digest }) => return Ok(Some((n, digest, "missing".into()))),
-                        Err(e) => return Err(e).with_context(|| format!("reading an output of `{}`", config.stages[n].id)),
+                        Err(StoreError::Corrupt { digest, reason }) => {
+                            return Ok(Some((n, digest, reason)))
+                        }
+                        Err(StoreError::Missing { digest }) => {
+                            return Ok(Some((n, digest, "missing".into())))
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("reading an output of `{}`", config.stages[n].id)
+                            })
+                        }
                     }
                 }
             }
@@ -390,4 +538,3 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         "unknown panic".to_string()
     }
 }
-

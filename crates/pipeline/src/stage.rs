@@ -57,7 +57,9 @@ pub fn resolve_params<P>(raw: &toml::Table) -> Result<Value, String>
 where
     P: DeserializeOwned + Serialize + Validate,
 {
-    let p: P = toml::Value::Table(raw.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let p: P = toml::Value::Table(raw.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
     p.validate()?;
     serde_json::to_value(&p).map_err(|e| e.to_string())
 }

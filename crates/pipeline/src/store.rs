@@ -25,8 +25,13 @@ use crate::hash::KeyInputs;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("cache {path} is locked by another run ({holder}); rerun without --no-wait to wait for it")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cache {path} is locked by another run ({holder}); rerun without --no-wait to wait for it"
+    )]
     Locked { path: PathBuf, holder: String },
     #[error("blob {digest} is corrupt ({reason}); it was removed and will be rebuilt")]
     Corrupt { digest: String, reason: String },
@@ -37,7 +42,10 @@ pub enum StoreError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` via a temp file in the same folder, fsync and rename.
@@ -46,7 +54,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     {
@@ -100,7 +110,9 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -132,9 +144,16 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = if holder.trim().is_empty() { "unknown process".to_string() } else { holder.trim().to_string() };
+                let holder = if holder.trim().is_empty() {
+                    "unknown process".to_string()
+                } else {
+                    holder.trim().to_string()
+                };
                 if !wait {
-                    return Err(StoreError::Locked { path: self.root.clone(), holder });
+                    return Err(StoreError::Locked {
+                        path: self.root.clone(),
+                        holder,
+                    });
                 }
                 on_wait(&holder);
                 file.lock().map_err(io_err(&path))?;
@@ -155,7 +174,10 @@ impl Store {
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let prefix = digest.get(..2).unwrap_or("00");
-        self.root.join("blobs").join(prefix).join(format!("{digest}.safetensors"))
+        self.root
+            .join("blobs")
+            .join(prefix)
+            .join(format!("{digest}.safetensors"))
     }
 
     /// Moves a finished, fsynced temp file into place under its digest. If the blob exists
@@ -179,7 +201,10 @@ impl Store {
     }
 
     fn record_path(&self, stage: &str, key: &str) -> PathBuf {
-        self.root.join("runs").join(stage).join(format!("{key}.json"))
+        self.root
+            .join("runs")
+            .join(stage)
+            .join(format!("{key}.json"))
     }
 
     pub fn read_record(&self, stage: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -222,7 +247,9 @@ impl Store {
                 }
             }
         }
-        out.sort_by(|a: &RunRecord, b| (a.stage.as_str(), a.finished_ms).cmp(&(b.stage.as_str(), b.finished_ms)));
+        out.sort_by(|a: &RunRecord, b| {
+            (a.stage.as_str(), a.finished_ms).cmp(&(b.stage.as_str(), b.finished_ms))
+        });
         Ok(out)
     }
 
@@ -266,7 +293,10 @@ impl Store {
         }
         let (mut removed_blobs, mut freed) = (0, 0);
         for_each_blob(&self.root.join("blobs"), |p, md| {
-            let digest = p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let digest = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
             if !live.contains(&digest) && fs::remove_file(p).is_ok() {
                 removed_blobs += 1;
                 freed += md.len();
@@ -279,7 +309,9 @@ impl Store {
 fn for_each_blob(dir: &Path, mut f: impl FnMut(&Path, &fs::Metadata)) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for sub in rd.flatten() {
-        let Ok(files) = fs::read_dir(sub.path()) else { continue };
+        let Ok(files) = fs::read_dir(sub.path()) else {
+            continue;
+        };
         for file in files.flatten() {
             if let Ok(md) = file.metadata() {
                 f(&file.path(), &md);
@@ -292,7 +324,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sto
     match fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| StoreError::BadRecord { path: path.to_path_buf(), reason: e.to_string() }),
+            .map_err(|e| StoreError::BadRecord {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }

@@ -71,12 +71,21 @@ macro_rules! ctor {
         /// Builds a tensor; panics if `shape` does not match the number of values (a
         /// programming error, not an input error).
         pub fn $name(shape: &[usize], values: &[$t]) -> Tensor {
-            assert_eq!(shape.iter().product::<usize>(), values.len(), "shape {shape:?} does not match {} values", values.len());
+            assert_eq!(
+                shape.iter().product::<usize>(),
+                values.len(),
+                "shape {shape:?} does not match {} values",
+                values.len()
+            );
             let mut data = Vec::with_capacity(std::mem::size_of_val(values));
             for v in values {
                 data.extend_from_slice(&v.to_le_bytes());
             }
-            Tensor { dtype: $d, shape: shape.to_vec(), data }
+            Tensor {
+                dtype: $d,
+                shape: shape.to_vec(),
+                data,
+            }
         }
     };
 }
@@ -89,8 +98,17 @@ impl Tensor {
     ctor!(from_u32, u32, Dtype::U32);
 
     pub fn from_u8(shape: &[usize], values: Vec<u8>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape {shape:?} does not match {} values", values.len());
-        Tensor { dtype: Dtype::U8, shape: shape.to_vec(), data: values }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape {shape:?} does not match {} values",
+            values.len()
+        );
+        Tensor {
+            dtype: Dtype::U8,
+            shape: shape.to_vec(),
+            data: values,
+        }
     }
 
     /// A UTF-8 string stored as a U8 tensor (for small texts such as JSON tables).

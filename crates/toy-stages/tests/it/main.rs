@@ -1,0 +1,641 @@
+//! The runner's guarantees, each checked with toy stages through the real CLI binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use expect_test::expect;
+
+const BASE: &str = r#"
+cache = "cache"
+jobs = 2
+
+[stage.gen]
+params = { n = 10, scale = 1.0 }
+
+[stage.square]
+needs = ["gen"]
+
+[stage.sum]
+needs = ["square"]
+
+[stage.gen2]
+params = { n = 4 }
+"#;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(toml: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("pipeline.toml"), toml).unwrap();
+        Env { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_toy-runner"));
+        c.current_dir(self.path()).args(args);
+        c
+    }
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Out(c.output().unwrap())
+    }
+    fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args);
+        assert!(
+            o.0.status.success(),
+            "{args:?} failed:\n{}\n{}",
+            o.stdout(),
+            o.stderr()
+        );
+        o
+    }
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+    fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+    fn record(&self, stage: &str) -> Option<serde_json::Value> {
+        fs::read(self.cache().join("latest").join(format!("{stage}.json")))
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+    fn total(&self) -> f64 {
+        let o = self.ok(&["artifacts", "show", "sum.total"]);
+        let line = o
+            .stdout()
+            .lines()
+            .find(|l| l.trim_start().starts_with("total"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace().nth(4).unwrap().parse().unwrap()
+    }
+}
+
+struct Out(Output);
+
+impl Out {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Outcome column of the run summary for `stage`.
+    fn outcome(&self, stage: &str) -> String {
+        self.stdout()
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .unwrap_or_else(|| "absent".into())
+    }
+    fn ran(&self) -> Vec<String> {
+        let s = self.stdout();
+        let mut v: Vec<String> = s
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("ran"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// 1 + 2: keys and the no-op run.
+#[test]
+fn second_run_executes_nothing() {
+    let e = Env::new(BASE);
+    let first = e.ok(&["run", "all"]);
+    assert_eq!(first.ran(), ["gen", "gen2", "square", "sum"]);
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    let second = e.ok(&["run", "all"]);
+    assert_eq!(second.ran(), Vec::<String>::new());
+    for s in ["gen", "gen2", "square", "sum"] {
+        assert_eq!(second.outcome(s), "cached", "{s}");
+    }
+    let status = e.ok(&["status"]).stdout();
+    assert!(
+        status
+            .lines()
+            .all(|l| l.starts_with("cache ") || l.contains(" fresh ")),
+        "{status}"
+    );
+}
+
+#[test]
+fn moving_the_project_keeps_the_cache_valid() {
+    // Keys hold no absolute paths or mtimes: a copied folder is still fresh.
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let moved = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", e.path().display()))
+        .arg(moved.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let e2 = Env { dir: moved };
+    assert_eq!(e2.ok(&["run", "all"]).ran(), Vec::<String>::new());
+}
+
+// 3: a param change reruns the stage and its downstream, nothing else.
+#[test]
+fn param_change_reruns_stage_and_downstream_only() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let set = ["--set", "stage.gen.params.scale=2.0"];
+    let why = e.ok(&["why", "gen", set[0], set[1]]).stdout();
+    expect![[r#"
+        `gen` is stale:
+          params changed: scale 1.0 -> 2.0
+    "#]]
+    .assert_eq(&why);
+    let why_sq = e.ok(&["why", "square", set[0], set[1]]).stdout();
+    assert!(why_sq.contains("upstream `gen` is stale"), "{why_sq}");
+    let o = e.ok(&["run", "all", set[0], set[1]]);
+    assert_eq!(o.ran(), ["gen", "square", "sum"]);
+    assert_eq!(o.outcome("gen2"), "cached");
+    assert_eq!(
+        e.total(),
+        (0..10).map(|i| (2 * i * 2 * i) as f64).sum::<f64>()
+    );
+    // Going back to the old value finds the old results.
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+}
+
+#[test]
+fn set_acts_like_editing_the_file() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all", "--set", "stage.gen.params.scale=3.0"]);
+    fs::write(
+        e.path().join("pipeline.toml"),
+        BASE.replace("scale = 1.0", "scale = 3.0"),
+    )
+    .unwrap();
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+}
+
+// 3: early cutoff.
+#[test]
+fn identical_output_keeps_downstream_fresh() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let o = e.ok(&["run", "all", "--set", "stage.square.params.mode=pow"]);
+    assert_eq!(o.ran(), ["square"], "{}", o.stdout());
+    assert_eq!(o.outcome("sum"), "cached");
+}
+
+// 4: a code change reruns the stage.
+#[test]
+fn code_change_reruns_stage() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let why = e
+        .run_env(&["why", "square"], &[("TOY_CODE_SALT_SQUARE", "edit")])
+        .stdout();
+    assert!(why.contains("code changed"), "{why}");
+    let o = e.run_env(&["run", "all"], &[("TOY_CODE_SALT_SQUARE", "edit")]);
+    assert_eq!(
+        o.ran(),
+        ["square"],
+        "same output: sum is cut off\n{}",
+        o.stdout()
+    );
+    let o = e.run_env(&["run", "all"], &[("TOY_CODE_SALT_GEN", "edit")]);
+    assert_eq!(o.ran(), ["gen"]);
+}
+
+// 5: targets, --force, --downstream, --dry-run.
+#[test]
+fn run_targets_force_downstream_and_dry_run() {
+    let e = Env::new(BASE);
+    let o = e.ok(&["run", "square"]);
+    assert_eq!(o.ran(), ["gen", "square"]);
+    assert_eq!(o.outcome("sum"), "absent");
+    let o = e.ok(&["run", "square", "--force"]);
+    assert_eq!(o.ran(), ["square"]);
+    assert_eq!(o.outcome("gen"), "cached");
+    let o = e.ok(&["run", "gen", "--force", "--downstream"]);
+    assert_eq!(
+        o.ran(),
+        ["gen", "sum"],
+        "sum never ran before; square is cut off\n{}",
+        o.stdout()
+    );
+    let o = e.ok(&["run", "all", "--dry-run", "--set", "stage.gen.params.n=3"]);
+    assert!(
+        o.stderr()
+            .contains("would run gen: params changed: n 10 -> 3"),
+        "{}",
+        o.stderr()
+    );
+    assert_eq!(o.ran(), Vec::<String>::new());
+    assert!(e
+        .ok(&["why", "gen", "--set", "stage.gen.params.n=3"])
+        .stdout()
+        .contains("params changed"));
+    let o = e.run(&["run", "nope"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("unknown stage `nope`"),
+        "{}",
+        o.stderr()
+    );
+}
+
+const MEET: &str = r#"
+cache = "cache"
+[stage.meet-a]
+params = { meet_dir = "rdv", meet_peer = "meet-b", meet_timeout_ms = 1500 }
+[stage.meet-b]
+params = { meet_dir = "rdv", meet_peer = "meet-a", meet_timeout_ms = 1500 }
+[stage.hog]
+params = { sleep_ms = 200, chunks = 2 }
+[stage.gen]
+params = { sleep_ms = 100 }
+"#;
+
+fn interval(e: &Env, s: &str) -> (u64, u64) {
+    let r = e.record(s).unwrap();
+    (
+        r["started_ms"].as_u64().unwrap(),
+        r["finished_ms"].as_u64().unwrap(),
+    )
+}
+
+// 6: independent stages run concurrently; an exclusive stage runs alone.
+#[test]
+fn independent_stages_run_concurrently_and_exclusive_alone() {
+    let e = Env::new(MEET);
+    let o = e.ok(&["run", "all", "--jobs", "2"]);
+    assert_eq!(o.ran(), ["gen", "hog", "meet-a", "meet-b"]);
+    let hog = interval(&e, "hog");
+    for s in ["gen", "meet-a", "meet-b"] {
+        let (a, b) = interval(&e, s);
+        assert!(
+            b <= hog.0 || a >= hog.1,
+            "{s} {a}..{b} overlaps exclusive hog {hog:?}"
+        );
+    }
+    // With one job at a time the rendezvous cannot happen.
+    let e = Env::new(MEET);
+    let o = e.run(&["run", "meet-a", "meet-b", "--jobs", "1"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("did not run concurrently"),
+        "{}",
+        o.stderr()
+    );
+}
+
+// 7: a failing, panicking or killed stage leaves nothing that looks like a result.
+#[test]
+fn failure_and_panic_leave_no_record() {
+    let e = Env::new(BASE);
+    let o = e.run(&["run", "all", "--set", "stage.square.params.fail=true"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr()
+            .contains("stage `square` failed: toy stage asked to fail"),
+        "{}",
+        o.stderr()
+    );
+    assert!(e.record("square").is_none());
+    assert_eq!(o.outcome("sum"), "skipped");
+    let o = e.run(&["run", "all", "--set", "stage.square.params.panic=true"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr()
+            .contains("stage `square` failed: panicked: toy stage asked to panic"),
+        "{}",
+        o.stderr()
+    );
+    assert!(e.record("square").is_none());
+    // The completed stages are reused.
+    let o = e.ok(&["run", "all"]);
+    assert_eq!(o.ran(), ["square", "sum"]);
+}
+
+#[test]
+fn killed_run_resumes_from_completed_stages() {
+    let e = Env::new(&BASE.replace(
+        "[stage.square]\n",
+        "[stage.square]\nparams = { sleep_ms = 400 }\n",
+    ));
+    let mut child = e.spawn(&["run", "all", "--jobs", "1"]);
+    wait_for("gen to complete", || e.record("gen").is_some());
+    // Square is now writing its chunks (400 ms apart): kill it mid-stage.
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        e.record("square").is_none(),
+        "no record for the killed stage"
+    );
+    let status = e.ok(&["status"]).stdout();
+    assert!(status.contains("gen            fresh"), "{status}");
+    assert!(status.contains("square         stale"), "{status}");
+    let o = e.ok(&["run", "all"]);
+    assert_eq!(o.outcome("gen"), "cached");
+    assert!(o.ran().contains(&"square".to_string()));
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    assert_eq!(
+        fs::read_dir(e.cache().join("tmp")).unwrap().count(),
+        0,
+        "temp files cleaned"
+    );
+}
+
+fn blobs_of(e: &Env, stage: &str) -> Vec<PathBuf> {
+    let r = e.record(stage).unwrap();
+    let mut out = Vec::new();
+    for a in r["outputs"].as_object().unwrap().values() {
+        for c in a["chunks"].as_array().unwrap() {
+            let d = c["digest"].as_str().unwrap();
+            out.push(
+                e.cache()
+                    .join("blobs")
+                    .join(&d[..2])
+                    .join(format!("{d}.safetensors")),
+            );
+        }
+    }
+    out
+}
+
+// 8: a corrupted blob is reported, never used, and rebuilt.
+#[test]
+fn corrupted_blob_is_detected_and_rebuilt() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let blob = &blobs_of(&e, "gen")[0];
+    let mut bytes = fs::read(blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40; // a flipped bit in the tensor data
+    fs::write(blob, &bytes).unwrap();
+    let show = e.run(&["artifacts", "show", "gen.values"]);
+    assert!(!show.0.status.success());
+    assert!(show.stderr().contains("is corrupt"), "{}", show.stderr());
+    // Square must read gen's output again: the corruption is found, gen is rebuilt.
+    fs::write(blob, &bytes).unwrap();
+    let o = e.ok(&["run", "all", "--set", "stage.square.params.sleep_ms=1"]);
+    assert!(o.stderr().contains("is corrupt"), "{}", o.stderr());
+    assert!(
+        o.ran().contains(&"gen".to_string()) && o.ran().contains(&"square".to_string()),
+        "{}",
+        o.stdout()
+    );
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    assert_ne!(
+        fs::read(blob).unwrap(),
+        bytes,
+        "the blob was rewritten from a fresh run"
+    );
+}
+
+// 9: two runs on one cache.
+#[test]
+fn second_run_waits_for_the_lock_or_fails_with_no_wait() {
+    let e = Env::new(&BASE.replace(
+        "[stage.square]\n",
+        "[stage.square]\nparams = { sleep_ms = 700 }\n",
+    ));
+    let mut first = e.spawn(&["run", "all"]);
+    wait_for("the first run to hold the lock", || {
+        fs::read_to_string(e.cache().join("lock")).is_ok_and(|s| s.starts_with("pid"))
+    });
+    let o = e.run(&["run", "all", "--no-wait"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("is locked by another run (pid "),
+        "{}",
+        o.stderr()
+    );
+    let o = e.ok(&["run", "all"]);
+    assert!(
+        o.stderr().contains("waiting for the cache lock"),
+        "{}",
+        o.stderr()
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(o.ran(), Vec::<String>::new(), "the first run did the work");
+}
+
+#[test]
+fn lock_of_a_killed_process_is_recovered() {
+    let e = Env::new(&BASE.replace(
+        "[stage.square]\n",
+        "[stage.square]\nparams = { sleep_ms = 2000 }\n",
+    ));
+    let mut first = e.spawn(&["run", "all"]);
+    wait_for("the first run to hold the lock", || {
+        fs::read_to_string(e.cache().join("lock")).is_ok_and(|s| s.starts_with("pid"))
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let o = e.run(&[
+        "run",
+        "all",
+        "--no-wait",
+        "--set",
+        "stage.square.params.sleep_ms=0",
+    ]);
+    assert!(o.0.status.success(), "{}", o.stderr());
+}
+
+// 10: gc and status.
+#[test]
+fn gc_keeps_live_runs_and_frees_the_rest() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    e.ok(&["run", "all", "--set", "stage.gen.params.scale=5.0"]);
+    let before = e.ok(&["status"]).stdout();
+    assert!(
+        before.lines().last().unwrap().starts_with("cache "),
+        "{before}"
+    );
+    let o = e.ok(&["gc", "--keep", "1"]);
+    assert!(
+        o.stdout().starts_with("removed 0 run records and 0 blobs"),
+        "{}",
+        o.stdout()
+    );
+    let o = e.ok(&["gc"]);
+    assert!(
+        o.stdout().starts_with("removed 3 run records and 5 blobs"),
+        "{}",
+        o.stdout()
+    );
+    // The latest runs are intact and fresh.
+    assert_eq!(
+        e.ok(&["run", "all", "--set", "stage.gen.params.scale=5.0"])
+            .ran(),
+        Vec::<String>::new()
+    );
+    // The old results are gone: going back recomputes them.
+    assert_eq!(e.ok(&["run", "all"]).ran(), ["gen", "square", "sum"]);
+}
+
+#[test]
+fn artifacts_ls_show_and_dag() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let ls = e.ok(&["artifacts", "ls", "gen"]).stdout();
+    assert!(
+        ls.starts_with("gen.values  ")
+            && ls.contains("2 chunk(s)")
+            && ls.contains("values F32 [10]"),
+        "{ls}"
+    );
+    let show = e.ok(&["artifacts", "show", "gen.values"]).stdout();
+    let line = show
+        .lines()
+        .find(|l| l.trim_start().starts_with("values"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["values", "F32", "[10]", "min", "0", "max", "9", "mean", "4.5000", "NaN", "0"]
+    );
+    let digest = ls.split_whitespace().nth(1).unwrap();
+    assert!(e
+        .ok(&["artifacts", "show", &digest[..8]])
+        .stdout()
+        .contains("artifact gen.values"));
+    expect![[r#"
+        gen
+        gen2
+        square <- gen
+        sum <- square
+    "#]]
+    .assert_eq(&e.ok(&["dag"]).stdout());
+    assert!(e
+        .ok(&["dag", "--mermaid"])
+        .stdout()
+        .contains("square --> sum"));
+    assert!(e
+        .ok(&["dag", "--dot"])
+        .stdout()
+        .contains("\"gen\" -> \"square\";"));
+    let json: serde_json::Value =
+        serde_json::from_str(&e.ok(&["status", "--json"]).stdout()).unwrap();
+    assert_eq!(json["entries"][0]["state"], "fresh");
+}
+
+#[test]
+fn folder_inputs_hash_content_not_mtime() {
+    let e = Env::new(
+        "cache = \"cache\"\n[dataset]\nroot = \"ds\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n",
+    );
+    fs::create_dir_all(e.path().join("ds/training")).unwrap();
+    for i in 0..50 {
+        fs::write(
+            e.path().join(format!("ds/training/0_{i}.jpg")),
+            format!("img{i}"),
+        )
+        .unwrap();
+    }
+    assert_eq!(e.ok(&["run", "all"]).ran(), ["gen"]);
+    // Touching a file (same content) changes nothing.
+    let f = e.path().join("ds/training/0_3.jpg");
+    fs::write(&f, "img3").unwrap();
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    fs::write(&f, "changed").unwrap();
+    let why = e.ok(&["why", "gen"]).stdout();
+    assert!(
+        why.contains("external input changed: dataset.root"),
+        "{why}"
+    );
+    assert_eq!(e.ok(&["run", "all"]).ran(), ["gen"]);
+}
+
+fn error_of(toml: &str, args: &[&str]) -> String {
+    let e = Env::new(toml);
+    let mut a = vec!["status"];
+    a.extend_from_slice(args);
+    let o = e.run(&a);
+    assert!(!o.0.status.success(), "expected failure for {toml}");
+    o.stderr()
+}
+
+#[test]
+fn malformed_pipelines_get_clear_messages() {
+    expect![[r#"
+        error: pipeline.toml:3:8: key with no value, expected `=`
+    "#]]
+    .assert_eq(&error_of("cache = \"c\"\n[stage.gen]\nparams \n", &[]));
+    expect![[r#"
+        error: pipeline.toml:2:1: unknown stage `nope` (this build knows: gen, gen2, square, sum, meet-a, meet-b, hog)
+    "#]]
+    .assert_eq(&error_of("cache = \"c\"\n[stage.nope]\n", &[]));
+    expect![[r#"
+        error: pipeline.toml:2:10: stage `gen` needs unknown stage `sum`
+    "#]]
+    .assert_eq(&error_of(
+        "[stage.gen]\nneeds = [\"sum\", \"missing\"]\n",
+        &[],
+    ));
+    expect![[r#"
+        error: pipeline.toml:1:1: dependency cycle: gen -> sum -> square -> gen
+    "#]]
+    .assert_eq(&error_of("[stage.gen]\nneeds = [\"sum\"]\n[stage.square]\nneeds = [\"gen\"]\n[stage.sum]\nneeds = [\"square\"]\n", &[]));
+    expect![[r#"
+        error: pipeline.toml:1:1: unknown field `cahce`, expected one of `cache`, `seed`, `threads`, `device`, `jobs`, `dataset`, `weights`, `report`, `stage`
+    "#]]
+    .assert_eq(&error_of("cahce = \"c\"\n", &[]));
+    expect![[r#"
+        error: pipeline.toml:2:10: stage `gen` params: unknown field `sclae`, expected one of `n`, `scale`, `chunks`, `sleep_ms`, `fail`, `panic`, `mode`, `meet_dir`, `meet_peer`, `meet_timeout_ms`
+    "#]]
+    .assert_eq(&error_of("[stage.gen]\nparams = { sclae = 2 }\n", &[]));
+    expect![[r#"
+        error: pipeline.toml:2:10: stage `square` params: mode must be "mul" or "pow", not "div"
+    "#]]
+    .assert_eq(&error_of(
+        "[stage.square]\nparams = { mode = \"div\" }\n",
+        &[],
+    ));
+    expect![[r#"
+        error: pipeline.toml:3:1: stage `gen` input `dataset.root`: ./no/such/dir: No such file or directory (os error 2)
+    "#]]
+    .assert_eq(&error_of("[dataset]\nroot = \"no/such/dir\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n", &[]));
+    expect![[r#"
+        error: pipeline.toml (with --set):3:2: unknown field `bogus`, expected one of `cache`, `seed`, `threads`, `device`, `jobs`, `dataset`, `weights`, `report`, `stage`
+    "#]]
+    .assert_eq(&error_of("[stage.gen]\n", &["--set", "bogus.key=1"]));
+    expect![[r#"
+        error: pipeline.toml: cannot read the pipeline file: No such file or directory (os error 2)
+    "#]]
+    .assert_eq(&{
+        let e = Env::new("");
+        fs::remove_file(e.path().join("pipeline.toml")).unwrap();
+        e.run(&["status"]).stderr()
+    });
+}
