@@ -1,3 +1,5 @@
+//! `cargo xtask`: the runner's CLI over the study's stages.
+
 fn main() {
-    pipeline::cli::main(pipeline::Registry::new(), |_, _, _| Ok(()))
+    pipeline::cli::main(xtask::registry(), |_, _, _| Ok(()))
 }

@@ -242,7 +242,7 @@ impl Chunk {
         }
         Ok((shape, bytes))
     }
-    /// A string stored with [`crate::Tensor::from_str`].
+    /// A string stored with [`crate::Tensor::from_text`].
     pub fn string(&self, name: &str) -> Result<String, ReadError> {
         let (_, b) = self.u8(name)?;
         Ok(String::from_utf8_lossy(b).into_owned())

@@ -309,20 +309,17 @@ mod tests {
         let mut v = ki();
         v.params = json!({"opt": {"beta": 0.9}, "lr": 0.001});
         assert_eq!(v.key(), k, "param order does not matter");
-        let variants: Vec<Box<dyn Fn(&mut KeyInputs)>> = vec![
-            Box::new(|k| k.code = "c2".into()),
-            Box::new(|k| k.params = json!({"lr": 0.01, "opt": {"beta": 0.9}})),
-            Box::new(|k| {
-                k.inputs
-                    .insert("a.out".into(), "d2".into())
-                    .map(|_| ())
-                    .unwrap_or(())
-            }),
-            Box::new(|k| k.seed = 2),
-            Box::new(|k| k.device = "cuda".into()),
-            Box::new(|k| {
+        let variants: [fn(&mut KeyInputs); 6] = [
+            |k| k.code = "c2".into(),
+            |k| k.params = json!({"lr": 0.01, "opt": {"beta": 0.9}}),
+            |k| {
+                k.inputs.insert("a.out".into(), "d2".into());
+            },
+            |k| k.seed = 2,
+            |k| k.device = "cuda".into(),
+            |k| {
                 k.externals.insert("dataset.root".into(), "x".into());
-            }),
+            },
         ];
         for f in variants {
             let mut v = ki();

@@ -22,7 +22,7 @@ impl Registry {
         Registry::default()
     }
 
-    pub fn add(mut self, s: impl Stage + 'static) -> Registry {
+    pub fn with(mut self, s: impl Stage + 'static) -> Registry {
         self.stages.push(Box::new(s));
         self
     }

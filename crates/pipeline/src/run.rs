@@ -76,7 +76,7 @@ impl RunSummary {
 enum Slot {
     Waiting,
     Running,
-    Done(RunRecord),
+    Done(Box<RunRecord>),
     Failed,
     Skipped(String),
 }
@@ -269,7 +269,7 @@ pub fn run(
                                 seconds: rec.seconds,
                             },
                         );
-                        slots.insert(i, Slot::Done(rec));
+                        slots.insert(i, Slot::Done(Box::new(rec)));
                         progressed = true;
                         continue;
                     }
@@ -429,7 +429,7 @@ pub fn run(
                             reasons,
                         },
                     );
-                    slots.insert(i, Slot::Done(rec));
+                    slots.insert(i, Slot::Done(Box::new(rec)));
                 }
                 Err(e) => {
                     progress.warn(format!("stage `{id}` failed: {e}"));
@@ -448,7 +448,7 @@ pub fn run(
         let id = config.stages[i].id.clone();
         let outcome = match slots.remove(&i).expect("every selected stage has a slot") {
             Slot::Done(rec) => {
-                records.insert(id.clone(), rec);
+                records.insert(id.clone(), *rec);
                 outcomes.remove(&i).expect("done stages have an outcome")
             }
             Slot::Skipped(reason) => outcomes

@@ -112,7 +112,7 @@ impl Tensor {
     }
 
     /// A UTF-8 string stored as a U8 tensor (for small texts such as JSON tables).
-    pub fn from_str(s: &str) -> Tensor {
+    pub fn from_text(s: &str) -> Tensor {
         Tensor::from_u8(&[s.len()], s.as_bytes().to_vec())
     }
 }

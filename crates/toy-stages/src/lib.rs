@@ -101,13 +101,13 @@ impl Toy {
 pub fn registry(salts: &BTreeMap<String, String>) -> Registry {
     let s = |id: &str| salts.get(id).cloned().unwrap_or_default();
     Registry::new()
-        .add(Toy::new("gen", Kind::Gen, "", false, &s("gen")))
-        .add(Toy::new("gen2", Kind::Gen, "", false, &s("gen2")))
-        .add(Toy::new("square", Kind::Square, "gen", false, &s("square")))
-        .add(Toy::new("sum", Kind::Sum, "square", false, &s("sum")))
-        .add(Toy::new("meet-a", Kind::Meet, "", false, &s("meet-a")))
-        .add(Toy::new("meet-b", Kind::Meet, "", false, &s("meet-b")))
-        .add(Toy::new("hog", Kind::Gen, "", true, &s("hog")))
+        .with(Toy::new("gen", Kind::Gen, "", false, &s("gen")))
+        .with(Toy::new("gen2", Kind::Gen, "", false, &s("gen2")))
+        .with(Toy::new("square", Kind::Square, "gen", false, &s("square")))
+        .with(Toy::new("sum", Kind::Sum, "square", false, &s("sum")))
+        .with(Toy::new("meet-a", Kind::Meet, "", false, &s("meet-a")))
+        .with(Toy::new("meet-b", Kind::Meet, "", false, &s("meet-b")))
+        .with(Toy::new("hog", Kind::Gen, "", true, &s("hog")))
 }
 
 fn count_files(p: &Path) -> std::io::Result<usize> {

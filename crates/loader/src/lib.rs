@@ -1,0 +1,39 @@
+//! Stage `loader`: a dataset folder becomes a manifest of labelled files, checked one by one.
+//!
+//! Layouts are detected from the `training` split: (a) Food-11 flat,
+//! `<split>/<class_id>_<n>.<ext>`; (b) class folders, `<split>/<class name or id>/<file>`.
+//! Class names come from `classes.txt` when present, else from the class folders (b), else
+//! Food-11's eleven names (a).
+//!
+//! Nothing is dropped silently: each file that cannot be used is skipped with its reason
+//! (listed in the manifest's metadata) or, with `on_bad_file = "error"`, stops the stage with
+//! that reason. Here only cheap checks run (readable, non-empty, an image header with sane
+//! dimensions); full decoding is `preprocess`'s job, which reports what fails there.
+//!
+//! Without a dataset (`dataset.root` empty) the loader generates a small deterministic
+//! synthetic set ([`synthetic`]) and embeds its PNG bytes in the manifest, so the whole study
+//! runs on a fresh clone.
+
+mod manifest;
+mod scan;
+mod stage;
+pub mod synthetic;
+
+pub use manifest::{Entry, Manifest, Skipped, SPLITS};
+pub use scan::{scan, Layout, ScanError};
+pub use stage::{read_manifest, synthetic_file, Loader, OnBadFile, Params, CACHE_VERSION};
+
+/// Food-11's class names, in class-id order.
+pub const FOOD11_CLASSES: [&str; 11] = [
+    "Bread",
+    "Dairy product",
+    "Dessert",
+    "Egg",
+    "Fried food",
+    "Meat",
+    "Noodles/Pasta",
+    "Rice",
+    "Seafood",
+    "Soup",
+    "Vegetable/Fruit",
+];

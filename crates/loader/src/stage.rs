@@ -1,0 +1,201 @@
+//! The `loader` stage adapter.
+
+use std::collections::BTreeMap;
+
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Tensor, Validate};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::manifest::{Entry, Manifest, SPLITS};
+use crate::{scan, synthetic};
+
+/// Bump when the manifest's meaning changes without a source change.
+pub const CACHE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadFile {
+    Skip,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub on_bad_file: OnBadFile,
+    /// Synthetic set (used when `dataset.root` is empty): images per class in training,
+    /// validation, evaluation.
+    pub synthetic_per_class: [usize; 3],
+    /// Synthetic image width and height.
+    pub synthetic_size: [u32; 2],
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            on_bad_file: OnBadFile::Skip,
+            synthetic_per_class: [16, 6, 6],
+            synthetic_size: [128, 96],
+        }
+    }
+}
+
+impl Validate for Params {
+    fn validate(&self) -> Result<(), String> {
+        if self.synthetic_per_class.contains(&0) {
+            return Err("synthetic_per_class entries must be at least 1".into());
+        }
+        if self
+            .synthetic_size
+            .iter()
+            .any(|&s| !(8..=4096).contains(&s))
+        {
+            return Err("synthetic_size must be between 8 and 4096 pixels".into());
+        }
+        Ok(())
+    }
+}
+
+/// The stage.
+pub struct Loader;
+
+impl Loader {
+    fn synthetic(p: &Params, seed: u64) -> (Manifest, Vec<Vec<u8>>) {
+        let mut splits = BTreeMap::new();
+        let mut files = Vec::new();
+        for (si, split) in SPLITS.iter().enumerate() {
+            let mut entries = Vec::new();
+            for class in 0..synthetic::CLASSES.len() {
+                for i in 0..p.synthetic_per_class[si] {
+                    let index = (si * 100_000 + i) as u64;
+                    let bytes = synthetic::png(
+                        class,
+                        index,
+                        p.synthetic_size[0],
+                        p.synthetic_size[1],
+                        seed,
+                    );
+                    entries.push(Entry {
+                        path: format!("synthetic/{split}/{class}_{i}.png"),
+                        label: class,
+                        digest: blake3::hash(&bytes).to_hex().to_string(),
+                    });
+                    files.push(bytes);
+                }
+            }
+            splits.insert(split.to_string(), entries);
+        }
+        let m = Manifest {
+            layout: "synthetic".into(),
+            synthetic: true,
+            classes: synthetic::CLASSES.iter().map(|s| s.to_string()).collect(),
+            splits,
+            skipped: Vec::new(),
+            leakage: Vec::new(),
+        };
+        (m, files)
+    }
+}
+
+impl Stage for Loader {
+    fn id(&self) -> &'static str {
+        "loader"
+    }
+    fn code_version(&self) -> String {
+        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["manifest"]
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
+        resolve_params::<Params>(raw)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
+        let p: Params = ctx.params()?;
+        let (m, files) = match ctx.setting("dataset.root")? {
+            Some(root) => {
+                let pb = ctx.progress().spinner("loader");
+                pb.set_message(format!("scanning {}", root.display()));
+                let m = scan(root, p.on_bad_file == OnBadFile::Error)?;
+                pb.finish_and_clear();
+                (m, Vec::new())
+            }
+            None => {
+                ctx.progress().println("no dataset.root configured: using the embedded SYNTHETIC demo dataset (11 classes of shapes and textures, not food)");
+                Self::synthetic(&p, ctx.seed())
+            }
+        };
+        for s in &m.skipped {
+            ctx.progress()
+                .warn(format!("skipped {}: {}", s.path, s.reason));
+        }
+        for group in &m.leakage {
+            ctx.progress().warn(format!(
+                "same image in more than one split: {}",
+                group.join(", ")
+            ));
+        }
+        let counts = m.class_counts();
+        ctx.progress().println(format!(
+            "loader: {} classes; training {}, validation {}, evaluation {}; {} skipped; {} leaked",
+            m.classes.len(),
+            m.splits["training"].len(),
+            m.splits["validation"].len(),
+            m.splits["evaluation"].len(),
+            m.skipped.len(),
+            m.leakage.len()
+        ));
+        let mut tensors: Vec<(String, Tensor)> = vec![(
+            "manifest_json".into(),
+            Tensor::from_text(&serde_json::to_string(&m)?),
+        )];
+        for s in SPLITS {
+            let labels: Vec<i64> = m.splits[s].iter().map(|e| e.label as i64).collect();
+            tensors.push((
+                format!("{s}.labels"),
+                Tensor::from_i64(&[labels.len()], &labels),
+            ));
+        }
+        if m.synthetic {
+            let mut offsets = vec![0i64];
+            let mut all = Vec::new();
+            for f in &files {
+                all.extend_from_slice(f);
+                offsets.push(all.len() as i64);
+            }
+            tensors.push((
+                "synthetic.offsets".into(),
+                Tensor::from_i64(&[offsets.len()], &offsets),
+            ));
+            tensors.push(("synthetic.bytes".into(), Tensor::from_u8(&[all.len()], all)));
+        }
+        let mut w = ctx.output("manifest")?;
+        w.write_chunk(
+            tensors
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.clone()))
+                .collect(),
+        )?;
+        w.set_meta("classes", json!(m.classes));
+        w.set_meta("class_counts", json!(counts));
+        w.set_meta("layout", json!(m.layout));
+        w.set_meta("synthetic", json!(m.synthetic));
+        w.set_meta("skipped", json!(m.skipped));
+        w.set_meta("leakage", json!(m.leakage));
+        w.finish()?;
+        Ok(())
+    }
+}
+
+/// Reads the manifest back from the loader's artifact (for downstream stages and tools).
+pub fn read_manifest(chunk: &pipeline::Chunk) -> Result<Manifest, BoxError> {
+    Ok(serde_json::from_str(&chunk.string("manifest_json")?)?)
+}
+
+/// The embedded bytes of synthetic file `i` (in training, validation, evaluation order).
+pub fn synthetic_file(chunk: &pipeline::Chunk, i: usize) -> Result<Vec<u8>, BoxError> {
+    let (_, off) = chunk.i64("synthetic.offsets")?;
+    let (_, bytes) = chunk.u8("synthetic.bytes")?;
+    let (a, b) = (off[i] as usize, off[i + 1] as usize);
+    Ok(bytes[a..b].to_vec())
+}

@@ -1,0 +1,92 @@
+//! Resizing RGB8 images.
+
+use fast_image_resize as fr;
+use serde::{Deserialize, Serialize};
+
+/// Nearest-neighbour resize with Pillow's exact source coordinates.
+///
+/// Pillow's `resize(size, NEAREST)` runs an affine "scale" transform: the source coordinate of
+/// destination column `x` is `floor(xo)`, where `xo` starts at `scale / 2` and grows by
+/// `scale = src_w / dst_w` per column, accumulated in double precision (and likewise for rows).
+/// Reproducing the accumulation, rather than computing `(x + 0.5) * scale` directly, matters:
+/// the two differ in the last bit for some sizes, which moves whole pixel columns.
+pub fn resize_nearest_pillow(rgb: &[u8], w: usize, h: usize, dw: usize, dh: usize) -> Vec<u8> {
+    assert_eq!(rgb.len(), w * h * 3, "buffer does not match {w}x{h} RGB");
+    let xs = pillow_coords(w, dw);
+    let ys = pillow_coords(h, dh);
+    let mut out = vec![0u8; dw * dh * 3];
+    for (y, &sy) in ys.iter().enumerate() {
+        let src_row = &rgb[sy * w * 3..(sy + 1) * w * 3];
+        let dst_row = &mut out[y * dw * 3..(y + 1) * dw * 3];
+        for (x, &sx) in xs.iter().enumerate() {
+            dst_row[x * 3..x * 3 + 3].copy_from_slice(&src_row[sx * 3..sx * 3 + 3]);
+        }
+    }
+    out
+}
+
+fn pillow_coords(src: usize, dst: usize) -> Vec<usize> {
+    let scale = src as f64 / dst as f64;
+    let mut o = scale * 0.5;
+    let mut v = Vec::with_capacity(dst);
+    for _ in 0..dst {
+        // COORD(v) in Pillow: truncation toward zero for non-negative values.
+        v.push((o as usize).min(src - 1));
+        o += scale;
+    }
+    v
+}
+
+/// How an image's aspect ratio is handled by the antialiased resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fit {
+    /// Stretch to the target size (what Keras does).
+    Squash,
+    /// Crop the largest centred region of the target's aspect ratio, then resize.
+    CenterCrop,
+}
+
+/// High-quality (Lanczos3) resize to `dw x dh`.
+pub fn resize_antialias(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    dw: usize,
+    dh: usize,
+    fit: Fit,
+) -> Result<Vec<u8>, String> {
+    let src = fr::images::ImageRef::new(w as u32, h as u32, rgb, fr::PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(dw as u32, dh as u32, fr::PixelType::U8x3);
+    let mut opts =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
+    if fit == Fit::CenterCrop {
+        opts = opts.fit_into_destination(Some((0.5, 0.5)));
+    }
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| e.to_string())?;
+    Ok(dst.into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_integer_factors() {
+        let px: Vec<u8> = (0..4 * 2 * 3).map(|v| v as u8).collect();
+        assert_eq!(resize_nearest_pillow(&px, 4, 2, 4, 2), px);
+        // Halving picks the second of each pair (centre 1.0 -> index 1).
+        let half = resize_nearest_pillow(&px, 4, 2, 2, 1);
+        assert_eq!(half, [15, 16, 17, 21, 22, 23]);
+    }
+
+    #[test]
+    fn antialias_keeps_a_flat_colour_and_crops_to_centre() {
+        let px = [[10u8, 200, 30]; 40 * 20].concat();
+        let out = resize_antialias(&px, 40, 20, 7, 7, Fit::CenterCrop).unwrap();
+        assert!(out.chunks(3).all(|p| p == [10, 200, 30]));
+    }
+}

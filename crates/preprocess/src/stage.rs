@@ -1,0 +1,232 @@
+//! The `preprocess` stage adapter.
+
+use std::path::Path;
+
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Tensor, Validate};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::decode::decode_rgb;
+use crate::resize::{resize_antialias, resize_nearest_pillow, Fit};
+
+pub const CACHE_VERSION: u32 = 1;
+const SPLITS: [&str; 3] = ["training", "validation", "evaluation"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Keras `load_img(target_size=...)`: Pillow nearest-neighbour, aspect not kept.
+    Keras,
+    /// Lanczos3 with `fit`.
+    Antialias,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadFile {
+    Skip,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub resize: ResizeMode,
+    /// Only for `resize = "antialias"`.
+    pub fit: Fit,
+    pub size: usize,
+    pub exif_orientation: bool,
+    /// Images with more pixels are skipped before decoding.
+    pub max_pixels: u64,
+    /// Images per stored chunk (and per unit of parallel work).
+    pub chunk_size: usize,
+    pub on_bad_file: OnBadFile,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            resize: ResizeMode::Keras,
+            fit: Fit::Squash,
+            size: 224,
+            exif_orientation: false,
+            max_pixels: 50_000_000,
+            chunk_size: 128,
+            on_bad_file: OnBadFile::Skip,
+        }
+    }
+}
+
+impl Validate for Params {
+    fn validate(&self) -> Result<(), String> {
+        if !(8..=2048).contains(&self.size) {
+            return Err(format!(
+                "size must be between 8 and 2048, not {}",
+                self.size
+            ));
+        }
+        if self.chunk_size == 0 || self.chunk_size > 4096 {
+            return Err("chunk_size must be between 1 and 4096".into());
+        }
+        if self.max_pixels == 0 {
+            return Err("max_pixels must be positive".into());
+        }
+        if self.resize == ResizeMode::Keras && self.fit != Fit::Squash {
+            return Err(
+                "fit applies to resize = \"antialias\" only (keras always squashes)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The loader's manifest, as far as this stage reads it (the artifact is the contract).
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    synthetic: bool,
+    classes: Vec<String>,
+    splits: std::collections::BTreeMap<String, Vec<Entry>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    path: String,
+    label: usize,
+    digest: String,
+}
+
+/// Decodes and resizes one file's bytes as the params say.
+pub fn preprocess_one(bytes: &[u8], p: &Params) -> Result<Vec<u8>, String> {
+    let d = decode_rgb(bytes, p.max_pixels, p.exif_orientation).map_err(|e| e.to_string())?;
+    Ok(match p.resize {
+        ResizeMode::Keras => resize_nearest_pillow(&d.rgb, d.width, d.height, p.size, p.size),
+        ResizeMode::Antialias => {
+            resize_antialias(&d.rgb, d.width, d.height, p.size, p.size, p.fit)?
+        }
+    })
+}
+
+pub struct Preprocess;
+
+impl Stage for Preprocess {
+    fn id(&self) -> &'static str {
+        "preprocess"
+    }
+    fn code_version(&self) -> String {
+        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &SPLITS
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
+        resolve_params::<Params>(raw)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
+        let p: Params = ctx.params()?;
+        let input = ctx.input("loader", "manifest")?;
+        let mchunk = input.chunk(0)?;
+        let m: Manifest = serde_json::from_str(&mchunk.string("manifest_json")?)?;
+        let root = ctx.setting("dataset.root")?;
+        if !m.synthetic && root.is_none() {
+            return Err(
+                "the manifest lists files of a dataset but `dataset.root` is not set".into(),
+            );
+        }
+        // Embedded synthetic files, in training, validation, evaluation order.
+        let synthetic = if m.synthetic {
+            let (_, off) = mchunk.i64("synthetic.offsets")?;
+            let (_, bytes) = mchunk.u8("synthetic.bytes")?;
+            Some((off, bytes))
+        } else {
+            None
+        };
+        let mut base = 0usize;
+        for split in SPLITS {
+            let entries = m
+                .splits
+                .get(split)
+                .ok_or_else(|| format!("manifest has no split `{split}`"))?;
+            let pb = ctx.progress().bar(entries.len() as u64, split);
+            let mut w = ctx.output(split)?;
+            let mut skipped = Vec::new();
+            let mut kept = 0usize;
+            for (ci, chunk) in entries.chunks(p.chunk_size).enumerate() {
+                let start = ci * p.chunk_size;
+                let results: Vec<Result<Vec<u8>, String>> = chunk
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, e)| {
+                        let bytes = match &synthetic {
+                            Some((off, all)) => {
+                                let i = base + start + k;
+                                all[off[i] as usize..off[i + 1] as usize].to_vec()
+                            }
+                            None => read_checked(root.expect("checked above"), e)?,
+                        };
+                        let r = preprocess_one(&bytes, &p);
+                        pb.inc(1);
+                        r
+                    })
+                    .collect();
+                let mut images = Vec::with_capacity(chunk.len() * p.size * p.size * 3);
+                let (mut labels, mut index) = (Vec::new(), Vec::new());
+                for (k, (e, r)) in chunk.iter().zip(results).enumerate() {
+                    match r {
+                        Ok(px) => {
+                            images.extend_from_slice(&px);
+                            labels.push(e.label as i64);
+                            index.push((start + k) as i64);
+                        }
+                        Err(reason) => {
+                            if p.on_bad_file == OnBadFile::Error {
+                                return Err(format!(
+                                    "{}: {reason} (on_bad_file = \"error\")",
+                                    e.path
+                                )
+                                .into());
+                            }
+                            ctx.progress().warn(format!("skipped {}: {reason}", e.path));
+                            skipped.push(json!({"path": e.path, "reason": reason}));
+                        }
+                    }
+                }
+                if labels.is_empty() {
+                    continue;
+                }
+                kept += labels.len();
+                let n = labels.len();
+                w.write_chunk(vec![
+                    ("images", Tensor::from_u8(&[n, p.size, p.size, 3], images)),
+                    ("labels", Tensor::from_i64(&[n], &labels)),
+                    ("index", Tensor::from_i64(&[n], &index)),
+                ])?;
+            }
+            pb.finish_and_clear();
+            if kept == 0 {
+                return Err(format!("no image of split `{split}` could be decoded").into());
+            }
+            w.set_meta("classes", json!(m.classes));
+            w.set_meta("count", json!(kept));
+            w.set_meta("skipped", json!(skipped));
+            w.set_meta("synthetic", json!(m.synthetic));
+            w.set_meta("layout", json!("NHWC u8 RGB"));
+            w.finish()?;
+            ctx.progress().println(format!(
+                "preprocess: {split}: {kept} images, {} skipped",
+                skipped.len()
+            ));
+            base += entries.len();
+        }
+        Ok(())
+    }
+}
+
+/// Reads a manifest file and checks it is still the file the loader saw.
+fn read_checked(root: &Path, e: &Entry) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(root.join(&e.path)).map_err(|err| format!("unreadable: {err}"))?;
+    if blake3::hash(&bytes).to_hex().as_str() != e.digest {
+        return Err("file changed since the loader listed it (rerun the loader)".into());
+    }
+    Ok(bytes)
+}

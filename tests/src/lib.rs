@@ -1,0 +1,104 @@
+//! Helpers for the end-to-end tests: a temporary project with its own `pipeline.toml` and
+//! cache, and the shared real data (`../shared`), found or skipped with a printed reason.
+
+use std::path::{Path, PathBuf};
+
+use pipeline::{Config, Progress, RunOptions, RunSummary};
+
+/// `../shared` beside the repository, or `$SHARED_DIR`. `None` (with the reason printed) when
+/// it is absent, so that real-data tests report a skip instead of passing silently.
+pub fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    if p.join("datasets/food101-10").is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: {} not found (set SHARED_DIR): real-data test not run",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A temporary project folder.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// `pipeline` is the text of `pipeline.toml`; the cache goes to `<dir>/cache`.
+    pub fn new(pipeline: &str) -> Project {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("pipeline.toml"), pipeline).expect("write pipeline.toml");
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self, set: &[&str]) -> Config {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        Config::load(&self.path().join("pipeline.toml"), &set).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `targets` (empty = all) of the study's registry, quietly.
+    pub fn run(&self, targets: &[&str], set: &[&str]) -> RunSummary {
+        let opts = RunOptions {
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let s = pipeline::run(
+            &self.config(set),
+            &xtask::registry(),
+            &opts,
+            &Progress::new(true),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        s.check().unwrap_or_else(|e| panic!("{e:#}"));
+        s
+    }
+
+    pub fn store(&self) -> pipeline::Store {
+        pipeline::Store::open(&self.path().join("cache")).expect("store")
+    }
+
+    /// The latest artifact `stage.output`.
+    pub fn artifact(&self, stage: &str, output: &str) -> pipeline::Artifact {
+        let rec = self
+            .store()
+            .latest(stage)
+            .expect("store readable")
+            .unwrap_or_else(|| panic!("{stage} never ran"));
+        rec.outputs
+            .get(output)
+            .unwrap_or_else(|| panic!("{stage} has no output {output}"))
+            .clone()
+    }
+
+    pub fn chunk(&self, a: &pipeline::Artifact, i: usize) -> pipeline::Chunk {
+        pipeline::Chunk::open(&self.store(), &a.chunks[i]).expect("verified chunk")
+    }
+}
+
+/// A dataset folder of symbolic links to the first `per_class` images of each class of each
+/// split of `../shared/datasets/food101-10` (nothing is copied).
+pub fn food_slice(shared: &Path, dest: &Path, per_class: usize) {
+    let src = shared.join("datasets/food101-10");
+    std::fs::copy(src.join("classes.txt"), dest.join("classes.txt")).expect("classes.txt");
+    for split in ["training", "validation", "evaluation"] {
+        std::fs::create_dir_all(dest.join(split)).expect("split dir");
+        for c in 0..10 {
+            for i in 0..per_class {
+                let name = format!("{c}_{i}.jpg");
+                let from = src.join(split).join(&name);
+                if from.exists() {
+                    std::os::unix::fs::symlink(&from, dest.join(split).join(&name))
+                        .expect("symlink");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The study's stage registry, shared by the `cargo xtask` binary and the end-to-end tests.
+
+/// Every stage this build knows, by the id used in `pipeline.toml`.
+pub fn registry() -> pipeline::Registry {
+    pipeline::Registry::new()
+        .with(loader::Loader)
+        .with(preprocess::Preprocess)
+}
