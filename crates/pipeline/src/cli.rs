@@ -169,13 +169,21 @@ pub fn execute(
                             key,
                             seconds,
                             finished_ms,
-                        } => println!(
-                            "{:<14} fresh  key {} (ran {:.1}s, finished {})",
-                            e.stage,
-                            &key[..12],
-                            seconds,
-                            crate::context::format_unix(finished_ms / 1000)
-                        ),
+                            skipped,
+                        } => {
+                            println!(
+                                "{:<14} fresh  key {} (ran {:.1}s, finished {}){}",
+                                e.stage,
+                                &key[..12],
+                                seconds,
+                                crate::context::format_unix(finished_ms / 1000),
+                                if *skipped > 0 {
+                                    format!("; {skipped} input files skipped (see `artifacts show {}...`)", e.stage)
+                                } else {
+                                    String::new()
+                                }
+                            )
+                        }
                         StageState::Stale { reasons, .. } => {
                             println!("{:<14} stale  {}", e.stage, reasons.join("; "))
                         }

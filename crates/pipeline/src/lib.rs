@@ -33,7 +33,7 @@ pub use artifact::{Artifact, Chunk, ChunkRef, InputArtifact, ReadError, TensorIn
 pub use config::{Config, ConfigError, StageConfig};
 pub use context::{OutputWriter, StageContext};
 pub use hash::{canonical_json, KeyInputs};
-pub use plan::{plan, Plan, PlanEntry, Registry, StageState};
+pub use plan::{plan, skipped_count, Plan, PlanEntry, Registry, StageState};
 pub use progress::Progress;
 pub use run::{run, RunOptions, RunSummary, StageOutcome};
 pub use stage::{resolve_params, BoxError, Stage, Validate};

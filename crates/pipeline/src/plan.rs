@@ -77,6 +77,8 @@ pub enum StageState {
         key: String,
         finished_ms: u64,
         seconds: f64,
+        /// Input files the stage skipped (its outputs' `skipped` metadata lists them).
+        skipped: usize,
     },
     /// Must run; `key` is unknown while an upstream stage is stale.
     Stale {
@@ -232,6 +234,7 @@ pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
                             key,
                             finished_ms: rec.finished_ms,
                             seconds: rec.seconds,
+                            skipped: skipped_count(&rec),
                         }
                     }
                     None => StageState::Stale {
@@ -255,4 +258,12 @@ pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
         cache_bytes,
         cache_blobs,
     })
+}
+
+/// Files a run skipped, from the `skipped` arrays in its outputs' metadata.
+pub fn skipped_count(rec: &RunRecord) -> usize {
+    rec.outputs
+        .values()
+        .filter_map(|a| a.meta.get("skipped")?.as_array().map(|v| v.len()))
+        .sum()
 }
