@@ -5,4 +5,5 @@ pub fn registry() -> pipeline::Registry {
     pipeline::Registry::new()
         .with(loader::Loader)
         .with(preprocess::Preprocess)
+        .with(report::Report)
 }

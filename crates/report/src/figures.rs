@@ -1,0 +1,199 @@
+//! SVG figures drawn with plotters (text is left to the browser: no font files needed).
+
+use plotters::prelude::*;
+
+fn svg(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(root.clone())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Bars of `values` per category (e.g. images per class).
+pub fn bars(title: &str, categories: &[String], values: &[usize]) -> Result<String, String> {
+    let max = values.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let n = categories.len().max(1);
+    let height = 60 + 22 * n as u32;
+    svg(640, height, |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0.0..max * 1.15, (0..n).into_segmented())
+            .map_err(err)?;
+        let cats = categories.to_vec();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => cats.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_desc("images")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let mut r = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (v as f64, SegmentValue::Exact(i + 1)),
+                    ],
+                    BLUE.mix(0.6).filled(),
+                );
+                r.set_margin(3, 3, 0, 0);
+                r
+            }))
+            .map_err(err)?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                Text::new(
+                    format!("{v}"),
+                    (v as f64 + max * 0.01, SegmentValue::CenterOf(i)),
+                    ("sans-serif", 12),
+                )
+            }))
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Row-normalised confusion matrix as a heatmap, with counts in the cells.
+pub fn confusion_heatmap(
+    title: &str,
+    classes: &[String],
+    confusion: &[Vec<usize>],
+) -> Result<String, String> {
+    let k = classes.len();
+    let cell = (440 / k.max(1)).clamp(18, 60) as i32;
+    let left = 170;
+    let top = 50;
+    let width = (left + cell * k as i32 + 20) as u32;
+    let height = (top + cell * k as i32 + 60) as u32;
+    svg(width, height, |root| {
+        root.draw(&Text::new(title.to_string(), (10, 10), ("sans-serif", 18)))
+            .map_err(err)?;
+        root.draw(&Text::new(
+            "predicted class →".to_string(),
+            (left, top + cell * k as i32 + 30),
+            ("sans-serif", 13),
+        ))
+        .map_err(err)?;
+        for (t, row) in confusion.iter().enumerate() {
+            let total: usize = row.iter().sum();
+            let y = top + t as i32 * cell;
+            root.draw(&Text::new(
+                format!("{} {}", classes[t], t),
+                (8, y + cell / 2 - 6),
+                ("sans-serif", 12),
+            ))
+            .map_err(err)?;
+            for (p, &c) in row.iter().enumerate() {
+                let frac = if total > 0 {
+                    c as f64 / total as f64
+                } else {
+                    0.0
+                };
+                let x = left + p as i32 * cell;
+                let shade = (255.0 * (1.0 - frac)) as u8;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell - 1, y + cell - 1)],
+                    RGBColor(shade, shade, 255).filled(),
+                ))
+                .map_err(err)?;
+                if cell >= 24 && c > 0 {
+                    let colour = if frac > 0.5 { WHITE } else { BLACK };
+                    root.draw(&Text::new(
+                        format!("{c}"),
+                        (x + 3, y + cell / 2 - 6),
+                        ("sans-serif", 11).into_font().color(&colour),
+                    ))
+                    .map_err(err)?;
+                }
+            }
+        }
+        for p in 0..k {
+            root.draw(&Text::new(
+                format!("{p}"),
+                (
+                    left + p as i32 * cell + cell / 2 - 4,
+                    top + cell * k as i32 + 4,
+                ),
+                ("sans-serif", 12),
+            ))
+            .map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+/// Per-epoch curves (e.g. training vs validation accuracy).
+pub fn curves(title: &str, y_desc: &str, series: &[(&str, Vec<f64>)]) -> Result<String, String> {
+    let epochs = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in series
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .filter(|v| v.is_finite())
+    {
+        lo = lo.min(*v);
+        hi = hi.max(*v);
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    svg(480, 320, |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(1f64..epochs as f64, (lo - pad)..(hi + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
+        let colours = [BLUE, RED, GREEN, MAGENTA];
+        for (i, (name, v)) in series.iter().enumerate() {
+            let c = colours[i % colours.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    v.iter().enumerate().map(|(e, &y)| (e as f64 + 1.0, y)),
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
