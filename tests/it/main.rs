@@ -106,3 +106,46 @@ fn undecodable_file_is_skipped_by_preprocess_and_listed() {
         "{err}"
     );
 }
+
+#[test]
+fn report_renders_in_a_real_browser() {
+    let p = Project::new(&pipeline_toml().replace("out = \"data/report\"", "out = \"report\""));
+    let s = p.run(&["report"], &[]);
+    let rec = &s.records["report"];
+    let chunk = p.chunk(&rec.outputs["report"], 0);
+    let out = p.path().join("report");
+    report::write_folder(&chunk, &out, &[], &serde_json::json!({"seed": 1})).unwrap();
+    for f in [
+        "index.html",
+        "metrics.json",
+        "samples.png",
+        "classes_training.svg",
+        "summary.md",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let Some((shot, dom)) = study_tests::render_html(&out.join("index.html"), 1200, 3000) else {
+        return;
+    };
+    // Every figure made it into the page: 3 class-distribution charts and 16 sample images.
+    assert_eq!(dom.matches("<svg").count(), 3, "inline SVG figures");
+    assert_eq!(
+        dom.matches("data:image/png;base64,").count(),
+        16,
+        "sample images"
+    );
+    assert!(dom.contains("Comparison with the study") && dom.contains("Skipped files (0)"));
+    // The screenshot is not blank: many distinct colours, and plenty of non-white pixels.
+    let img = image::open(&shot).unwrap().to_rgb8();
+    let non_white = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+    let colours: std::collections::BTreeSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    assert!(
+        non_white > img.pixels().len() / 20,
+        "page looks blank: {non_white} non-white pixels"
+    );
+    assert!(
+        colours.len() > 500,
+        "page looks blank: {} colours",
+        colours.len()
+    );
+}

@@ -102,3 +102,55 @@ pub fn food_slice(shared: &Path, dest: &Path, per_class: usize) {
         }
     }
 }
+
+/// Renders an HTML file with headless Chromium. Returns (screenshot PNG path, serialised DOM),
+/// or `None` with a printed reason when Chromium is not installed.
+pub fn render_html(html: &Path, width: u32, height: u32) -> Option<(PathBuf, String)> {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(chromium) = chromium else {
+        eprintln!("SKIPPED: no Chromium found (Debian: apt-get install chromium); the browser check did not run");
+        return None;
+    };
+    let profile = tempfile::tempdir().expect("temp dir");
+    let shot = html.with_extension("png");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ];
+    let url = format!("file://{}", html.display());
+    let run = |extra: &[String]| {
+        let out = std::process::Command::new(chromium)
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        format!("--screenshot={}", shot.display()),
+        format!("--window-size={width},{height}"),
+    ]);
+    let dom = run(&["--dump-dom".to_string()]);
+    Some((shot, dom))
+}
