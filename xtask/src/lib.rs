@@ -5,5 +5,8 @@ pub fn registry() -> pipeline::Registry {
     pipeline::Registry::new()
         .with(loader::Loader)
         .with(preprocess::Preprocess)
+        .with(head_nn::HeadNn)
+        .with(logreg::LogReg)
+        .with(scratch_cnn::ScratchCnn)
         .with(report::Report)
 }

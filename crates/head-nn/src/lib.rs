@@ -1,0 +1,248 @@
+//! The study's dense classification head on VGG16 pool5 features.
+//!
+//! Model (Keras's Sequential of the study): `GlobalAveragePooling2D -> Dropout(0.2) ->
+//! Dense(100, relu) -> Dense(n_classes, softmax)`, Glorot-uniform kernels, zero biases, Adam
+//! (lr 0.001, betas 0.9/0.999, epsilon 1e-7), categorical cross-entropy, batch 32, 10 epochs,
+//! rows reshuffled every epoch.
+//!
+//! Global average pooling is the first layer and has no parameters, so the pool5 features
+//! (N, 7, 7, 512, channels-last) are pooled once up front with [`global_average_pool`]; training
+//! and evaluation take the pooled (N, 512) rows.
+//!
+//! Determinism: the initial weights, the shuffles and the dropout masks come from
+//! [`nn_train::Rng`] streams of the seed; the tensor arithmetic is candle's CPU code, whose
+//! matrix products are reproducible for a fixed thread count. Same seed, same inputs and same
+//! thread count give bit-identical weights.
+
+mod model;
+mod stage;
+
+pub use model::Head;
+pub use nn_train::{
+    BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor, Observer,
+    Prediction, Result, TrainOutput, Weights,
+};
+pub use stage::{HeadNn, CACHE_VERSION};
+
+use nn_train::{AdamConfig, FitConfig, Rng, Trainable};
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of the head. Defaults are the study's (Keras's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Dropout rate after the global average pooling.
+    pub dropout: f64,
+    /// Units of the hidden ReLU layer.
+    pub hidden_units: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Adam's first-moment decay.
+    pub beta_1: f64,
+    /// Adam's second-moment decay.
+    pub beta_2: f64,
+    /// Adam's epsilon.
+    pub epsilon: f64,
+    /// Rows per optimisation step.
+    pub batch_size: usize,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Which weights to evaluate: the last epoch's or the one with the lowest validation loss.
+    pub evaluate: Evaluate,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            dropout: 0.2,
+            hidden_units: 100,
+            learning_rate: 1e-3,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+            batch_size: 32,
+            epochs: 10,
+            evaluate: Evaluate::Final,
+        }
+    }
+}
+
+impl Params {
+    /// Adam's settings.
+    pub fn adam(&self) -> AdamConfig {
+        AdamConfig {
+            learning_rate: self.learning_rate,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+        }
+    }
+
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.adam().validate()?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Invalid(format!(
+                "dropout {} not in [0, 1)",
+                self.dropout
+            )));
+        }
+        if self.hidden_units == 0 || self.batch_size == 0 || self.epochs == 0 {
+            return Err(Error::Invalid(
+                "hidden_units, batch_size and epochs must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Global average pooling of channels-last feature maps: `x` holds `rows` maps of
+/// (H, W, `channels`) each; returns `rows` x `channels` means (accumulated in f64).
+pub fn global_average_pool(x: &[f32], rows: usize, channels: usize) -> Result<Vec<f32>> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    if channels == 0 || !x.len().is_multiple_of(rows * channels) || x.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} values are not {rows} maps of {channels} channels",
+            x.len()
+        )));
+    }
+    let spatial = x.len() / (rows * channels);
+    let mut out = Vec::with_capacity(rows * channels);
+    let mut acc = vec![0f64; channels];
+    for map in x.chunks_exact(spatial * channels) {
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for px in map.chunks_exact(channels) {
+            for (a, &v) in acc.iter_mut().zip(px) {
+                *a += v as f64;
+            }
+        }
+        out.extend(acc.iter().map(|&a| (a / spatial as f64) as f32));
+    }
+    Ok(out)
+}
+
+fn feature_dim(x: &[f32], y: &[u32], what: &str) -> Result<usize> {
+    if y.is_empty() || x.is_empty() || !x.len().is_multiple_of(y.len()) {
+        return Err(Error::Invalid(format!(
+            "{what}: {} feature values for {} labels",
+            x.len(),
+            y.len()
+        )));
+    }
+    Ok(x.len() / y.len())
+}
+
+fn check_labels(y: &[u32], n_classes: usize, what: &str) -> Result<()> {
+    match y.iter().find(|&&c| c as usize >= n_classes) {
+        Some(c) => Err(Error::Invalid(format!(
+            "{what}: label {c} >= n_classes {n_classes}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Trains the head on pooled features: `train_x` is row-major (N, D) with N = `train_y.len()`,
+/// likewise `val_x`. Labels are class indices below `n_classes`. Progress goes to `observer`
+/// (`&mut ()` for none).
+#[allow(clippy::too_many_arguments)]
+pub fn train<O: Observer + ?Sized>(
+    train_x: &[f32],
+    train_y: &[u32],
+    val_x: &[f32],
+    val_y: &[u32],
+    n_classes: usize,
+    params: &Params,
+    seed: u64,
+    observer: &mut O,
+) -> Result<TrainOutput> {
+    params.validate()?;
+    let dim = feature_dim(train_x, train_y, "training")?;
+    if feature_dim(val_x, val_y, "validation")? != dim {
+        return Err(Error::Invalid(format!(
+            "validation rows have {} features, training rows {dim}",
+            val_x.len() / val_y.len()
+        )));
+    }
+    if n_classes < 2 {
+        return Err(Error::Invalid(format!("n_classes {n_classes} < 2")));
+    }
+    check_labels(train_y, n_classes, "training")?;
+    check_labels(val_y, n_classes, "validation")?;
+    let head = Head::new(dim, n_classes, params, seed)?;
+    let mut run = Run {
+        head,
+        x: train_x,
+        y: train_y,
+        val_x,
+        val_y,
+        dropout: Rng::new(seed, nn_train::STREAM_DROPOUT),
+        batch_x: Vec::new(),
+        batch_y: Vec::new(),
+    };
+    let cfg = FitConfig {
+        epochs: params.epochs,
+        batch_size: params.batch_size,
+    };
+    let mut shuffle = Rng::new(seed, nn_train::STREAM_SHUFFLE);
+    nn_train::fit(&mut run, train_y.len(), cfg, &mut shuffle, observer)
+}
+
+struct Run<'a> {
+    head: Head,
+    x: &'a [f32],
+    y: &'a [u32],
+    val_x: &'a [f32],
+    val_y: &'a [u32],
+    dropout: Rng,
+    batch_x: Vec<f32>,
+    batch_y: Vec<u32>,
+}
+
+impl Trainable for Run<'_> {
+    fn train_batch(&mut self, rows: &[usize]) -> Result<(f64, usize)> {
+        let d = self.head.input_dim();
+        self.batch_x.clear();
+        self.batch_y.clear();
+        for &r in rows {
+            self.batch_x.extend_from_slice(&self.x[r * d..(r + 1) * d]);
+            self.batch_y.push(self.y[r]);
+        }
+        let mask = self.head.dropout_mask(rows.len(), &mut self.dropout);
+        self.head
+            .step(&self.batch_x, &self.batch_y, mask.as_deref())
+    }
+
+    fn validate(&mut self) -> Result<(f64, f64)> {
+        let logits = self.head.logits(self.val_x)?;
+        let e = Evaluation::from_logits(&logits, self.head.n_classes(), self.val_y)?;
+        Ok((e.loss, e.accuracy))
+    }
+
+    fn weights(&self) -> Result<Weights> {
+        self.head.weights()
+    }
+}
+
+/// Scores trained weights on pooled features `x` (N, D) with labels `y`.
+pub fn evaluate(weights: &Weights, x: &[f32], y: &[u32]) -> Result<Evaluation> {
+    let head = Head::from_weights(weights, &Params::default())?;
+    let dim = feature_dim(x, y, "evaluation")?;
+    if dim != head.input_dim() {
+        return Err(Error::Invalid(format!(
+            "evaluation rows have {dim} features, the weights expect {} (pooled features)",
+            head.input_dim()
+        )));
+    }
+    let logits = head.logits(x)?;
+    Evaluation::from_logits(&logits, head.n_classes(), y)
+}
+
+/// Predictions and probabilities of trained weights on pooled features `x` (N, D). Rows are
+/// cut by the weights' D, so `x` must already be pooled.
+pub fn predict(weights: &Weights, x: &[f32]) -> Result<Prediction> {
+    let head = Head::from_weights(weights, &Params::default())?;
+    let logits = head.logits(x)?;
+    Ok(nn_train::softmax_metrics(&logits, head.n_classes(), None)?.0)
+}

@@ -1,0 +1,199 @@
+//! Head-nn against PyTorch (one and two Adam steps), on a separable toy set, and determinism.
+
+use head_nn::{global_average_pool, Callbacks, Evaluate, Head, Params, Weights};
+use nn_train::Rng;
+use safetensors::{Dtype, SafeTensors};
+
+fn fixture() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/adam_step.safetensors"
+    ))
+    .unwrap()
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), Dtype::F32, "{name}");
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+fn weights(st: &SafeTensors, prefix: &str) -> Weights {
+    let mut w = Weights::default();
+    for name in [
+        "dense1.kernel",
+        "dense1.bias",
+        "dense2.kernel",
+        "dense2.bias",
+    ] {
+        let (shape, data) = f32s(st, &format!("{prefix}.{name}"));
+        w.push(name, &shape, data).unwrap();
+    }
+    w
+}
+
+fn max_abs_diff(a: &Weights, b: &Weights) -> f32 {
+    let mut worst = 0f32;
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!((&x.name, &x.shape), (&y.name, &y.shape));
+        for (p, q) in x.data.iter().zip(&y.data) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn two_adam_steps_match_pytorch() {
+    let bytes = fixture();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (xs, x) = f32s(&st, "x");
+    let yt = st.tensor("y").unwrap();
+    assert_eq!(yt.dtype(), Dtype::I64);
+    let y: Vec<u32> = yt
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect();
+    let pooled = global_average_pool(&x, xs[0], xs[3]).unwrap();
+    let init = weights(&st, "init");
+    let mut head = Head::from_weights(&init, &Params::default()).unwrap();
+    assert_eq!(head.weights().unwrap(), init);
+    for step in 1..=2 {
+        let (_, mask) = f32s(&st, &format!("mask{step}"));
+        let (_, torch_loss) = f32s(&st, &format!("loss{step}"));
+        let (loss_sum, _) = head.step(&pooled, &y, Some(&mask)).unwrap();
+        let loss = loss_sum / y.len() as f64;
+        assert!(
+            (loss - torch_loss[0] as f64).abs() < 1e-5,
+            "step {step}: loss {loss} vs {torch_loss:?}"
+        );
+        let expected = weights(&st, &format!("step{step}"));
+        let diff = max_abs_diff(&head.weights().unwrap(), &expected);
+        eprintln!(
+            "step {step}: loss {loss} (torch {}), max |ours - torch| = {diff:e}",
+            torch_loss[0]
+        );
+        assert!(diff < 1e-5, "step {step}: max |ours - torch| = {diff}");
+        // The step must have moved the weights by far more than the tolerance.
+        assert!(max_abs_diff(&expected, &init) > 5e-4);
+    }
+}
+
+/// Two Gaussian clusters per class around distinct, well separated centres.
+fn toy(n_per_class: usize, classes: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = Rng::new(seed, 99);
+    let centres: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..dim).map(|_| 4.0 * rng.next_f32()).collect())
+        .collect();
+    let (mut x, mut y) = (vec![], vec![]);
+    for i in 0..n_per_class * classes {
+        let c = i % classes;
+        x.extend(centres[c].iter().map(|&m| m + 0.2 * (rng.next_f32() - 0.5)));
+        y.push(c as u32);
+    }
+    (x, y)
+}
+
+#[test]
+fn separable_toy_set_is_learned() {
+    let (x, y) = toy(40, 4, 64, 1);
+    let (vx, vy) = toy(10, 4, 64, 1);
+    let params = Params {
+        epochs: 15,
+        ..Params::default()
+    };
+    let mut epochs = 0;
+    let mut obs = Callbacks {
+        on_batch: |_: &head_nn::BatchInfo| {},
+        on_epoch: |_: &head_nn::EpochRecord| epochs += 1,
+    };
+    let out = head_nn::train(&x, &y, &vx, &vy, 4, &params, 5, &mut obs).unwrap();
+    assert_eq!(epochs, 15);
+    let last = out.history.last().unwrap();
+    assert_eq!(last.val_accuracy, 1.0, "{:?}", out.history);
+    assert!(last.loss < out.history[0].loss);
+    let e = head_nn::evaluate(&out.final_weights, &x, &y).unwrap();
+    assert_eq!(e.accuracy, 1.0);
+    assert_eq!(e.prediction.predictions, y);
+    assert_eq!(e.prediction.probabilities.len(), y.len() * 4);
+    let p = head_nn::predict(out.selected(Evaluate::Best), &vx).unwrap();
+    assert_eq!(p.n_classes, 4);
+    let best = &out.history[out.best_epoch - 1];
+    assert!(out.history.iter().all(|r| r.val_loss >= best.val_loss));
+}
+
+#[test]
+fn same_seed_same_weights() {
+    let (x, y) = toy(30, 3, 32, 2);
+    let (vx, vy) = toy(5, 3, 32, 3);
+    let params = Params {
+        epochs: 3,
+        batch_size: 8,
+        ..Params::default()
+    };
+    let run = |seed| head_nn::train(&x, &y, &vx, &vy, 3, &params, seed, &mut ()).unwrap();
+    let (a, b, c) = (run(11), run(11), run(12));
+    assert_eq!(a.final_weights, b.final_weights);
+    assert_eq!(a.best_weights, b.best_weights);
+    assert_eq!(
+        a.history.iter().map(|r| r.loss).collect::<Vec<_>>(),
+        b.history.iter().map(|r| r.loss).collect::<Vec<_>>()
+    );
+    assert_ne!(a.final_weights, c.final_weights);
+}
+
+#[test]
+fn params_defaults_and_strictness() {
+    let p: Params = serde_json::from_str("{}").unwrap();
+    assert_eq!(p, Params::default());
+    assert_eq!(
+        (p.dropout, p.hidden_units, p.batch_size, p.epochs),
+        (0.2, 100, 32, 10)
+    );
+    assert_eq!(
+        (p.learning_rate, p.beta_1, p.beta_2, p.epsilon),
+        (1e-3, 0.9, 0.999, 1e-7)
+    );
+    assert_eq!(p.evaluate, Evaluate::Final);
+    let p: Params = serde_json::from_str(r#"{"evaluate": "best", "epochs": 3}"#).unwrap();
+    assert_eq!((p.evaluate, p.epochs), (Evaluate::Best, 3));
+    assert!(serde_json::from_str::<Params>(r#"{"epoch": 3}"#).is_err());
+    assert!(serde_json::from_str::<Params>(r#"{"evaluate": "last"}"#).is_err());
+    let bad = Params {
+        dropout: 1.0,
+        ..Params::default()
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn global_average_pool_means_each_channel() {
+    // 2 rows of 2x1 maps with 3 channels.
+    let x = [1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0];
+    assert_eq!(
+        global_average_pool(&x, 2, 3).unwrap(),
+        vec![2.0, 3.0, 4.0, 1.0, 1.0, 1.0]
+    );
+    assert!(global_average_pool(&x, 5, 3).is_err());
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let (x, y) = toy(4, 2, 8, 1);
+    let p = Params::default();
+    assert!(head_nn::train(&x, &y, &x, &y, 1, &p, 0, &mut ()).is_err());
+    assert!(head_nn::train(&x[1..], &y, &x, &y, 2, &p, 0, &mut ()).is_err());
+    let y3: Vec<u32> = y.iter().map(|&c| c + 5).collect();
+    assert!(head_nn::train(&x, &y3, &x, &y, 2, &p, 0, &mut ()).is_err());
+    // Un-pooled rows (here: 2 positions x 8 channels) against weights for 8 features.
+    let w = head_nn::Head::new(8, 2, &p, 0).unwrap().weights().unwrap();
+    let unpooled: Vec<f32> = x.iter().flat_map(|&v| [v, v]).collect();
+    assert!(head_nn::evaluate(&w, &unpooled, &y).is_err());
+    assert!(head_nn::evaluate(&w, &x, &y).is_ok());
+}

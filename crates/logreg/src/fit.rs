@@ -1,0 +1,317 @@
+//! Fitting one model: options, input validation, solver dispatch.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dense::{Design, Precision};
+use crate::error::LogRegError;
+use crate::model::Model;
+use crate::objective::{balanced_sample_weights, Objective};
+use crate::{lbfgs, newton_cg};
+
+/// Optimiser, named as scikit-learn names it (`"lbfgs"`, `"newton-cg"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Solver {
+    /// Limited-memory BFGS (scipy's L-BFGS-B without bounds).
+    Lbfgs,
+    /// scikit-learn's inexact Newton method with a conjugate-gradient inner solver.
+    NewtonCg,
+}
+
+impl Solver {
+    /// The scikit-learn name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Solver::Lbfgs => "lbfgs",
+            Solver::NewtonCg => "newton-cg",
+        }
+    }
+}
+
+impl std::fmt::Display for Solver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Solver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lbfgs" => Ok(Solver::Lbfgs),
+            "newton-cg" => Ok(Solver::NewtonCg),
+            other => Err(format!(
+                "unknown solver {other:?} (expected \"lbfgs\" or \"newton-cg\")"
+            )),
+        }
+    }
+}
+
+/// Why the optimiser stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `max |gradient| <= tol` (converged).
+    GradientTol,
+    /// lbfgs only: the objective fell by at most `64 eps max(|f|, 1)` in one step
+    /// (converged, as scipy reports it).
+    RelativeReduction,
+    /// `max_iter` iterations done (not converged).
+    MaxIter,
+    /// lbfgs only: more than 15000 evaluations (not converged).
+    MaxFunEvals,
+    /// No acceptable step along the search direction (not converged).
+    LineSearchFailed,
+}
+
+impl StopReason {
+    /// Whether scikit-learn would report the fit as converged (no `ConvergenceWarning`).
+    pub fn converged(self) -> bool {
+        matches!(
+            self,
+            StopReason::GradientTol | StopReason::RelativeReduction
+        )
+    }
+}
+
+/// Settings of one fit. The defaults are the study's: `C = 1`, lbfgs, `max_iter = 200`,
+/// `tol = 1e-4`, float64 products, the current rayon pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Inverse L2 regularisation strength (scikit-learn's `C`), `> 0`.
+    pub c: f64,
+    /// Optimiser.
+    pub solver: Solver,
+    /// Iteration limit (scikit-learn's `max_iter`), `>= 1`.
+    pub max_iter: usize,
+    /// Gradient tolerance (scikit-learn's `tol`): the fit has converged when the largest
+    /// absolute gradient component of the scaled objective is at most `tol`.
+    pub tol: f64,
+    /// Arithmetic of the matrix products.
+    pub precision: Precision,
+    /// Threads; `None` uses the current rayon pool (the global one unless the caller
+    /// runs inside `ThreadPool::install`).
+    pub n_threads: Option<usize>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            c: 1.0,
+            solver: Solver::Lbfgs,
+            max_iter: 200,
+            tol: 1e-4,
+            precision: Precision::F64,
+            n_threads: None,
+        }
+    }
+}
+
+/// State after one optimiser iteration, handed to the progress callback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Iterations done so far (1-based).
+    pub iteration: usize,
+    /// The iteration limit.
+    pub max_iter: usize,
+    /// Objective value at the new iterate.
+    pub loss: f64,
+    /// `max |gradient|` at the new iterate (NaN when the solver has not evaluated it
+    /// there).
+    pub grad_max_abs: f64,
+}
+
+/// Training (or validation) samples: `x` is row-major `y.len() x n_features`.
+#[derive(Debug, Clone, Copy)]
+pub struct Samples<'a> {
+    /// Features, row-major, `n_samples * n_features` values.
+    pub x: &'a [f32],
+    /// Labels in `0..n_classes`.
+    pub y: &'a [usize],
+    /// Features per sample.
+    pub n_features: usize,
+}
+
+impl<'a> Samples<'a> {
+    /// Bundles a row-major feature matrix with its labels (checked when used).
+    pub fn new(x: &'a [f32], y: &'a [usize], n_features: usize) -> Self {
+        Samples { x, y, n_features }
+    }
+
+    /// Number of samples (`y.len()`).
+    pub fn n_samples(&self) -> usize {
+        self.y.len()
+    }
+}
+
+pub(crate) fn check_features(x: &[f32], n: usize, d: usize) -> Result<(), LogRegError> {
+    if n == 0 {
+        return Err(LogRegError::EmptyData("no samples"));
+    }
+    if d == 0 {
+        return Err(LogRegError::EmptyData("no features"));
+    }
+    let expected = n.checked_mul(d).ok_or(LogRegError::ShapeMismatch {
+        what: "x",
+        expected: usize::MAX,
+        got: x.len(),
+    })?;
+    if x.len() != expected {
+        return Err(LogRegError::ShapeMismatch {
+            what: "x",
+            expected,
+            got: x.len(),
+        });
+    }
+    use rayon::prelude::*;
+    // first non-finite value in row-major order, independent of the thread count
+    let bad = x
+        .par_chunks(d)
+        .enumerate()
+        .find_first(|(_, row)| row.iter().any(|v| !v.is_finite()));
+    if let Some((i, row)) = bad {
+        let j = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(LogRegError::NonFiniteFeature {
+            sample: i,
+            feature: j,
+            value: row[j],
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_labels(
+    y: &[usize],
+    n_classes: usize,
+    balanced: bool,
+) -> Result<(), LogRegError> {
+    if n_classes < 2 {
+        return Err(LogRegError::TooFewClasses(n_classes));
+    }
+    let mut counts = vec![0usize; n_classes];
+    for (i, &c) in y.iter().enumerate() {
+        if c >= n_classes {
+            return Err(LogRegError::LabelOutOfRange {
+                sample: i,
+                label: c,
+                n_classes,
+            });
+        }
+        counts[c] += 1;
+    }
+    if balanced {
+        if let Some(c) = counts.iter().position(|&n| n == 0) {
+            return Err(LogRegError::EmptyClass { class: c });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_options(opts: &FitOptions) -> Result<(), LogRegError> {
+    if !(opts.c > 0.0 && opts.c.is_finite()) {
+        return Err(LogRegError::InvalidC(opts.c));
+    }
+    if !(opts.tol >= 0.0 && opts.tol.is_finite()) {
+        return Err(LogRegError::InvalidTol(opts.tol));
+    }
+    if opts.max_iter == 0 {
+        return Err(LogRegError::InvalidMaxIter);
+    }
+    if opts.n_threads == Some(0) {
+        return Err(LogRegError::ThreadPool(
+            "n_threads must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `f` on a pool of `n_threads` threads, or on the current pool for `None`.
+pub(crate) fn with_threads<T: Send>(
+    n_threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, LogRegError> {
+    match n_threads {
+        None => Ok(f()),
+        Some(t) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .map_err(|e| LogRegError::ThreadPool(e.to_string().to_lowercase()))?;
+            Ok(pool.install(f))
+        }
+    }
+}
+
+/// Fits `LogisticRegression(C, solver, class_weight="balanced", max_iter, tol)` (multinomial,
+/// L2 on the coefficients, fitted intercept) on `train`, whose labels lie in
+/// `0..n_classes`. Every class must occur.
+///
+/// A fit that stops without meeting the tolerance returns `Ok` with
+/// [`Model::converged`] false and [`Model::stop`] saying why.
+pub fn fit(train: &Samples<'_>, n_classes: usize, opts: &FitOptions) -> Result<Model, LogRegError> {
+    fit_with_progress(train, n_classes, opts, &mut |_| {})
+}
+
+/// [`fit`] with a callback after every optimiser iteration (e.g. for a progress bar).
+pub fn fit_with_progress(
+    train: &Samples<'_>,
+    n_classes: usize,
+    opts: &FitOptions,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Model, LogRegError> {
+    let start = Instant::now();
+    check_options(opts)?;
+    with_threads(opts.n_threads, || {
+        check_features(train.x, train.n_samples(), train.n_features)?;
+        check_labels(train.y, n_classes, true)?;
+        let design = Design::new(train.x, train.n_samples(), train.n_features, opts.precision);
+        Ok(fit_design(
+            &design, train.y, n_classes, opts, progress, start,
+        ))
+    })?
+}
+
+/// Fits on an already prepared (validated) design matrix.
+pub(crate) fn fit_design(
+    design: &Design<'_>,
+    y: &[usize],
+    k: usize,
+    opts: &FitOptions,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+    start: Instant,
+) -> Model {
+    let sw = balanced_sample_weights(y, k);
+    let mut obj = Objective::new(design, y, k, &sw, opts.c);
+    let mut theta = vec![0.0; obj.dim()];
+    let out = match opts.solver {
+        Solver::Lbfgs => lbfgs::minimize(&mut obj, &mut theta, opts.max_iter, opts.tol, progress),
+        Solver::NewtonCg => {
+            newton_cg::minimize(&mut obj, &mut theta, opts.max_iter, opts.tol, progress)
+        }
+    };
+    let d = obj.d();
+    let mut coef = Vec::with_capacity(k * d);
+    let mut intercept = Vec::with_capacity(k);
+    for row in theta.chunks_exact(d + 1) {
+        coef.extend_from_slice(&row[..d]);
+        intercept.push(row[d]);
+    }
+    Model {
+        n_classes: k,
+        n_features: d,
+        coef,
+        intercept,
+        solver: opts.solver,
+        c: opts.c,
+        n_iter: out.n_iter,
+        converged: out.stop.converged(),
+        stop: out.stop,
+        loss: out.loss,
+        grad_max_abs: out.grad_max_abs,
+        n_evals: obj.n_evals,
+        n_hessp: obj.n_hessp,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}

@@ -1,0 +1,89 @@
+//! Seeded synthetic features shaped like ReLU'd VGG16 pool5 activations, for tests,
+//! benches and timing runs: non-negative, about two thirds zeros, values about 0..50,
+//! a low-rank class signal plus per-feature noise, imbalanced classes. The output
+//! depends only on the arguments (not on the thread count).
+
+use rayon::prelude::*;
+
+/// SplitMix64: small, fast, good enough for test data.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Uniform integer in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform() * n as f64) as usize % n
+    }
+}
+
+/// `n` samples of `d` pool5-like features over `k` classes: returns row-major `x` (`n x d`)
+/// and labels `y`. Class frequencies differ (up to about 3:1); the first `k` samples
+/// cover every class once, so each class is present when `n >= k`.
+pub fn pool5_like(n: usize, d: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    const LATENT: usize = 32;
+    let mut rng = Rng::new(seed);
+    let props: Vec<f64> = (0..k).map(|_| 1.0 + 2.0 * rng.uniform()).collect();
+    let total: f64 = props.iter().sum();
+    let y: Vec<usize> = (0..n)
+        .map(|i| {
+            if i < k {
+                return i;
+            }
+            let mut u = rng.uniform() * total;
+            for (c, p) in props.iter().enumerate() {
+                if u < *p {
+                    return c;
+                }
+                u -= p;
+            }
+            k - 1
+        })
+        .collect();
+    let centers: Vec<f64> = (0..k * LATENT).map(|_| rng.normal()).collect();
+    let scale = 1.0 / (LATENT as f64).sqrt();
+    // feature-major: proj[j * LATENT + l]
+    let proj: Vec<f64> = (0..LATENT * d).map(|_| rng.normal() * scale).collect();
+    let row_seed = rng.next_u64();
+    let mut x = vec![0f32; n * d];
+    x.par_chunks_mut(d.max(1)).enumerate().for_each(|(i, row)| {
+        let mut r = Rng::new(row_seed ^ (i as u64).wrapping_mul(0xD134_2543_DE82_EF95));
+        let z: Vec<f64> = (0..LATENT)
+            .map(|l| centers[y[i] * LATENT + l] + 1.2 * r.normal())
+            .collect();
+        for (j, v) in row.iter_mut().enumerate() {
+            let mut h = r.normal() - 0.8;
+            for (zl, pl) in z.iter().zip(&proj[j * LATENT..(j + 1) * LATENT]) {
+                h += zl * pl;
+            }
+            let a = h.max(0.0);
+            *v = (1.5 * a * a).min(60.0) as f32;
+        }
+    });
+    (x, y)
+}

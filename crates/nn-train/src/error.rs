@@ -1,0 +1,16 @@
+/// Errors of training and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Inputs that do not fit together (lengths, shapes, labels, parameters).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A weight set lacks a tensor or has one of the wrong shape.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// An error of the tensor library.
+    #[error("tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result of this crate and of the stages built on it.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,246 @@
+//! The epoch loop: per-epoch reshuffling, mini-batches, validation, history, best checkpoint.
+
+use crate::{Error, Result, Rng, Weights};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Which weights a stage evaluates after training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evaluate {
+    /// The weights after the last epoch.
+    #[default]
+    Final,
+    /// The weights of the epoch with the lowest validation loss (first one on ties).
+    Best,
+}
+
+/// Metrics of one epoch, as Keras's `History` (loss and accuracy of the training batches as
+/// they were trained, dropout active; validation after the epoch, dropout off).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training cross-entropy over the epoch's rows.
+    pub loss: f64,
+    /// Training accuracy over the epoch's rows.
+    pub accuracy: f64,
+    /// Mean validation cross-entropy.
+    pub val_loss: f64,
+    /// Validation accuracy.
+    pub val_accuracy: f64,
+    /// Wall-clock seconds of the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// Progress after one mini-batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchInfo {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// 1-based batch number within the epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// Rows in this batch.
+    pub rows: usize,
+    /// Mean loss of this batch.
+    pub loss: f64,
+}
+
+/// Receives progress (for progress bars and logs). Both methods default to doing nothing;
+/// `()` is the observer that ignores everything.
+pub trait Observer {
+    /// After each training batch.
+    fn on_batch(&mut self, _info: &BatchInfo) {}
+    /// After each epoch, validation included.
+    fn on_epoch(&mut self, _record: &EpochRecord) {}
+}
+
+impl Observer for () {}
+
+/// An [`Observer`] made of two closures.
+pub struct Callbacks<B, E> {
+    /// Called after each batch.
+    pub on_batch: B,
+    /// Called after each epoch.
+    pub on_epoch: E,
+}
+
+impl<B: FnMut(&BatchInfo), E: FnMut(&EpochRecord)> Observer for Callbacks<B, E> {
+    fn on_batch(&mut self, info: &BatchInfo) {
+        (self.on_batch)(info)
+    }
+    fn on_epoch(&mut self, record: &EpochRecord) {
+        (self.on_epoch)(record)
+    }
+}
+
+/// Loop settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FitConfig {
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Rows per optimisation step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+}
+
+/// A model that the loop can train.
+pub trait Trainable {
+    /// One optimisation step on the given training rows; returns the summed loss over the rows
+    /// and the number of rows classified correctly (with the training-time forward pass).
+    fn train_batch(&mut self, rows: &[usize]) -> Result<(f64, usize)>;
+    /// Mean loss and accuracy on the validation rows.
+    fn validate(&mut self) -> Result<(f64, f64)>;
+    /// The current weights.
+    fn weights(&self) -> Result<Weights>;
+}
+
+/// What training returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOutput {
+    /// One record per epoch.
+    pub history: Vec<EpochRecord>,
+    /// 1-based epoch of the lowest validation loss (the first on ties).
+    pub best_epoch: usize,
+    /// Weights after `best_epoch`.
+    pub best_weights: Weights,
+    /// Weights after the last epoch.
+    pub final_weights: Weights,
+}
+
+impl TrainOutput {
+    /// The weights that `evaluate` selects.
+    pub fn selected(&self, evaluate: Evaluate) -> &Weights {
+        match evaluate {
+            Evaluate::Final => &self.final_weights,
+            Evaluate::Best => &self.best_weights,
+        }
+    }
+}
+
+/// Trains `model` on `n_train` rows for `cfg.epochs` epochs. Each epoch visits the rows in a
+/// fresh permutation drawn from `shuffle`, in batches of `cfg.batch_size`.
+pub fn fit<T: Trainable + ?Sized, O: Observer + ?Sized>(
+    model: &mut T,
+    n_train: usize,
+    cfg: FitConfig,
+    shuffle: &mut Rng,
+    observer: &mut O,
+) -> Result<TrainOutput> {
+    if cfg.epochs == 0 || cfg.batch_size == 0 || n_train == 0 {
+        return Err(Error::Invalid(format!(
+            "need epochs > 0, batch_size > 0 and training rows (got {}, {}, {n_train})",
+            cfg.epochs, cfg.batch_size
+        )));
+    }
+    let batches = n_train.div_ceil(cfg.batch_size);
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut best: Option<(f64, usize, Weights)> = None;
+    let mut last = None;
+    for epoch in 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let order = shuffle.permutation(n_train);
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
+            let (l, c) = model.train_batch(rows)?;
+            loss += l;
+            correct += c;
+            observer.on_batch(&BatchInfo {
+                epoch,
+                batch: b + 1,
+                batches,
+                rows: rows.len(),
+                loss: l / rows.len() as f64,
+            });
+        }
+        let (val_loss, val_accuracy) = model.validate()?;
+        let weights = model.weights()?;
+        let record = EpochRecord {
+            epoch,
+            loss: loss / n_train as f64,
+            accuracy: correct as f64 / n_train as f64,
+            val_loss,
+            val_accuracy,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        observer.on_epoch(&record);
+        history.push(record);
+        // NaN never improves; a first epoch with NaN loss is still recorded as the best so far.
+        let improves = match &best {
+            None => true,
+            Some((b, _, _)) => val_loss < *b || (b.is_nan() && !val_loss.is_nan()),
+        };
+        if improves {
+            best = Some((val_loss, epoch, weights.clone()));
+        }
+        last = Some(weights);
+    }
+    let (_, best_epoch, best_weights) = best.expect("at least one epoch");
+    Ok(TrainOutput {
+        history,
+        best_epoch,
+        best_weights,
+        final_weights: last.expect("at least one epoch"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Visits rows and reports a scripted validation loss.
+    struct Script {
+        seen: Vec<Vec<usize>>,
+        val: Vec<f64>,
+        epoch: usize,
+    }
+
+    impl Trainable for Script {
+        fn train_batch(&mut self, rows: &[usize]) -> Result<(f64, usize)> {
+            self.seen.push(rows.to_vec());
+            Ok((rows.len() as f64, rows.len()))
+        }
+        fn validate(&mut self) -> Result<(f64, f64)> {
+            self.epoch += 1;
+            Ok((self.val[self.epoch - 1], 0.5))
+        }
+        fn weights(&self) -> Result<Weights> {
+            let mut w = Weights::default();
+            w.push("epoch", &[1], vec![self.epoch as f32])?;
+            Ok(w)
+        }
+    }
+
+    #[test]
+    fn batches_history_and_best() {
+        let mut m = Script {
+            seen: vec![],
+            val: vec![3.0, 1.0, 2.0, 1.0],
+            epoch: 0,
+        };
+        let mut epochs = vec![];
+        let mut obs = Callbacks {
+            on_batch: |_: &BatchInfo| {},
+            on_epoch: |r: &EpochRecord| epochs.push(r.epoch),
+        };
+        let cfg = FitConfig {
+            epochs: 4,
+            batch_size: 4,
+        };
+        let out = fit(&mut m, 10, cfg, &mut Rng::new(1, 2), &mut obs).unwrap();
+        assert_eq!(epochs, vec![1, 2, 3, 4]);
+        assert_eq!(out.best_epoch, 2);
+        assert_eq!(out.best_weights.get("epoch").unwrap().data, vec![2.0]);
+        assert_eq!(out.final_weights.get("epoch").unwrap().data, vec![4.0]);
+        assert_eq!(out.history[0].loss, 1.0);
+        assert_eq!(m.seen.len(), 12);
+        assert_eq!(m.seen[2].len(), 2);
+        let mut first: Vec<usize> = m.seen[..3].concat();
+        first.sort_unstable();
+        assert_eq!(first, (0..10).collect::<Vec<_>>());
+        assert_ne!(m.seen[..3].concat(), m.seen[3..6].concat(), "reshuffled");
+        let json = serde_json::to_string(&out.history[0]).unwrap();
+        assert!(json.contains("\"val_accuracy\":0.5"), "{json}");
+    }
+}
