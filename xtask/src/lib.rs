@@ -5,6 +5,7 @@ pub fn registry() -> pipeline::Registry {
     pipeline::Registry::new()
         .with(loader::Loader)
         .with(preprocess::Preprocess)
+        .with(vgg_extract::VggExtract)
         .with(head_nn::HeadNn)
         .with(logreg::LogReg)
         .with(scratch_cnn::ScratchCnn)

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
+mod predict;
+
 /// Commands that are not about the build graph itself.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask fetch")]
@@ -119,6 +121,16 @@ fn after_run(
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("predict") {
+        args.remove(1);
+        return match predict::predict(predict::PredictArgs::parse_from(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.get(1).map(String::as_str) == Some("fetch") {
         args.remove(1);
         let parsed = Fetch::parse_from(args);
