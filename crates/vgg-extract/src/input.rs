@@ -1,0 +1,101 @@
+//! From decoded RGB pixels to the network's input: Pillow-exact nearest-neighbour resize and
+//! the two pixel conventions VGG16 weights are published for.
+
+use serde::{Deserialize, Serialize};
+
+/// How `u8` RGB pixels are turned into the network's `f32` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputConvention {
+    /// Keras / original Caffe VGG16: BGR channel order, 0..255 scale minus the per-channel
+    /// mean (B 103.939, G 116.779, R 123.68), no division by a standard deviation. What the
+    /// shared `vgg16_notop.safetensors` weights expect.
+    Caffe,
+    /// torchvision: RGB order, scaled to 0..1, minus the ImageNet mean (0.485, 0.456, 0.406),
+    /// divided by the ImageNet standard deviation (0.229, 0.224, 0.225).
+    Torch,
+}
+
+/// Caffe mean, in the output (BGR) order.
+const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
+const TORCH_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl InputConvention {
+    /// Converts interleaved `u8` RGB pixels (`HWC`, any number of pixels) into interleaved
+    /// `f32` network input (`HWC`, channels as the convention orders them), appending to `out`.
+    ///
+    /// Each value is computed with the same single-precision operations, in the same order, as
+    /// NumPy / PyTorch do for these conventions, so the results are bit-identical to theirs.
+    pub fn extend_from_rgb(self, rgb: &[u8], out: &mut Vec<f32>) {
+        out.reserve(rgb.len() - rgb.len() % 3);
+        match self {
+            InputConvention::Caffe => {
+                for px in rgb.chunks_exact(3) {
+                    out.push(f32::from(px[2]) - CAFFE_MEAN_BGR[0]);
+                    out.push(f32::from(px[1]) - CAFFE_MEAN_BGR[1]);
+                    out.push(f32::from(px[0]) - CAFFE_MEAN_BGR[2]);
+                }
+            }
+            InputConvention::Torch => {
+                for px in rgb.chunks_exact(3) {
+                    for c in 0..3 {
+                        out.push((f32::from(px[c]) / 255.0 - TORCH_MEAN[c]) / TORCH_STD[c]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`extend_from_rgb`](Self::extend_from_rgb) into a new vector.
+    pub fn from_rgb(self, rgb: &[u8]) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.extend_from_rgb(rgb, &mut out);
+        out
+    }
+}
+
+/// Nearest-neighbour resize of interleaved `u8` RGB (`w x h`) to `dw x dh`, choosing exactly
+/// the source pixels Pillow's `Image.resize((dw, dh), Image.NEAREST)` chooses.
+///
+/// Pillow runs this as an affine "scale" transform: the source column of destination column
+/// `x` is `trunc(xo)`, where `xo` starts at `scale / 2` and grows by `scale = w / dw` per
+/// column, accumulated in double precision (rows likewise). Accumulating, rather than computing
+/// `(x + 0.5) * scale`, matters: the two differ in the last bit for some sizes, which moves
+/// whole columns.
+///
+/// # Panics
+/// If `rgb.len() != w * h * 3`, or if the source is empty while the destination is not.
+pub fn resize_nearest_pillow(rgb: &[u8], w: usize, h: usize, dw: usize, dh: usize) -> Vec<u8> {
+    assert_eq!(
+        rgb.len(),
+        w * h * 3,
+        "buffer does not hold {w}x{h} RGB pixels"
+    );
+    let mut out = vec![0u8; dw * dh * 3];
+    if dw == 0 || dh == 0 {
+        return out;
+    }
+    assert!(w > 0 && h > 0, "cannot resize an empty image to {dw}x{dh}");
+    let xs = pillow_coords(w, dw);
+    let ys = pillow_coords(h, dh);
+    for (dst, &sy) in out.chunks_exact_mut(dw * 3).zip(&ys) {
+        let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
+        for (px, &sx) in dst.chunks_exact_mut(3).zip(&xs) {
+            px.copy_from_slice(&src[sx * 3..sx * 3 + 3]);
+        }
+    }
+    out
+}
+
+fn pillow_coords(src: usize, dst: usize) -> Vec<usize> {
+    let scale = src as f64 / dst as f64;
+    let mut o = scale * 0.5;
+    (0..dst)
+        .map(|_| {
+            let i = (o as usize).min(src - 1);
+            o += scale;
+            i
+        })
+        .collect()
+}
