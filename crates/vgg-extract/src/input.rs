@@ -24,6 +24,7 @@ const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
 impl InputConvention {
     /// Converts interleaved `u8` RGB pixels (`HWC`, any number of pixels) into interleaved
     /// `f32` network input (`HWC`, channels as the convention orders them), appending to `out`.
+    /// `rgb.len()` should be a multiple of 3: a trailing partial pixel is ignored.
     ///
     /// Each value is computed with the same single-precision operations, in the same order, as
     /// NumPy / PyTorch do for these conventions, so the results are bit-identical to theirs.

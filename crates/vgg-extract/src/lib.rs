@@ -24,12 +24,15 @@
 //!   at load; activations are never packed (the micro-kernel broadcasts from rows of the
 //!   transformed input).
 //! - **Fused epilogues**: bias, ReLU and, when a pool follows, the 2x2 max-pool are applied
-//!   in the Winograd output transform (a 2x2 output tile is exactly one pooling window), so
-//!   the unpooled activation is never written.
+//!   in the Winograd output transform (an output tile holds whole pooling windows), so the
+//!   unpooled activation is never written.
 //! - **Bounded memory**: layers are cut into units of (tile block, output-channel range) run
 //!   in parallel with rayon, each with per-thread scratch of about a megabyte; images go
 //!   through the stack a few at a time, so memory does not grow with the batch.
 //! - The first layer (three input channels) runs as an im2col GEMM over bands of rows.
+//! - **Reproducible**: every output is summed in the same order whatever the batch size, the
+//!   way a batch is cut, the thread count or the x86 instruction set (AVX2 and AVX-512 give
+//!   bit-identical features; only the portable fallback, without FMA, rounds differently).
 
 mod error;
 mod gemm;
