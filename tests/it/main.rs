@@ -110,7 +110,15 @@ fn undecodable_file_is_skipped_by_preprocess_and_listed() {
 #[test]
 fn report_renders_in_a_real_browser() {
     let p = Project::new(&pipeline_toml().replace("out = \"data/report\"", "out = \"report\""));
-    let s = p.run(&["report"], &[]);
+    // The shared weights when present (no download); otherwise the stage fetches them.
+    let weights = shared().map(|s| {
+        format!(
+            "weights.path={}",
+            s.join("weights/vgg16_notop.safetensors").display()
+        )
+    });
+    let set: Vec<&str> = weights.iter().map(String::as_str).collect();
+    let s = p.run(&["report"], &set);
     let rec = &s.records["report"];
     let chunk = p.chunk(&rec.outputs["report"], 0);
     let out = p.path().join("report");
@@ -127,8 +135,32 @@ fn report_renders_in_a_real_browser() {
     let Some((shot, dom)) = study_tests::render_html(&out.join("index.html"), 1200, 3000) else {
         return;
     };
-    // Every figure made it into the page: 3 class-distribution charts and 16 sample images.
-    assert_eq!(dom.matches("<svg").count(), 3, "inline SVG figures");
+    // Every figure made it into the page: 3 class-distribution charts, a confusion heatmap per
+    // model, accuracy and loss curves for the two networks, and 16 sample images.
+    let mut svg_files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".svg"))
+        .collect();
+    svg_files.sort();
+    let expected = [
+        "classes_evaluation.svg",
+        "classes_training.svg",
+        "classes_validation.svg",
+        "confusion_head-nn.svg",
+        "confusion_logreg.svg",
+        "confusion_scratch-cnn.svg",
+        "curves_head-nn_accuracy.svg",
+        "curves_head-nn_loss.svg",
+        "curves_scratch-cnn_accuracy.svg",
+        "curves_scratch-cnn_loss.svg",
+    ];
+    assert_eq!(svg_files, expected, "figure files");
+    assert_eq!(
+        dom.matches("<svg").count(),
+        expected.len(),
+        "inline SVG figures"
+    );
     assert_eq!(
         dom.matches("data:image/png;base64,").count(),
         16,

@@ -112,7 +112,18 @@ impl Stage for Loader {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let (m, files) = match ctx.setting("dataset.root")? {
+        let root = ctx.setting("dataset.root")?;
+        // The folder's name (never its path) labels the results, e.g. "food101-10".
+        let name = match root {
+            Some(r) => r
+                .canonicalize()
+                .unwrap_or_else(|_| r.to_path_buf())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "dataset".into()),
+            None => "synthetic".into(),
+        };
+        let (m, files) = match root {
             Some(root) => {
                 let pb = ctx.progress().spinner("loader");
                 pb.set_message(format!("scanning {}", root.display()));
@@ -179,6 +190,7 @@ impl Stage for Loader {
         w.set_meta("classes", json!(m.classes));
         w.set_meta("class_counts", json!(counts));
         w.set_meta("layout", json!(m.layout));
+        w.set_meta("dataset", json!(name));
         w.set_meta("synthetic", json!(m.synthetic));
         w.set_meta("skipped", json!(m.skipped));
         w.set_meta("leakage", json!(m.leakage));

@@ -118,12 +118,16 @@ impl Stage for Report {
             "the embedded SYNTHETIC demo dataset (shapes and textures, not food)".to_string()
         } else {
             format!(
-                "{} ({} classes)",
+                "{} ({} classes, {} layout)",
+                manifest
+                    .meta("dataset")
+                    .and_then(Value::as_str)
+                    .unwrap_or("dataset"),
+                classes.len(),
                 manifest
                     .meta("layout")
                     .and_then(Value::as_str)
-                    .unwrap_or("dataset"),
-                classes.len()
+                    .unwrap_or("unknown"),
             )
         };
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
