@@ -93,6 +93,12 @@ pub fn confusion_heatmap(
             ("sans-serif", 13),
         ))
         .map_err(err)?;
+        root.draw(&Text::new(
+            "true class ↓".to_string(),
+            (8, top - 18),
+            ("sans-serif", 13),
+        ))
+        .map_err(err)?;
         for (t, row) in confusion.iter().enumerate() {
             let total: usize = row.iter().sum();
             let y = top + t as i32 * cell;
@@ -168,12 +174,14 @@ pub fn curves(title: &str, y_desc: &str, series: &[(&str, Vec<f64>)]) -> Result<
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
-            .build_cartesian_2d(1f64..epochs as f64, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(1f64..epochs.max(2) as f64, (lo - pad)..(hi + pad))
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("epoch")
             .y_desc(y_desc)
+            .x_labels(epochs.clamp(2, 20))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(err)?;
         let colours = [BLUE, RED, GREEN, MAGENTA];
