@@ -12,69 +12,28 @@
 //! accuracy. `--out` writes the last model's `coef` (`k x d`) and `intercept` as float64.
 //! Without `--data` it generates 2000 x 25088 pool5-like features with 11 classes.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Instant;
 
+use common::{cpu_seconds, load_xy, Args};
 use logreg::{fit_with_progress, FitOptions, Precision, Samples, Solver};
-use safetensors::{Dtype, SafeTensors};
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process (all threads), in clock ticks of 1/100 s
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    let Some(rest) = stat.rsplit(')').next() else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // fields after the command: state is index 0, utime 11, stime 12
-    (t(11) + t(12)) / 100.0
-}
+use safetensors::Dtype;
 
 fn main() {
-    let mut args: HashMap<String, String> = HashMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("missing value for {k}"));
-        args.insert(k.trim_start_matches("--").to_string(), v);
-    }
-    let get = |k: &str, d: &str| args.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let solver: Solver = get("solver", "lbfgs").parse().expect("solver");
-    let c: f64 = get("c", "1").parse().expect("c");
-    let max_iter: usize = get("max-iter", "200").parse().expect("max-iter");
-    let tol: f64 = get("tol", "1e-4").parse().expect("tol");
-    let repeats: usize = get("repeats", "1").parse().expect("repeats");
-    let precision = match get("precision", "f64").as_str() {
-        "f32" => Precision::F32,
+    let args = Args::from_env();
+    let solver: Solver = args.get("solver", "lbfgs");
+    let c: f64 = args.get("c", "1");
+    let max_iter: usize = args.get("max-iter", "200");
+    let tol: f64 = args.get("tol", "1e-4");
+    let repeats: usize = args.get("repeats", "1");
+    let precision = match args.opt("precision") {
+        Some("f32") => Precision::F32,
         _ => Precision::F64,
     };
 
-    let (x, y, d) = match args.get("data") {
-        Some(path) => {
-            let bytes = std::fs::read(path).expect("read data");
-            let st = SafeTensors::deserialize(&bytes).expect("parse safetensors");
-            let xt = st.tensor("x").expect("tensor x");
-            assert_eq!(xt.dtype(), Dtype::F32, "x must be float32");
-            let d = xt.shape()[1];
-            let x: Vec<f32> = xt
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            let yt = st.tensor("y").expect("tensor y");
-            assert_eq!(yt.dtype(), Dtype::I64, "y must be int64");
-            let y: Vec<usize> = yt
-                .data()
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-                .collect();
-            (x, y, d)
-        }
+    let (x, y, d) = match args.opt("data") {
+        Some(path) => load_xy(path),
         None => {
             let (x, y) = logreg::synthetic::pool5_like(2000, 25088, 11, 0);
             (x, y, 25088)
@@ -109,7 +68,7 @@ fn main() {
         );
         last = Some(m);
     }
-    if let (Some(out), Some(m)) = (args.get("out"), last) {
+    if let (Some(out), Some(m)) = (args.opt("out"), last) {
         let k = m.n_classes;
         let coef: Vec<u8> = m.coef.iter().flat_map(|v| v.to_le_bytes()).collect();
         let icpt: Vec<u8> = m.intercept.iter().flat_map(|v| v.to_le_bytes()).collect();

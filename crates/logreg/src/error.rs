@@ -34,6 +34,21 @@ pub enum LogRegError {
         /// The class without samples.
         class: usize,
     },
+    /// A sample weight is negative, NaN or infinite, or the weights up to it sum to
+    /// infinity.
+    #[error("invalid sample weight {value} of sample {sample} (weights must be finite and non-negative, with a finite sum)")]
+    InvalidSampleWeight {
+        /// Sample index.
+        sample: usize,
+        /// The weight.
+        value: f64,
+    },
+    /// The samples of a class have total weight zero, so its balanced weight is undefined.
+    #[error("class {class} has zero total sample weight (class_weight=\"balanced\" needs a positive weight per class)")]
+    ZeroClassWeight {
+        /// The class.
+        class: usize,
+    },
     /// Fewer than two classes.
     #[error("need at least 2 classes, got {0}")]
     TooFewClasses(usize),
@@ -62,6 +77,9 @@ pub enum LogRegError {
     /// A grid search was given no value of C or no solver.
     #[error("empty grid: {0}")]
     EmptyGrid(&'static str),
+    /// An error reported by linfa (see [`crate::linfa_compat`]).
+    #[error("linfa: {0}")]
+    Linfa(String),
     /// Prediction input does not match the model's feature count.
     #[error("feature count mismatch: model has {expected} features, input has {got}")]
     FeatureCountMismatch {

@@ -132,12 +132,34 @@ pub struct Samples<'a> {
     pub y: &'a [usize],
     /// Features per sample.
     pub n_features: usize,
+    /// Optional per-sample weights (scikit-learn's `fit(X, y, sample_weight)`), one finite
+    /// non-negative value per sample. A fit multiplies them into the balanced class
+    /// weights, which are then computed from the weighted class counts as scikit-learn
+    /// (1.9) does: `s_i = w_i · W / (k · W_{y_i})` with `W` the total weight and `W_c`
+    /// that of class `c`. `None` gives exactly the unweighted fit; all weights equal to
+    /// `a` act as `C` multiplied by `a`, as in scikit-learn. Accuracies (and the
+    /// validation samples of a grid search) ignore them.
+    pub sample_weight: Option<&'a [f64]>,
 }
 
 impl<'a> Samples<'a> {
-    /// Bundles a row-major feature matrix with its labels (checked when used).
+    /// Bundles a row-major feature matrix with its labels (checked when used), without
+    /// sample weights.
     pub fn new(x: &'a [f32], y: &'a [usize], n_features: usize) -> Self {
-        Samples { x, y, n_features }
+        Samples {
+            x,
+            y,
+            n_features,
+            sample_weight: None,
+        }
+    }
+
+    /// The same samples with per-sample weights (see [`Samples::sample_weight`]).
+    pub fn with_sample_weight(self, sample_weight: &'a [f64]) -> Self {
+        Samples {
+            sample_weight: Some(sample_weight),
+            ..self
+        }
     }
 
     /// Number of samples (`y.len()`).
@@ -209,6 +231,47 @@ pub(crate) fn check_labels(
     Ok(())
 }
 
+/// Checks optional sample weights against labels already checked by [`check_labels`].
+pub(crate) fn check_sample_weight(
+    sample_weight: Option<&[f64]>,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<(), LogRegError> {
+    let Some(w) = sample_weight else {
+        return Ok(());
+    };
+    if w.len() != y.len() {
+        return Err(LogRegError::ShapeMismatch {
+            what: "sample_weight",
+            expected: y.len(),
+            got: w.len(),
+        });
+    }
+    let mut class_total = vec![0.0f64; n_classes];
+    let mut total = 0.0f64;
+    for (i, (&c, &v)) in y.iter().zip(w).enumerate() {
+        total += v;
+        if !(v >= 0.0 && v.is_finite() && total.is_finite()) {
+            return Err(LogRegError::InvalidSampleWeight {
+                sample: i,
+                value: v,
+            });
+        }
+        class_total[c] += v;
+    }
+    if let Some(c) = class_total.iter().position(|&t| t == 0.0) {
+        return Err(LogRegError::ZeroClassWeight { class: c });
+    }
+    Ok(())
+}
+
+/// Validates training samples: features, labels (every class present) and weights.
+pub(crate) fn check_train(train: &Samples<'_>, n_classes: usize) -> Result<(), LogRegError> {
+    check_features(train.x, train.n_samples(), train.n_features)?;
+    check_labels(train.y, n_classes, true)?;
+    check_sample_weight(train.sample_weight, train.y, n_classes)
+}
+
 pub(crate) fn check_options(opts: &FitOptions) -> Result<(), LogRegError> {
     if !(opts.c > 0.0 && opts.c.is_finite()) {
         return Err(LogRegError::InvalidC(opts.c));
@@ -246,7 +309,8 @@ pub(crate) fn with_threads<T: Send>(
 
 /// Fits `LogisticRegression(C, solver, class_weight="balanced", max_iter, tol)` (multinomial,
 /// L2 on the coefficients, fitted intercept) on `train`, whose labels lie in
-/// `0..n_classes`. Every class must occur.
+/// `0..n_classes`, with `train`'s sample weights if it has any. Every class must occur
+/// (with a positive total weight).
 ///
 /// A fit that stops without meeting the tolerance returns `Ok` with
 /// [`Model::converged`] false and [`Model::stop`] saying why.
@@ -264,11 +328,16 @@ pub fn fit_with_progress(
     let start = Instant::now();
     check_options(opts)?;
     with_threads(opts.n_threads, || {
-        check_features(train.x, train.n_samples(), train.n_features)?;
-        check_labels(train.y, n_classes, true)?;
+        check_train(train, n_classes)?;
         let design = Design::new(train.x, train.n_samples(), train.n_features, opts.precision);
         Ok(fit_design(
-            &design, train.y, n_classes, opts, progress, start,
+            &design,
+            train.y,
+            train.sample_weight,
+            n_classes,
+            opts,
+            progress,
+            start,
         ))
     })?
 }
@@ -277,12 +346,13 @@ pub fn fit_with_progress(
 pub(crate) fn fit_design(
     design: &Design<'_>,
     y: &[usize],
+    sample_weight: Option<&[f64]>,
     k: usize,
     opts: &FitOptions,
     progress: &mut (dyn FnMut(&Progress) + Send),
     start: Instant,
 ) -> Model {
-    let sw = balanced_sample_weights(y, k);
+    let sw = balanced_sample_weights(y, k, sample_weight);
     let mut obj = Objective::new(design, y, k, &sw, opts.c);
     let mut theta = vec![0.0; obj.dim()];
     let out = match opts.solver {

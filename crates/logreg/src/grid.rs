@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::dense::{Design, Precision};
 use crate::error::LogRegError;
 use crate::fit::{
-    check_features, check_labels, check_options, fit_design, with_threads, FitOptions, Progress,
-    Samples, Solver, StopReason,
+    check_features, check_labels, check_options, check_train, fit_design, with_threads, FitOptions,
+    Progress, Samples, Solver, StopReason,
 };
 use crate::model::Model;
 
@@ -109,6 +109,7 @@ pub struct GridProgress {
 
 /// Fits every (C, solver) candidate of `opts` on `train` (C outer, solver inner), scores
 /// validation accuracy on `val`, and picks the best (ties: the first in grid order).
+/// Sample weights of `train` are used by every fit; those of `val` are ignored.
 /// Non-converged fits stay in the table with `converged = false`.
 pub fn grid_search(
     train: &Samples<'_>,
@@ -162,8 +163,7 @@ pub fn grid_search_with_progress(
         });
     }
     with_threads(opts.n_threads, || {
-        check_features(train.x, train.n_samples(), train.n_features)?;
-        check_labels(train.y, n_classes, true)?;
+        check_train(train, n_classes)?;
         check_features(val.x, val.n_samples(), val.n_features)?;
         check_labels(val.y, n_classes, false)?;
         let design = Design::new(train.x, train.n_samples(), train.n_features, opts.precision);
@@ -182,7 +182,15 @@ pub fn grid_search_with_progress(
                     fit: *p,
                 })
             };
-            let model = fit_design(&design, train.y, n_classes, cand, &mut cb, Instant::now());
+            let model = fit_design(
+                &design,
+                train.y,
+                train.sample_weight,
+                n_classes,
+                cand,
+                &mut cb,
+                Instant::now(),
+            );
             let val_acc = model.accuracy(val.x, val.y)?;
             if val_acc > best_acc {
                 best_acc = val_acc;

@@ -42,6 +42,14 @@
 //! Results are deterministic for given inputs, options and thread count (with
 //! [`Precision::F64`] they do not depend on the thread count at all).
 //!
+//! # Sample weights and linfa
+//!
+//! [`Samples::with_sample_weight`] adds per-sample weights, multiplied into the balanced
+//! class weights as scikit-learn's `fit(X, y, sample_weight)` does. [`linfa_compat`]
+//! makes [`FitOptions`] a linfa [`Fit`](linfa::traits::Fit) algorithm on `f32` records
+//! with `usize` targets (honouring the dataset's weights) and [`Model`] a linfa
+//! predictor.
+//!
 //! With two classes this fits the symmetric two-output softmax model; scikit-learn fits a
 //! single-output binomial model there instead, so only `k >= 3` matches it exactly.
 //!
@@ -67,6 +75,7 @@ mod fit;
 mod grid;
 mod kernels;
 mod lbfgs;
+pub mod linfa_compat;
 mod model;
 mod newton_cg;
 mod objective;
@@ -104,7 +113,7 @@ pub mod __private {
         v: &[f64],
     ) -> (f64, Vec<f64>, Vec<f64>) {
         let design = Design::new(x, y.len(), d, precision);
-        let sw = balanced_sample_weights(y, k);
+        let sw = balanced_sample_weights(y, k, None);
         let mut obj = Objective::new(&design, y, k, &sw, c);
         let mut g = vec![0.0; theta.len()];
         let mut p = vec![0.0; y.len() * k];

@@ -152,13 +152,24 @@ impl<'a> Objective<'a> {
     }
 }
 
-/// Balanced class weights `n / (k * count_c)` per sample. Every class must be present.
-pub(crate) fn balanced_sample_weights(y: &[usize], k: usize) -> Vec<f64> {
-    let mut counts = vec![0usize; k];
-    for &c in y {
-        counts[c] += 1;
+/// Balanced class weights times the optional sample weights `w` (all ones when `None`),
+/// per sample: `s_i = w_i · W / (k · W_{y_i})` with `W = Σ w` and `W_c` the total weight
+/// of class `c` (scikit-learn's `compute_class_weight("balanced", sample_weight=w)`; with
+/// unit weights exactly `n / (k · count_{y_i})`). Inputs are validated by the caller:
+/// every class has a positive total weight.
+pub(crate) fn balanced_sample_weights(y: &[usize], k: usize, w: Option<&[f64]>) -> Vec<f64> {
+    let weight = |i: usize| w.map_or(1.0, |w| w[i]);
+    let mut class_total = vec![0.0f64; k];
+    for (i, &c) in y.iter().enumerate() {
+        class_total[c] += weight(i);
     }
-    let n = y.len() as f64;
-    let cw: Vec<f64> = counts.iter().map(|&c| n / (k as f64 * c as f64)).collect();
-    y.iter().map(|&c| cw[c]).collect()
+    let total: f64 = class_total.iter().sum();
+    let cw: Vec<f64> = class_total
+        .iter()
+        .map(|&t| total / (k as f64 * t))
+        .collect();
+    y.iter()
+        .enumerate()
+        .map(|(i, &c)| weight(i) * cw[c])
+        .collect()
 }

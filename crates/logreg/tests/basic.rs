@@ -338,3 +338,14 @@ fn grid_search_reports_every_candidate_and_first_best() {
     assert!(json.contains("\"stop\":\"gradient_tol\""), "{json}");
     assert_eq!(serde_json::to_string(&Solver::Lbfgs).unwrap(), "\"lbfgs\"");
 }
+
+#[test]
+fn synthetic_split_extends_the_training_sample() {
+    use logreg::synthetic::pool5_like_split;
+    let (n, n_val, d, k) = (40, 25, 9, 4);
+    let ((x, y), (xv, yv)) = pool5_like_split(n, n_val, d, k, 6);
+    assert_eq!((x, y), pool5_like(n, d, k, 6));
+    assert_eq!((xv.len(), yv.len()), (n_val * d, n_val));
+    assert!(yv.iter().all(|&c| c < k));
+    assert!(xv.iter().all(|v| v.is_finite() && *v >= 0.0));
+}
