@@ -163,7 +163,8 @@ fn main() {
         json_num(ours.val_acc, 4)
     );
 
-    // linfa-logistic
+    // linfa-logistic. The two branches differ only in the float type; they cannot share a
+    // generic function because linfa-logistic's `Float` bound is a private trait.
     let (theirs, convert_seconds) = if linfa_float == "f64" {
         let t0 = Instant::now();
         let x64 = train.view(d).mapv(f64::from);
