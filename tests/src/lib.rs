@@ -54,7 +54,7 @@ impl Project {
             &self.config(set),
             &xtask::registry(),
             &opts,
-            &Progress::new(true),
+            &Progress::silent(),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
         s.check().unwrap_or_else(|e| panic!("{e:#}"));

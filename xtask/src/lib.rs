@@ -1,4 +1,11 @@
-//! The study's stage registry, shared by the `cargo xtask` binary and the end-to-end tests.
+//! The study's stage registry and the binary's own commands, shared by the `cargo xtask`
+//! binary and the end-to-end tests.
+
+mod commands;
+mod predict;
+
+pub use commands::{Command, FetchArgs, StudyCli, StudyHooks, EXAMPLES};
+pub use predict::{predict, PredictArgs};
 
 /// Every stage this build knows, by the id used in `pipeline.toml`.
 pub fn registry() -> pipeline::Registry {

@@ -1,154 +1,128 @@
-//! `cargo xtask predict IMAGE... [--model M]`: top-3 classes of new images with a trained model
-//! from the cache, preprocessed exactly as the pipeline preprocessed its data.
+//! `cargo xtask predict IMAGE... [--model M]`: top-3 classes of new images with the trained
+//! model that the configuration (with its `--set`s) selects, preprocessed exactly as the
+//! pipeline preprocessed its data. Each image gets its own answer; unusable images are reported
+//! and make the command fail at the end.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
-use pipeline::{Chunk, Config, RunRecord, Store};
+use contracts::{ids, outputs, LogRegModel, NnModel};
+use pipeline::{Config, InputArtifact, Plan, RunRecord, StageState, Store};
 
-#[derive(Debug, Parser)]
-#[command(name = "cargo xtask predict")]
+/// `predict`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct PredictArgs {
     /// Image files (JPEG, PNG, WebP, ...).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Which trained model: head-nn, logreg or scratch-cnn.
-    #[arg(long, default_value = "head-nn")]
+    /// Which trained model.
+    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN])]
     pub model: String,
-    #[arg(long, default_value = "pipeline.toml")]
-    pub config: PathBuf,
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
 }
 
-fn latest(store: &Store, stage: &str) -> anyhow::Result<RunRecord> {
-    store.latest(stage)?.with_context(|| {
-        format!(
-            "stage `{stage}` has not run on this cache yet: run `cargo xtask run {stage}` first"
-        )
-    })
-}
-
-fn open_output(store: &Store, rec: &RunRecord, output: &str) -> anyhow::Result<Chunk> {
-    let a = rec
-        .outputs
-        .get(output)
-        .with_context(|| format!("`{}` has no output `{output}`", rec.stage))?;
-    Ok(Chunk::open(store, &a.chunks[0])?)
-}
-
-/// The weights the stage evaluated with (`final.*` or `best.*`), as named tensors.
-fn nn_weights(store: &Store, rec: &RunRecord) -> anyhow::Result<nn_train::Weights> {
-    let a = &rec.outputs["model"];
-    let prefix = match a.meta.get("evaluate").and_then(|v| v.as_str()) {
-        Some("best") => "best.",
-        _ => "final.",
-    };
-    let c = open_output(store, rec, "model")?;
-    let mut tensors = Vec::new();
-    for t in &a.chunks[0].tensors {
-        if let Some(name) = t.name.strip_prefix(prefix) {
-            let (shape, data) = c.f32(&t.name).map_err(|e| anyhow::anyhow!("{e}"))?;
-            tensors.push(nn_train::NamedTensor {
-                name: name.to_string(),
-                shape,
-                data,
-            });
-        }
-    }
-    Ok(nn_train::Weights { tensors })
-}
-
-/// pool5 features of preprocessed images, with the extraction stage's own convention.
-fn features(
-    config: &Config,
+/// The record the configuration resolves `stage` to; an error saying how to build it when the
+/// cache does not hold it.
+fn selected_record(
+    plan: &Plan,
     store: &Store,
-    pixels: &[u8],
-    n: usize,
-    size: usize,
-) -> anyhow::Result<(Vec<f32>, [usize; 3])> {
-    let rec = latest(store, "vgg-extract")?;
-    let convention: vgg_extract::InputConvention =
-        serde_json::from_value(rec.key_inputs.params["convention"].clone())?;
-    let wpath = config
-        .setting_path("weights.path")
-        .context("`weights.path` is empty")?;
-    let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
-    let x = convention.from_rgb(pixels);
-    let (oh, ow, oc) = net.output_shape(size, size)?;
-    Ok((net.forward(&x, n, size, size)?, [oh, ow, oc]))
+    stage: &str,
+    model: &str,
+) -> anyhow::Result<RunRecord> {
+    let e = plan
+        .get(stage)
+        .with_context(|| format!("the pipeline file has no stage `{stage}`"))?;
+    match &e.state {
+        StageState::Fresh { key, .. } => store
+            .read_record(stage, key)?
+            .with_context(|| format!("the record of `{stage}` vanished from the cache")),
+        StageState::Stale { reasons, .. } => bail!(
+            "the `{model}` model that this configuration selects is not in the cache (`{stage}` is stale: {}); build it with `cargo xtask run {model}` and the same --config/--set options",
+            reasons.join("; ")
+        ),
+    }
 }
 
-pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config, &args.set)?;
+/// Adds the advice for a cached model that cannot be read.
+fn broken(model: &str) -> impl FnOnce(pipeline::BoxError) -> anyhow::Error + '_ {
+    move |e| {
+        anyhow::anyhow!(
+            "the cached `{model}` model cannot be read ({e}); run `cargo xtask verify --repair`, then `cargo xtask run {model}`"
+        )
+    }
+}
+
+pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()> {
+    let config = Config::load(&globals.config, &globals.set)?;
+    let registry = crate::registry();
+    let plan = pipeline::plan(&config, &registry)?;
     let store = Store::open(&config.cache)?;
     let model = args.model.as_str();
-    if !["head-nn", "logreg", "scratch-cnn"].contains(&model) {
-        bail!("unknown model `{model}` (known: head-nn, logreg, scratch-cnn)");
-    }
-    let rec = latest(&store, model)?;
-    let classes: Vec<String> = serde_json::from_value(
-        rec.outputs["model"]
-            .meta
-            .get("classes")
-            .cloned()
-            .unwrap_or_default(),
-    )
-    .context("the model has no class list")?;
-    let pre = latest(&store, "preprocess")?;
+    let rec = selected_record(&plan, &store, model, model)?;
+    let pre = selected_record(&plan, &store, ids::PREPROCESS, model)?;
     let pp: preprocess::Params = serde_json::from_value(pre.key_inputs.params.clone())?;
+
+    // Each image on its own: a bad one is reported, the others still get an answer.
     let mut pixels = Vec::new();
-    for img in &args.images {
-        let bytes = std::fs::read(img).with_context(|| format!("cannot read {}", img.display()))?;
-        let px = preprocess::preprocess_one(&bytes, &pp)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", img.display()))?;
-        pixels.extend(px);
-    }
-    let n = args.images.len();
-    let size = pp.size;
-    let probs: Vec<f32> = match model {
-        "scratch-cnn" => {
-            let w = nn_weights(&store, &rec)?;
-            let images = scratch_cnn::Images::new(&pixels, size, size)?;
-            scratch_cnn::predict(&w, &images)?.probabilities
-        }
-        "head-nn" => {
-            let (f, [oh, ow, oc]) = features(&config, &store, &pixels, n, size)?;
-            let x = head_nn::global_average_pool(&f, n, oc)?;
-            let _ = (oh, ow);
-            head_nn::predict(&nn_weights(&store, &rec)?, &x)?.probabilities
-        }
-        _ => {
-            let (f, [oh, ow, oc]) = features(&config, &store, &pixels, n, size)?;
-            let d = oh * ow * oc;
-            let c = open_output(&store, &rec, "model")?;
-            let (_, coef) = c.f64("coef").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (_, b) = c.f64("intercept").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let k = b.len();
-            let mut out = Vec::with_capacity(n * k);
-            for i in 0..n {
-                let xi = &f[i * d..(i + 1) * d];
-                let z: Vec<f64> = (0..k)
-                    .map(|j| {
-                        b[j] + coef[j * d..(j + 1) * d]
-                            .iter()
-                            .zip(xi)
-                            .map(|(w, x)| w * *x as f64)
-                            .sum::<f64>()
-                    })
-                    .collect();
-                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
-                let s: f64 = e.iter().sum();
-                out.extend(e.iter().map(|v| (v / s) as f32));
+    let mut good = Vec::new();
+    let mut failures = Vec::new();
+    for (i, img) in args.images.iter().enumerate() {
+        let r = std::fs::read(img)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|bytes| preprocess::preprocess_one(&bytes, &pp));
+        match r {
+            Ok(px) => {
+                pixels.extend(px);
+                good.push(i);
             }
-            out
+            Err(reason) => failures.push((i, reason)),
+        }
+    }
+    let n = good.len();
+    let size = pp.size;
+    let model_art = rec
+        .outputs
+        .get(outputs::MODEL)
+        .with_context(|| format!("`{model}` has no model output"))?;
+    let model_in = InputArtifact::new(model_art, &store);
+    let (probs, classes) = if n == 0 {
+        (Vec::new(), Vec::new())
+    } else {
+        match model {
+            ids::SCRATCH_CNN => {
+                let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
+                let weights = nn_train::Weights { tensors: w };
+                let images = scratch_cnn::Images::new(&pixels, size, size)?;
+                (
+                    scratch_cnn::predict(&weights, &images)?.probabilities,
+                    classes,
+                )
+            }
+            ids::HEAD_NN => {
+                let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
+                let (f, [_, _, oc]) = features(&config, &plan, &store, model, &pixels, n, size)?;
+                let x = head_nn::global_average_pool(&f, n, oc)?;
+                let weights = nn_train::Weights { tensors: w };
+                (head_nn::predict(&weights, &x)?.probabilities, classes)
+            }
+            _ => {
+                let m = LogRegModel::read(&model_in).map_err(broken(model))?;
+                let classes: Vec<String> = serde_json::from_value(m.classes.clone())
+                    .context("the logreg model has no class list")?;
+                let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
+                let (f, _) = features(&config, &plan, &store, model, &pixels, n, size)?;
+                let p = lr.predict_proba(&f)?;
+                (p.into_iter().map(|v| v as f32).collect(), classes)
+            }
         }
     };
+    if let Some(v) = probs.iter().find(|v| !v.is_finite()) {
+        bail!(
+            "the `{model}` model gives a non-finite probability ({v}): the cached model is broken; run `cargo xtask verify --repair`, then `cargo xtask run {model}`"
+        );
+    }
     let k = classes.len();
-    for (i, img) in args.images.iter().enumerate() {
-        let row = &probs[i * k..(i + 1) * k];
+    for (j, &i) in good.iter().enumerate() {
+        let row = &probs[j * k..(j + 1) * k];
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
         let top: Vec<String> = order
@@ -156,7 +130,40 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
             .take(3)
             .map(|&c| format!("{} {:.1}%", classes[c], 100.0 * row[c]))
             .collect();
-        println!("{}: {}", img.display(), top.join(", "));
+        println!("{}: {}", args.images[i].display(), top.join(", "));
+    }
+    for (i, reason) in &failures {
+        eprintln!("{}: error: {reason}", args.images[*i].display());
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} images could not be classified (see above)",
+            failures.len(),
+            args.images.len()
+        );
     }
     Ok(())
+}
+
+/// pool5 features of preprocessed images, with the extraction stage's own convention and the
+/// configured weights.
+fn features(
+    config: &Config,
+    plan: &Plan,
+    store: &Store,
+    model: &str,
+    pixels: &[u8],
+    n: usize,
+    size: usize,
+) -> anyhow::Result<(Vec<f32>, [usize; 3])> {
+    let rec = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
+    let p: vgg_extract::Params = serde_json::from_value(rec.key_inputs.params.clone())?;
+    let wpath = config
+        .setting_path("weights.path")
+        .context("`weights.path` is empty")?;
+    vgg_weights::validate(&wpath)?;
+    let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
+    let x = p.convention.from_rgb(pixels);
+    let (oh, ow, oc) = net.output_shape(size, size)?;
+    Ok((net.forward(&x, n, size, size)?, [oh, ow, oc]))
 }

@@ -25,7 +25,10 @@ fn main() -> head_nn::Result<()> {
     let y: Vec<u32> = (0..n as u32).map(|i| i % c as u32).collect();
     let vy: Vec<u32> = (0..nv as u32).map(|i| i % c as u32).collect();
     let params = Params {
-        epochs,
+        training: head_nn::TrainSettings {
+            epochs,
+            ..Default::default()
+        },
         ..Params::default()
     };
     let mut secs = vec![];
@@ -36,7 +39,12 @@ fn main() -> head_nn::Result<()> {
             secs.push(r.seconds);
         },
     };
-    head_nn::train(&x, &y, &vx, &vy, c, &params, 1, &mut obs)?;
+    let data = head_nn::TrainData {
+        train: head_nn::Split { x: &x[..], y: &y },
+        val: head_nn::Split { x: &vx[..], y: &vy },
+        n_classes: c,
+    };
+    head_nn::train(&data, &params, 1, &mut obs)?;
     secs.sort_by(f64::total_cmp);
     println!(
         "RESULT head-nn epoch ({n} x {d} train, {nv} val) median {:.4}s",

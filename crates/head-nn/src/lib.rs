@@ -19,36 +19,28 @@ mod stage;
 
 pub use model::Head;
 pub use nn_train::{
-    BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor, Observer,
-    Prediction, Result, TrainOutput, Weights,
+    AdamConfig, BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor,
+    Observer, Prediction, Result, Split, TrainData, TrainOutput, TrainSettings, Weights,
 };
 pub use stage::{HeadNn, CACHE_VERSION};
 
-use nn_train::{AdamConfig, FitConfig, Rng, Trainable};
+use nn_train::{FitConfig, Rng, Trainable};
 use serde::{Deserialize, Serialize};
 
-/// Hyper-parameters of the head. Defaults are the study's (Keras's defaults).
+/// Hyper-parameters of the head. Defaults are the study's (Keras's defaults). Adam's and the
+/// loop's settings are flattened in: `learning_rate`, `beta_1`, `beta_2`, `epsilon`,
+/// `batch_size`, `epochs`, `evaluate` (unknown keys are refused by the stage's params check).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Params {
     /// Dropout rate after the global average pooling.
     pub dropout: f64,
     /// Units of the hidden ReLU layer.
     pub hidden_units: usize,
-    /// Adam's learning rate.
-    pub learning_rate: f64,
-    /// Adam's first-moment decay.
-    pub beta_1: f64,
-    /// Adam's second-moment decay.
-    pub beta_2: f64,
-    /// Adam's epsilon.
-    pub epsilon: f64,
-    /// Rows per optimisation step.
-    pub batch_size: usize,
-    /// Passes over the training rows.
-    pub epochs: usize,
-    /// Which weights to evaluate: the last epoch's or the one with the lowest validation loss.
-    pub evaluate: Evaluate,
+    #[serde(flatten)]
+    pub adam: AdamConfig,
+    #[serde(flatten)]
+    pub training: TrainSettings,
 }
 
 impl Default for Params {
@@ -56,41 +48,25 @@ impl Default for Params {
         Params {
             dropout: 0.2,
             hidden_units: 100,
-            learning_rate: 1e-3,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-7,
-            batch_size: 32,
-            epochs: 10,
-            evaluate: Evaluate::Final,
+            adam: AdamConfig::default(),
+            training: TrainSettings::default(),
         }
     }
 }
 
 impl Params {
-    /// Adam's settings.
-    pub fn adam(&self) -> AdamConfig {
-        AdamConfig {
-            learning_rate: self.learning_rate,
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-        }
-    }
-
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        self.adam().validate()?;
+        self.adam.validate()?;
+        self.training.validate()?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Invalid(format!(
                 "dropout {} not in [0, 1)",
                 self.dropout
             )));
         }
-        if self.hidden_units == 0 || self.batch_size == 0 || self.epochs == 0 {
-            return Err(Error::Invalid(
-                "hidden_units, batch_size and epochs must be positive".into(),
-            ));
+        if self.hidden_units == 0 {
+            return Err(Error::Invalid("hidden_units must be positive".into()));
         }
         Ok(())
     }
@@ -143,50 +119,47 @@ fn check_labels(y: &[u32], n_classes: usize, what: &str) -> Result<()> {
     }
 }
 
-/// Trains the head on pooled features: `train_x` is row-major (N, D) with N = `train_y.len()`,
-/// likewise `val_x`. Labels are class indices below `n_classes`. Progress goes to `observer`
+/// Trains the head on pooled features: each split's `x` is row-major (N, D) with N = its
+/// `y.len()`. Labels are class indices below `data.n_classes`. Progress goes to `observer`
 /// (`&mut ()` for none).
-#[allow(clippy::too_many_arguments)]
 pub fn train<O: Observer + ?Sized>(
-    train_x: &[f32],
-    train_y: &[u32],
-    val_x: &[f32],
-    val_y: &[u32],
-    n_classes: usize,
+    data: &TrainData<'_, [f32]>,
     params: &Params,
     seed: u64,
     observer: &mut O,
 ) -> Result<TrainOutput> {
     params.validate()?;
-    let dim = feature_dim(train_x, train_y, "training")?;
-    if feature_dim(val_x, val_y, "validation")? != dim {
+    let (tr, va, n_classes) = (data.train, data.val, data.n_classes);
+    let dim = feature_dim(tr.x, tr.y, "training")?;
+    if feature_dim(va.x, va.y, "validation")? != dim {
         return Err(Error::Invalid(format!(
             "validation rows have {} features, training rows {dim}",
-            val_x.len() / val_y.len()
+            va.x.len() / va.y.len()
         )));
     }
     if n_classes < 2 {
         return Err(Error::Invalid(format!("n_classes {n_classes} < 2")));
     }
-    check_labels(train_y, n_classes, "training")?;
-    check_labels(val_y, n_classes, "validation")?;
+    check_labels(tr.y, n_classes, "training")?;
+    check_labels(va.y, n_classes, "validation")?;
     let head = Head::new(dim, n_classes, params, seed)?;
     let mut run = Run {
         head,
-        x: train_x,
-        y: train_y,
-        val_x,
-        val_y,
+        x: tr.x,
+        y: tr.y,
+        val_x: va.x,
+        val_y: va.y,
         dropout: Rng::new(seed, nn_train::STREAM_DROPOUT),
         batch_x: Vec::new(),
         batch_y: Vec::new(),
     };
     let cfg = FitConfig {
-        epochs: params.epochs,
-        batch_size: params.batch_size,
+        epochs: params.training.epochs,
+        batch_size: params.training.batch_size,
+        learning_rate: params.adam.learning_rate,
     };
     let mut shuffle = Rng::new(seed, nn_train::STREAM_SHUFFLE);
-    nn_train::fit(&mut run, train_y.len(), cfg, &mut shuffle, observer)
+    nn_train::fit(&mut run, tr.y.len(), cfg, &mut shuffle, observer)
 }
 
 struct Run<'a> {

@@ -39,13 +39,8 @@ impl Head {
         let w1 = glorot_uniform(&mut rng, dim, h, dim * h);
         let w2 = glorot_uniform(&mut rng, h, n_classes, h * n_classes);
         Self::build(
-            w1,
-            vec![0.0; h],
-            w2,
-            vec![0.0; n_classes],
-            dim,
-            h,
-            n_classes,
+            [w1, vec![0.0; h], w2, vec![0.0; n_classes]],
+            (dim, h, n_classes),
             params,
         )
     }
@@ -69,26 +64,21 @@ impl Head {
             ..params.clone()
         };
         Self::build(
-            w1.data.clone(),
-            b1.data.clone(),
-            w2.data.clone(),
-            b2.data.clone(),
-            dim,
-            h,
-            c,
+            [
+                w1.data.clone(),
+                b1.data.clone(),
+                w2.data.clone(),
+                b2.data.clone(),
+            ],
+            (dim, h, c),
             &p,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// From `[w1, b1, w2, b2]` and `(input dim, hidden units, classes)`.
     fn build(
-        w1: Vec<f32>,
-        b1: Vec<f32>,
-        w2: Vec<f32>,
-        b2: Vec<f32>,
-        dim: usize,
-        h: usize,
-        c: usize,
+        [w1, b1, w2, b2]: [Vec<f32>; 4],
+        (dim, h, c): (usize, usize, usize),
         params: &Params,
     ) -> Result<Self> {
         let sizes = [dim * h, h, h * c, c];
@@ -100,7 +90,7 @@ impl Head {
             dim,
             n_classes: c,
             dropout: params.dropout,
-            adam: Adam::new(params.adam(), &sizes),
+            adam: Adam::new(params.adam, &sizes),
         })
     }
 

@@ -1,6 +1,8 @@
 //! The `head-nn` stage adapter: pool5 features -> trained dense head, history, predictions.
 
-use pipeline::{resolve_params, BoxError, InputArtifact, Stage, StageContext, Validate};
+use contracts::{ids, outputs, FeaturesReader};
+use nn_train::{Split, TrainData};
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use serde_json::Value;
 
 use crate::{evaluate, global_average_pool, train, Params};
@@ -14,21 +16,27 @@ impl Validate for Params {
     }
 }
 
-/// Globally average-pooled features (N x C), labels, manifest indices and C of one split.
-type Pooled = (Vec<f32>, Vec<u32>, Vec<i64>, usize);
+/// Globally average-pooled features (N x C), labels and manifest indices of one split.
+struct Pooled {
+    x: Vec<f32>,
+    y: Vec<u32>,
+    index: Vec<i64>,
+}
 
-fn pooled(input: &InputArtifact<'_>) -> Result<Pooled, BoxError> {
-    let (mut x, mut y, mut idx, mut channels) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for i in 0..input.len() {
-        let c = input.chunk(i)?;
-        let (shape, f) = c.f32("features")?;
-        let n = shape[0];
-        channels = *shape.last().ok_or("features have no channel axis")?;
-        x.extend(global_average_pool(&f, n, channels)?);
-        y.extend(c.i64("labels")?.1.iter().map(|&l| l as u32));
-        idx.extend(c.i64("index")?.1);
+fn pooled(features: &FeaturesReader<'_>) -> Result<Pooled, BoxError> {
+    let mut p = Pooled {
+        x: Vec::new(),
+        y: Vec::new(),
+        index: Vec::new(),
+    };
+    for i in 0..features.chunks() {
+        let c = features.chunk(i)?;
+        let channels = *c.shape.last().ok_or("features have no channel axis")?;
+        p.x.extend(global_average_pool(&c.features, c.shape[0], channels)?);
+        p.y.extend(c.labels.iter().map(|&l| l as u32));
+        p.index.extend(c.index);
     }
-    Ok((x, y, idx, channels))
+    Ok(p)
 }
 
 /// The stage.
@@ -36,39 +44,54 @@ pub struct HeadNn;
 
 impl Stage for HeadNn {
     fn id(&self) -> &'static str {
-        "head-nn"
+        ids::HEAD_NN
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["model", "history", "predictions"]
+        &[outputs::MODEL, outputs::HISTORY, outputs::PREDICTIONS]
     }
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
         resolve_params::<Params>(raw)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let tr = ctx.input("vgg-extract", "training")?;
-        let classes = tr.meta("classes").cloned().unwrap_or(Value::Null);
-        let k = classes
-            .as_array()
-            .map(|a| a.len())
-            .ok_or("vgg-extract.training has no class list")?;
-        let (tx, ty, _, _) = pooled(&tr)?;
-        let (vx, vy, _, _) = pooled(&ctx.input("vgg-extract", "validation")?)?;
-        let (ex, ey, eidx, _) = pooled(&ctx.input("vgg-extract", "evaluation")?)?;
+        let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
+            Ok(FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, s)?))
+        };
+        let tr_in = ctx.input(ids::VGG_EXTRACT, outputs::TRAINING)?;
+        let (classes, k) = nn_train::class_list(&tr_in)?;
+        let tr = pooled(&split(outputs::TRAINING)?)?;
+        let va = pooled(&split(outputs::VALIDATION)?)?;
+        let ev = pooled(&split(outputs::EVALUATION)?)?;
+        let data = TrainData {
+            train: Split {
+                x: &tr.x[..],
+                y: &tr.y,
+            },
+            val: Split {
+                x: &va.x[..],
+                y: &va.y,
+            },
+            n_classes: k,
+        };
         let out = train(
-            &tx,
-            &ty,
-            &vx,
-            &vy,
-            k,
+            &data,
             &p,
             ctx.seed(),
             &mut nn_train::EpochProgress::new(ctx),
-        )?;
-        let ev = evaluate(out.selected(p.evaluate), &ex, &ey)?;
-        nn_train::write_outputs(ctx, &out, p.evaluate, &ev, &ey, &eidx, &classes)
+        )
+        .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;
+        let e = evaluate(out.selected(p.training.evaluate), &ev.x, &ev.y)?;
+        nn_train::write_outputs(
+            ctx,
+            &out,
+            p.training.evaluate,
+            &e,
+            &ev.y,
+            &ev.index,
+            &classes,
+        )
     }
 }

@@ -1,26 +1,32 @@
 //! Head-nn against PyTorch (one and two Adam steps), on a separable toy set, and determinism.
 
-use head_nn::{global_average_pool, Callbacks, Evaluate, Head, Params, Weights};
+use fixtures::{f32s, i64s, SafeTensors};
+use head_nn::{
+    global_average_pool, Callbacks, Evaluate, Head, Params, Split, TrainData, TrainSettings,
+    Weights,
+};
 use nn_train::Rng;
-use safetensors::{Dtype, SafeTensors};
 
 fn fixture() -> Vec<u8> {
-    std::fs::read(concat!(
+    fixtures::read(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/adam_step.safetensors"
-    ))
-    .unwrap()
+        "tests/fixtures/adam_step.safetensors",
+    )
 }
 
-fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), v)
+/// Training and validation rows with their labels, as `train` takes them.
+fn data<'a>(
+    x: &'a [f32],
+    y: &'a [u32],
+    vx: &'a [f32],
+    vy: &'a [u32],
+    n_classes: usize,
+) -> TrainData<'a, [f32]> {
+    TrainData {
+        train: Split { x, y },
+        val: Split { x: vx, y: vy },
+        n_classes,
+    }
 }
 
 fn weights(st: &SafeTensors, prefix: &str) -> Weights {
@@ -53,13 +59,7 @@ fn two_adam_steps_match_pytorch() {
     let bytes = fixture();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (xs, x) = f32s(&st, "x");
-    let yt = st.tensor("y").unwrap();
-    assert_eq!(yt.dtype(), Dtype::I64);
-    let y: Vec<u32> = yt
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect();
+    let y: Vec<u32> = i64s(&st, "y").iter().map(|&v| v as u32).collect();
     let pooled = global_average_pool(&x, xs[0], xs[3]).unwrap();
     let init = weights(&st, "init");
     let mut head = Head::from_weights(&init, &Params::default()).unwrap();
@@ -105,7 +105,10 @@ fn separable_toy_set_is_learned() {
     let (x, y) = toy(40, 4, 64, 1);
     let (vx, vy) = toy(10, 4, 64, 1);
     let params = Params {
-        epochs: 15,
+        training: TrainSettings {
+            epochs: 15,
+            ..TrainSettings::default()
+        },
         ..Params::default()
     };
     let mut epochs = 0;
@@ -113,7 +116,7 @@ fn separable_toy_set_is_learned() {
         on_batch: |_: &head_nn::BatchInfo| {},
         on_epoch: |_: &head_nn::EpochRecord| epochs += 1,
     };
-    let out = head_nn::train(&x, &y, &vx, &vy, 4, &params, 5, &mut obs).unwrap();
+    let out = head_nn::train(&data(&x, &y, &vx, &vy, 4), &params, 5, &mut obs).unwrap();
     assert_eq!(epochs, 15);
     let last = out.history.last().unwrap();
     assert_eq!(last.val_accuracy, 1.0, "{:?}", out.history);
@@ -133,11 +136,14 @@ fn same_seed_same_weights() {
     let (x, y) = toy(30, 3, 32, 2);
     let (vx, vy) = toy(5, 3, 32, 3);
     let params = Params {
-        epochs: 3,
-        batch_size: 8,
+        training: TrainSettings {
+            epochs: 3,
+            batch_size: 8,
+            ..TrainSettings::default()
+        },
         ..Params::default()
     };
-    let run = |seed| head_nn::train(&x, &y, &vx, &vy, 3, &params, seed, &mut ()).unwrap();
+    let run = |seed| head_nn::train(&data(&x, &y, &vx, &vy, 3), &params, seed, &mut ()).unwrap();
     let (a, b, c) = (run(11), run(11), run(12));
     assert_eq!(a.final_weights, b.final_weights);
     assert_eq!(a.best_weights, b.best_weights);
@@ -153,18 +159,36 @@ fn params_defaults_and_strictness() {
     let p: Params = serde_json::from_str("{}").unwrap();
     assert_eq!(p, Params::default());
     assert_eq!(
-        (p.dropout, p.hidden_units, p.batch_size, p.epochs),
+        (
+            p.dropout,
+            p.hidden_units,
+            p.training.batch_size,
+            p.training.epochs
+        ),
         (0.2, 100, 32, 10)
     );
+    let a = p.adam;
     assert_eq!(
-        (p.learning_rate, p.beta_1, p.beta_2, p.epsilon),
+        (a.learning_rate, a.beta_1, a.beta_2, a.epsilon),
         (1e-3, 0.9, 0.999, 1e-7)
     );
-    assert_eq!(p.evaluate, Evaluate::Final);
-    let p: Params = serde_json::from_str(r#"{"evaluate": "best", "epochs": 3}"#).unwrap();
-    assert_eq!((p.evaluate, p.epochs), (Evaluate::Best, 3));
-    assert!(serde_json::from_str::<Params>(r#"{"epoch": 3}"#).is_err());
-    assert!(serde_json::from_str::<Params>(r#"{"evaluate": "last"}"#).is_err());
+    assert_eq!(p.training.evaluate, Evaluate::Final);
+    // Through the stage's params check (what `pipeline.toml` goes through): flattened
+    // settings are accepted, unknown ones refused by name.
+    let resolve = |t: &str| pipeline::resolve_params::<Params>(&toml::from_str(t).unwrap());
+    let v = resolve("evaluate = \"best\"\nepochs = 3\nlearning_rate = 0.01").unwrap();
+    let p: Params = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(
+        (p.training.evaluate, p.training.epochs, p.adam.learning_rate),
+        (Evaluate::Best, 3, 0.01)
+    );
+    assert_eq!(v["learning_rate"], 0.01, "params stay one flat table: {v}");
+    let e = resolve("epoch = 3").unwrap_err();
+    assert!(e.contains("unknown field `epoch`"), "{e}");
+    assert!(resolve("lr = 0.01")
+        .unwrap_err()
+        .contains("`learning_rate`"));
+    assert!(resolve("evaluate = \"last\"").is_err());
     let bad = Params {
         dropout: 1.0,
         ..Params::default()
@@ -187,10 +211,10 @@ fn global_average_pool_means_each_channel() {
 fn bad_inputs_are_errors() {
     let (x, y) = toy(4, 2, 8, 1);
     let p = Params::default();
-    assert!(head_nn::train(&x, &y, &x, &y, 1, &p, 0, &mut ()).is_err());
-    assert!(head_nn::train(&x[1..], &y, &x, &y, 2, &p, 0, &mut ()).is_err());
+    assert!(head_nn::train(&data(&x, &y, &x, &y, 1), &p, 0, &mut ()).is_err());
+    assert!(head_nn::train(&data(&x[1..], &y, &x, &y, 2), &p, 0, &mut ()).is_err());
     let y3: Vec<u32> = y.iter().map(|&c| c + 5).collect();
-    assert!(head_nn::train(&x, &y3, &x, &y, 2, &p, 0, &mut ()).is_err());
+    assert!(head_nn::train(&data(&x, &y3, &x, &y, 2), &p, 0, &mut ()).is_err());
     // Un-pooled rows (here: 2 positions x 8 channels) against weights for 8 features.
     let w = head_nn::Head::new(8, 2, &p, 0).unwrap().weights().unwrap();
     let unpooled: Vec<f32> = x.iter().flat_map(|&v| [v, v]).collect();

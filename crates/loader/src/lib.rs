@@ -7,21 +7,22 @@
 //!
 //! Nothing is dropped silently: each file that cannot be used is skipped with its reason
 //! (listed in the manifest's metadata) or, with `on_bad_file = "error"`, stops the stage with
-//! that reason. Here only cheap checks run (readable, non-empty, an image header with sane
+//! that reason. Hidden entries (`.*`) are ignored; a file whose name is not UTF-8 is skipped
+//! with that reason; a class without training images is left out (its other files skipped) or,
+//! with `on_bad_file = "error"`, stops the stage. Here only cheap checks run (readable, non-empty, an image header with sane
 //! dimensions); full decoding is `preprocess`'s job, which reports what fails there.
 //!
 //! Without a dataset (`dataset.root` empty) the loader generates a small deterministic
 //! synthetic set ([`synthetic`]) and embeds its PNG bytes in the manifest, so the whole study
 //! runs on a fresh clone.
 
-mod manifest;
 mod scan;
 mod stage;
 pub mod synthetic;
 
-pub use manifest::{Entry, Manifest, Skipped, SPLITS};
+pub use contracts::{Entry, Manifest, Skipped, SPLITS};
 pub use scan::{scan, Layout, ScanError};
-pub use stage::{read_manifest, synthetic_file, Loader, OnBadFile, Params, CACHE_VERSION};
+pub use stage::{Loader, OnBadFile, Params, CACHE_VERSION};
 
 /// Food-11's class names, in class-id order.
 pub const FOOD11_CLASSES: [&str; 11] = [

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::manifest::{Entry, Manifest, Skipped, SPLITS};
 use crate::FOOD11_CLASSES;
+use contracts::{Entry, Manifest, Skipped, SPLITS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -35,6 +35,8 @@ pub enum ScanError {
     BadFile { path: String, reason: String },
     #[error("{root}: no usable image in split `{split}`")]
     EmptySplit { root: PathBuf, split: String },
+    #[error("class `{class}` has no training images ({others}) (on_bad_file = \"error\"; with \"skip\" the class is left out)")]
+    ClassWithoutTraining { class: String, others: String },
 }
 
 const IMAGE_EXTS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
@@ -98,6 +100,8 @@ fn rel_of(root: &Path, p: &Path) -> String {
         .replace('\\', "/")
 }
 
+/// The entries of `dir`, sorted by name, without hidden ones (`.` first: `.ipynb_checkpoints`,
+/// `.DS_Store`, editors' swap files).
 fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>, ScanError> {
     let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)
         .map_err(|e| ScanError::Io {
@@ -109,8 +113,47 @@ fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>, ScanError> {
             path: dir.into(),
             source: e,
         })?;
+    v.retain(|e| !e.file_name().as_encoded_bytes().starts_with(b"."));
     v.sort_by_key(|e| e.file_name());
     Ok(v)
+}
+
+/// Why a file or folder name cannot go into the manifest (which stores paths as text).
+fn non_utf8(e: &fs::DirEntry) -> Option<String> {
+    e.file_name().to_str().is_none().then(|| {
+        "name is not valid UTF-8; rename it (the manifest stores paths as text)".to_string()
+    })
+}
+
+fn has_image_ext(e: &fs::DirEntry) -> bool {
+    let name = e.file_name().to_string_lossy().to_lowercase();
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| IMAGE_EXTS.contains(&ext))
+}
+
+/// Class folders if more images sit in sub-folders of `training/` than directly in it: one
+/// stray folder (or a folder named `x.jpg`) in a flat split does not switch the layout, nor one
+/// stray image in a class-folder split.
+fn detect_layout(training: &Path) -> Result<Layout, ScanError> {
+    let (mut direct, mut nested) = (0usize, 0usize);
+    for e in sorted_entries(training)? {
+        if is_dir(&e) {
+            nested += fs::read_dir(e.path())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|f| !is_dir(f) && has_image_ext(f))
+                        .count()
+                })
+                .unwrap_or(0);
+        } else if has_image_ext(&e) {
+            direct += 1;
+        }
+    }
+    Ok(if nested > direct {
+        Layout::ClassFolders
+    } else {
+        Layout::Flat
+    })
 }
 
 fn is_dir(e: &fs::DirEntry) -> bool {
@@ -138,11 +181,7 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
             });
         }
     }
-    let layout = if sorted_entries(&root.join("training"))?.iter().any(is_dir) {
-        Layout::ClassFolders
-    } else {
-        Layout::Flat
-    };
+    let layout = detect_layout(&root.join("training"))?;
     let listed = read_classes(&root.join("classes.txt"))?;
     let classes: Vec<String> = match (&listed, layout) {
         (Some(c), _) => c.clone(),
@@ -151,7 +190,7 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
             let mut names = std::collections::BTreeSet::new();
             for s in SPLITS {
                 for e in sorted_entries(&root.join(s))? {
-                    if is_dir(&e) {
+                    if is_dir(&e) && non_utf8(&e).is_none() {
                         names.insert(e.file_name().to_string_lossy().to_string());
                     }
                 }
@@ -177,6 +216,14 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
         for e in sorted_entries(&sdir)? {
             let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
+            if let Some(reason) = non_utf8(&e) {
+                let dir = if is_dir(&e) { "/" } else { "" };
+                skipped.push(Skipped {
+                    path: rel_of(root, &p) + dir,
+                    reason,
+                });
+                continue;
+            }
             match layout {
                 Layout::Flat => {
                     if p.is_dir() {
@@ -208,6 +255,13 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
                     let label = class_of_folder(&name);
                     for f in sorted_entries(&p)? {
                         let fp = f.path();
+                        if let Some(reason) = non_utf8(&f) {
+                            skipped.push(Skipped {
+                                path: rel_of(root, &fp),
+                                reason,
+                            });
+                            continue;
+                        }
                         if fp.is_dir() {
                             skipped.push(Skipped {
                                 path: rel_of(root, &fp) + "/",
@@ -259,6 +313,7 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
             });
         }
     }
+    let (classes, splits) = drop_untrained_classes(classes, splits, &mut skipped, fail_on_bad)?;
     for s in SPLITS {
         if splits[s].is_empty() {
             return Err(ScanError::EmptySplit {
@@ -280,6 +335,78 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
         skipped,
         leakage,
     })
+}
+
+/// A class without training images cannot be learnt (and breaks class-balanced weights): with
+/// `fail_on_bad` it is an error; otherwise the class is left out, its validation and evaluation
+/// files are skipped with that reason, and the remaining classes are numbered anew.
+#[allow(clippy::type_complexity)]
+fn drop_untrained_classes(
+    classes: Vec<String>,
+    mut splits: BTreeMap<String, Vec<Entry>>,
+    skipped: &mut Vec<Skipped>,
+    fail_on_bad: bool,
+) -> Result<(Vec<String>, BTreeMap<String, Vec<Entry>>), ScanError> {
+    let count = |split: &str, c: usize| splits[split].iter().filter(|e| e.label == c).count();
+    let untrained: Vec<usize> = (0..classes.len())
+        .filter(|&c| count("training", c) == 0)
+        .collect();
+    if untrained.is_empty() {
+        return Ok((classes, splits));
+    }
+    let mut new_label = vec![None; classes.len()];
+    let mut kept = Vec::new();
+    for (c, name) in classes.iter().enumerate() {
+        if !untrained.contains(&c) {
+            new_label[c] = Some(kept.len());
+            kept.push(name.clone());
+        }
+    }
+    let mut empty = Vec::new();
+    for &c in &untrained {
+        let (v, e) = (count("validation", c), count("evaluation", c));
+        if v + e == 0 {
+            empty.push(classes[c].clone());
+            continue;
+        }
+        let others = format!("{v} validation, {e} evaluation files");
+        if fail_on_bad {
+            return Err(ScanError::ClassWithoutTraining {
+                class: classes[c].clone(),
+                others,
+            });
+        }
+        skipped.push(Skipped {
+            path: format!("class:{}", classes[c]),
+            reason: format!("no training images: class left out ({others} skipped)"),
+        });
+    }
+    if !empty.is_empty() {
+        skipped.push(Skipped {
+            path: "classes without images".into(),
+            reason: format!("no image in any split, left out: {}", empty.join(", ")),
+        });
+    }
+    for entries in splits.values_mut() {
+        let mut keep = Vec::with_capacity(entries.len());
+        for mut e in std::mem::take(entries) {
+            match new_label[e.label] {
+                Some(l) => {
+                    e.label = l;
+                    keep.push(e);
+                }
+                None => skipped.push(Skipped {
+                    reason: format!(
+                        "class `{}` has no training images (class left out)",
+                        classes[e.label]
+                    ),
+                    path: e.path,
+                }),
+            }
+        }
+        *entries = keep;
+    }
+    Ok((kept, splits))
 }
 
 fn walk_count(p: &Path) -> usize {

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Tensor, Validate};
+use contracts::{Entry, Manifest, ManifestArtifact, SPLITS};
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::manifest::{Entry, Manifest, SPLITS};
 use crate::{scan, synthetic};
 
 /// Bump when the manifest's meaning changes without a source change.
@@ -99,13 +98,13 @@ impl Loader {
 
 impl Stage for Loader {
     fn id(&self) -> &'static str {
-        "loader"
+        contracts::ids::LOADER
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["manifest"]
+        &[contracts::outputs::MANIFEST]
     }
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_params::<Params>(raw)
@@ -146,7 +145,6 @@ impl Stage for Loader {
                 group.join(", ")
             ));
         }
-        let counts = m.class_counts();
         ctx.progress().println(format!(
             "loader: {} classes; training {}, validation {}, evaluation {}; {} skipped; {} leaked",
             m.classes.len(),
@@ -156,58 +154,16 @@ impl Stage for Loader {
             m.skipped.len(),
             m.leakage.len()
         ));
-        let mut tensors: Vec<(String, Tensor)> = vec![(
-            "manifest_json".into(),
-            Tensor::from_text(&serde_json::to_string(&m)?),
-        )];
-        for s in SPLITS {
-            let labels: Vec<i64> = m.splits[s].iter().map(|e| e.label as i64).collect();
-            tensors.push((
-                format!("{s}.labels"),
-                Tensor::from_i64(&[labels.len()], &labels),
-            ));
+        ctx.count(
+            m.splits.values().map(|v| v.len() as u64).sum::<u64>(),
+            "files",
+        );
+        ManifestArtifact {
+            manifest: &m,
+            dataset: &name,
+            synthetic_files: &files,
         }
-        if m.synthetic {
-            let mut offsets = vec![0i64];
-            let mut all = Vec::new();
-            for f in &files {
-                all.extend_from_slice(f);
-                offsets.push(all.len() as i64);
-            }
-            tensors.push((
-                "synthetic.offsets".into(),
-                Tensor::from_i64(&[offsets.len()], &offsets),
-            ));
-            tensors.push(("synthetic.bytes".into(), Tensor::from_u8(&[all.len()], all)));
-        }
-        let mut w = ctx.output("manifest")?;
-        w.write_chunk(
-            tensors
-                .iter()
-                .map(|(n, t)| (n.as_str(), t.clone()))
-                .collect(),
-        )?;
-        w.set_meta("classes", json!(m.classes));
-        w.set_meta("class_counts", json!(counts));
-        w.set_meta("layout", json!(m.layout));
-        w.set_meta("dataset", json!(name));
-        w.set_meta("synthetic", json!(m.synthetic));
-        w.set_meta("skipped", json!(m.skipped));
-        w.set_meta("leakage", json!(m.leakage));
-        w.finish()?;
+        .write(ctx)?;
         Ok(())
     }
-}
-
-/// Reads the manifest back from the loader's artifact (for downstream stages and tools).
-pub fn read_manifest(chunk: &pipeline::Chunk) -> Result<Manifest, BoxError> {
-    Ok(serde_json::from_str(&chunk.string("manifest_json")?)?)
-}
-
-/// The embedded bytes of synthetic file `i` (in training, validation, evaluation order).
-pub fn synthetic_file(chunk: &pipeline::Chunk, i: usize) -> Result<Vec<u8>, BoxError> {
-    let (_, off) = chunk.i64("synthetic.offsets")?;
-    let (_, bytes) = chunk.u8("synthetic.bytes")?;
-    let (a, b) = (off[i] as usize, off[i + 1] as usize);
-    Ok(bytes[a..b].to_vec())
 }

@@ -22,19 +22,12 @@ pub const CLASSES: [&str; 11] = [
     "white diagonals",
 ];
 
-/// A small deterministic generator (SplitMix64): no dependency, same stream everywhere.
-struct Rng(u64);
+/// The workspace's seeded generator, with the draws the pictures need.
+struct Rng(pipeline::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        (self.0.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
     fn range(&mut self, a: f32, b: f32) -> f32 {
         a + (b - a) * self.f()
@@ -57,8 +50,9 @@ const COLOURS: [[f32; 3]; 11] = [
 
 /// RGB pixels (row-major, 3 bytes a pixel) of image `index` of class `class`.
 pub fn render(class: usize, index: u64, width: u32, height: u32, seed: u64) -> Vec<u8> {
-    let mut rng =
-        Rng(seed ^ (class as u64).wrapping_mul(0x1000_0000_01B3) ^ index.wrapping_mul(0x9E37_79B9));
+    let mut rng = Rng(pipeline::SplitMix64::new(
+        seed ^ (class as u64).wrapping_mul(0x1000_0000_01B3) ^ index.wrapping_mul(0x9E37_79B9),
+    ));
     let (w, h) = (width as f32, height as f32);
     let fg = COLOURS[class % COLOURS.len()].map(|c| (c + rng.range(-25.0, 25.0)).clamp(0.0, 255.0));
     let bg = [

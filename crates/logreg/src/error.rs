@@ -1,8 +1,7 @@
 //! Errors for bad input. Every public entry point validates first and never panics on
 //! user data.
 
-/// What is wrong with the input of [`crate::fit`], [`crate::grid_search`] or a
-/// [`crate::Model`] prediction.
+/// What is wrong with the input of a fit, a grid search or a model's prediction.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LogRegError {
     /// No samples, or samples with no features.
@@ -77,7 +76,7 @@ pub enum LogRegError {
     /// A grid search was given no value of C or no solver.
     #[error("empty grid: {0}")]
     EmptyGrid(&'static str),
-    /// An error reported by linfa (see [`crate::linfa_compat`]).
+    /// An error reported by linfa (see the `linfa_compat` module).
     #[error("linfa: {0}")]
     Linfa(String),
     /// Prediction input does not match the model's feature count.

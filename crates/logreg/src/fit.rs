@@ -4,77 +4,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{check_features, check_labels, check_sample_weight};
 use crate::dense::{Design, Precision};
 use crate::error::LogRegError;
 use crate::model::Model;
 use crate::objective::{balanced_sample_weights, Objective};
+use crate::types::{Progress, Solver};
 use crate::{lbfgs, newton_cg};
-
-/// Optimiser, named as scikit-learn names it (`"lbfgs"`, `"newton-cg"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Solver {
-    /// Limited-memory BFGS (scipy's L-BFGS-B without bounds).
-    Lbfgs,
-    /// scikit-learn's inexact Newton method with a conjugate-gradient inner solver.
-    NewtonCg,
-}
-
-impl Solver {
-    /// The scikit-learn name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Solver::Lbfgs => "lbfgs",
-            Solver::NewtonCg => "newton-cg",
-        }
-    }
-}
-
-impl std::fmt::Display for Solver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Solver {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lbfgs" => Ok(Solver::Lbfgs),
-            "newton-cg" => Ok(Solver::NewtonCg),
-            other => Err(format!(
-                "unknown solver {other:?} (expected \"lbfgs\" or \"newton-cg\")"
-            )),
-        }
-    }
-}
-
-/// Why the optimiser stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// `max |gradient| <= tol` (converged).
-    GradientTol,
-    /// lbfgs only: the objective fell by at most `64 eps max(|f|, 1)` in one step
-    /// (converged, as scipy reports it).
-    RelativeReduction,
-    /// `max_iter` iterations done (not converged).
-    MaxIter,
-    /// lbfgs only: more than 15000 evaluations (not converged).
-    MaxFunEvals,
-    /// No acceptable step along the search direction (not converged).
-    LineSearchFailed,
-}
-
-impl StopReason {
-    /// Whether scikit-learn would report the fit as converged (no `ConvergenceWarning`).
-    pub fn converged(self) -> bool {
-        matches!(
-            self,
-            StopReason::GradientTol | StopReason::RelativeReduction
-        )
-    }
-}
 
 /// Settings of one fit. The defaults are the study's: `C = 1`, lbfgs, `max_iter = 200`,
 /// `tol = 1e-4`, float64 products, the current rayon pool.
@@ -107,20 +43,6 @@ impl Default for FitOptions {
             n_threads: None,
         }
     }
-}
-
-/// State after one optimiser iteration, handed to the progress callback.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    /// Iterations done so far (1-based).
-    pub iteration: usize,
-    /// The iteration limit.
-    pub max_iter: usize,
-    /// Objective value at the new iterate.
-    pub loss: f64,
-    /// `max |gradient|` at the new iterate (NaN when the solver has not evaluated it
-    /// there).
-    pub grad_max_abs: f64,
 }
 
 /// Training (or validation) samples: `x` is row-major `y.len() x n_features`.
@@ -166,103 +88,6 @@ impl<'a> Samples<'a> {
     pub fn n_samples(&self) -> usize {
         self.y.len()
     }
-}
-
-pub(crate) fn check_features(x: &[f32], n: usize, d: usize) -> Result<(), LogRegError> {
-    if n == 0 {
-        return Err(LogRegError::EmptyData("no samples"));
-    }
-    if d == 0 {
-        return Err(LogRegError::EmptyData("no features"));
-    }
-    let expected = n.checked_mul(d).ok_or(LogRegError::ShapeMismatch {
-        what: "x",
-        expected: usize::MAX,
-        got: x.len(),
-    })?;
-    if x.len() != expected {
-        return Err(LogRegError::ShapeMismatch {
-            what: "x",
-            expected,
-            got: x.len(),
-        });
-    }
-    use rayon::prelude::*;
-    // first non-finite value in row-major order, independent of the thread count
-    let bad = x
-        .par_chunks(d)
-        .enumerate()
-        .find_first(|(_, row)| row.iter().any(|v| !v.is_finite()));
-    if let Some((i, row)) = bad {
-        let j = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(LogRegError::NonFiniteFeature {
-            sample: i,
-            feature: j,
-            value: row[j],
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_labels(
-    y: &[usize],
-    n_classes: usize,
-    balanced: bool,
-) -> Result<(), LogRegError> {
-    if n_classes < 2 {
-        return Err(LogRegError::TooFewClasses(n_classes));
-    }
-    let mut counts = vec![0usize; n_classes];
-    for (i, &c) in y.iter().enumerate() {
-        if c >= n_classes {
-            return Err(LogRegError::LabelOutOfRange {
-                sample: i,
-                label: c,
-                n_classes,
-            });
-        }
-        counts[c] += 1;
-    }
-    if balanced {
-        if let Some(c) = counts.iter().position(|&n| n == 0) {
-            return Err(LogRegError::EmptyClass { class: c });
-        }
-    }
-    Ok(())
-}
-
-/// Checks optional sample weights against labels already checked by [`check_labels`].
-pub(crate) fn check_sample_weight(
-    sample_weight: Option<&[f64]>,
-    y: &[usize],
-    n_classes: usize,
-) -> Result<(), LogRegError> {
-    let Some(w) = sample_weight else {
-        return Ok(());
-    };
-    if w.len() != y.len() {
-        return Err(LogRegError::ShapeMismatch {
-            what: "sample_weight",
-            expected: y.len(),
-            got: w.len(),
-        });
-    }
-    let mut class_total = vec![0.0f64; n_classes];
-    let mut total = 0.0f64;
-    for (i, (&c, &v)) in y.iter().zip(w).enumerate() {
-        total += v;
-        if !(v >= 0.0 && v.is_finite() && total.is_finite()) {
-            return Err(LogRegError::InvalidSampleWeight {
-                sample: i,
-                value: v,
-            });
-        }
-        class_total[c] += v;
-    }
-    if let Some(c) = class_total.iter().position(|&t| t == 0.0) {
-        return Err(LogRegError::ZeroClassWeight { class: c });
-    }
-    Ok(())
 }
 
 /// Validates training samples: features, labels (every class present) and weights.

@@ -4,13 +4,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{check_features, check_labels};
 use crate::dense::{Design, Precision};
 use crate::error::LogRegError;
-use crate::fit::{
-    check_features, check_labels, check_options, check_train, fit_design, with_threads, FitOptions,
-    Progress, Samples, Solver, StopReason,
-};
+use crate::fit::{check_options, check_train, fit_design, with_threads, FitOptions, Samples};
 use crate::model::Model;
+use crate::types::{Progress, Solver, StopReason};
 
 /// The study's values of C, in grid order (outer loop).
 pub const STUDY_CS: [f64; 3] = [0.1, 1.0, 10.0];

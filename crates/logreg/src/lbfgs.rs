@@ -20,8 +20,8 @@
 //! * the pair `(s, y)` is skipped when `sᵀy <= eps * (-g_oldᵀ s)`.
 
 use crate::dcsrch::{Dcsrch, Task};
-use crate::fit::{Progress, StopReason};
 use crate::objective::Objective;
+use crate::types::{Progress, StopReason};
 use crate::vecops::{axpy, dot, max_abs, norm2};
 
 const M: usize = 10;

@@ -68,6 +68,7 @@
 //! assert_eq!(model.predict(&x).unwrap(), y);
 //! ```
 
+mod check;
 mod dcsrch;
 mod dense;
 mod error;
@@ -81,17 +82,19 @@ mod newton_cg;
 mod objective;
 mod stage;
 pub mod synthetic;
+mod types;
 mod vecops;
 
 pub use dense::Precision;
 pub use error::LogRegError;
-pub use fit::{fit, fit_with_progress, FitOptions, Progress, Samples, Solver, StopReason};
+pub use fit::{fit, fit_with_progress, FitOptions, Samples};
 pub use grid::{
     grid_search, grid_search_with_progress, GridOptions, GridProgress, GridResult, GridRow,
     STUDY_CS, STUDY_SOLVERS,
 };
 pub use model::Model;
 pub use stage::{LogReg, Params, CACHE_VERSION};
+pub use types::{Progress, Solver, StopReason};
 
 #[doc(hidden)]
 pub mod __private {

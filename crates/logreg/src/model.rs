@@ -3,8 +3,9 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::check::check_features;
 use crate::error::LogRegError;
-use crate::fit::{check_features, Solver, StopReason};
+use crate::types::{Solver, StopReason};
 
 /// A fitted multinomial logistic regression plus how the fit went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,39 @@ pub struct Model {
 }
 
 impl Model {
+    /// A model from stored coefficients (`k x d`, row-major) and intercepts (`k`), e.g. one
+    /// read back from the cache for prediction. Fit statistics are unknown (NaN / 0).
+    pub fn from_coefficients(
+        coef: Vec<f64>,
+        intercept: Vec<f64>,
+        n_features: usize,
+    ) -> Result<Model, LogRegError> {
+        let k = intercept.len();
+        if k < 2 || n_features == 0 || coef.len() != k * n_features {
+            return Err(LogRegError::ShapeMismatch {
+                what: "coef",
+                expected: k * n_features,
+                got: coef.len(),
+            });
+        }
+        Ok(Model {
+            n_classes: k,
+            n_features,
+            coef,
+            intercept,
+            solver: Solver::Lbfgs,
+            c: f64::NAN,
+            n_iter: 0,
+            converged: true,
+            stop: StopReason::GradientTol,
+            loss: f64::NAN,
+            grad_max_abs: f64::NAN,
+            n_evals: 0,
+            n_hessp: 0,
+            seconds: 0.0,
+        })
+    }
+
     fn check(&self, x: &[f32]) -> Result<usize, LogRegError> {
         let (d, k) = (self.n_features, self.n_classes);
         if d == 0 {

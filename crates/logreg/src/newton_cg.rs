@@ -23,9 +23,9 @@
 //! bit for bit), where scikit-learn recomputes them.
 
 use crate::dcsrch::{Dcsrch, Task};
-use crate::fit::{Progress, StopReason};
 use crate::lbfgs::Outcome;
 use crate::objective::Objective;
+use crate::types::{Progress, StopReason};
 use crate::vecops::{axpy, dot, max_abs, sum_abs};
 
 const MAXINNER: usize = 200;

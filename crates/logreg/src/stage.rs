@@ -1,7 +1,8 @@
 //! The `logreg` stage adapter: flattened pool5 features -> the study's class-balanced logistic
 //! regression, C and solver chosen on the validation split.
 
-use pipeline::{resolve_params, BoxError, InputArtifact, Stage, StageContext, Tensor, Validate};
+use contracts::{ids, outputs, FeaturesReader, LogRegModel, Predictions, PredictionsMeta};
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -53,24 +54,32 @@ impl Validate for Params {
 }
 
 /// Flattened features (N x 25,088 in Keras' HWC order), labels, manifest indices, width.
-type Flat = (Vec<f32>, Vec<usize>, Vec<i64>, usize);
+struct Flat {
+    x: Vec<f32>,
+    y: Vec<usize>,
+    index: Vec<i64>,
+    d: usize,
+}
 
-fn flat(input: &InputArtifact<'_>) -> Result<Flat, BoxError> {
-    let n = input.artifact.rows("features");
-    let (mut x, mut y, mut idx, mut d) =
-        (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(n), 0);
-    for i in 0..input.len() {
-        let c = input.chunk(i)?;
-        let (shape, f) = c.f32("features")?;
-        d = shape[1..].iter().product();
-        if x.is_empty() {
-            x.reserve(n * d);
+fn flat(features: &FeaturesReader<'_>) -> Result<Flat, BoxError> {
+    let n = features.len();
+    let mut f = Flat {
+        x: Vec::new(),
+        y: Vec::with_capacity(n),
+        index: Vec::with_capacity(n),
+        d: 0,
+    };
+    for i in 0..features.chunks() {
+        let c = features.chunk(i)?;
+        f.d = c.row_len();
+        if f.x.is_empty() {
+            f.x.reserve(n * f.d);
         }
-        x.extend_from_slice(&f);
-        y.extend(c.i64("labels")?.1.iter().map(|&l| l as usize));
-        idx.extend(c.i64("index")?.1);
+        f.x.extend_from_slice(&c.features);
+        f.y.extend(c.labels.iter().map(|&l| l as usize));
+        f.index.extend(c.index);
     }
-    Ok((x, y, idx, d))
+    Ok(f)
 }
 
 /// The stage.
@@ -78,27 +87,29 @@ pub struct LogReg;
 
 impl Stage for LogReg {
     fn id(&self) -> &'static str {
-        "logreg"
+        ids::LOGREG
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["model", "predictions"]
+        &[outputs::MODEL, outputs::PREDICTIONS]
     }
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
         resolve_params::<Params>(raw)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let tr = ctx.input("vgg-extract", "training")?;
-        let classes = tr.meta("classes").cloned().unwrap_or(Value::Null);
-        let k = classes
-            .as_array()
-            .map(|a| a.len())
-            .ok_or("vgg-extract.training has no class list")?;
-        let (tx, ty, _, d) = flat(&tr)?;
-        let (vx, vy, _, _) = flat(&ctx.input("vgg-extract", "validation")?)?;
+        let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
+            Ok(FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, s)?))
+        };
+        let tr_reader = split(outputs::TRAINING)?;
+        let classes = tr_reader.classes_value().unwrap_or(Value::Null);
+        let k = tr_reader.classes()?.len();
+        let Flat {
+            x: tx, y: ty, d, ..
+        } = flat(&tr_reader)?;
+        let Flat { x: vx, y: vy, .. } = flat(&split(outputs::VALIDATION)?)?;
         let opts = GridOptions {
             cs: p.cs.clone(),
             solvers: p.solvers.clone(),
@@ -133,12 +144,15 @@ impl Stage for LogReg {
             },
         )?;
         bar.finish_and_clear();
+        let tx_rows = ty.len();
         drop((tx, vx));
+        // The grid as a result (timings go to the run record only).
         let rows: Vec<Value> = result
             .rows
             .iter()
-            .map(|r| json!({"C": r.c, "solver": r.solver.as_str(), "val_accuracy": r.val_acc, "n_iter": r.n_iter, "converged": r.converged, "stop": format!("{:?}", r.stop), "seconds": r.seconds}))
+            .map(|r| json!({"C": r.c, "solver": r.solver.as_str(), "val_accuracy": r.val_acc, "n_iter": r.n_iter, "converged": r.converged, "stop": format!("{:?}", r.stop)}))
             .collect();
+        let grid_seconds: Vec<f64> = result.rows.iter().map(|r| r.seconds).collect();
         for r in &result.rows {
             let flag = if r.converged { "" } else { "  NOT CONVERGED" };
             ctx.progress().println(format!(
@@ -163,47 +177,42 @@ impl Stage for LogReg {
         let b = result.best_row();
         let best_json = json!({"C": b.c, "solver": b.solver.as_str(), "val_accuracy": b.val_acc});
 
-        let (ex, ey, eidx, _) = flat(&ctx.input("vgg-extract", "evaluation")?)?;
+        let Flat {
+            x: ex,
+            y: ey,
+            index: eidx,
+            ..
+        } = flat(&split(outputs::EVALUATION)?)?;
         let probs = best.predict_proba(&ex)?;
         let pred = best.predict(&ex)?;
-        let n = ey.len();
-        let correct = pred.iter().zip(&ey).filter(|(a, b)| a == b).count();
+        ctx.count((tx_rows + ey.len()) as u64, "rows");
 
-        let mut m = ctx.output("model")?;
-        m.write_chunk(vec![
-            ("coef", Tensor::from_f64(&[k, d], &best.coef)),
-            ("intercept", Tensor::from_f64(&[k], &best.intercept)),
-        ])?;
-        m.set_meta("best", best_json.clone());
-        m.set_meta("classes", classes.clone());
-        m.finish()?;
-
-        let mut w = ctx.output("predictions")?;
-        w.write_chunk(vec![
-            (
-                "pred",
-                Tensor::from_i64(&[n], &pred.iter().map(|&v| v as i64).collect::<Vec<_>>()),
-            ),
-            (
-                "labels",
-                Tensor::from_i64(&[n], &ey.iter().map(|&v| v as i64).collect::<Vec<_>>()),
-            ),
-            (
-                "probs",
-                Tensor::from_f32(
-                    &[n, k],
-                    &probs.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                ),
-            ),
-            ("index", Tensor::from_i64(&[n], &eidx)),
-        ])?;
-        w.set_meta("classes", classes);
-        w.set_meta("grid", json!(rows));
-        w.set_meta("best", best_json);
-        w.set_meta("test_accuracy", json!(correct as f64 / n.max(1) as f64));
-        w.set_meta("correct", json!(correct));
-        w.set_meta("total", json!(n));
-        w.finish()?;
+        LogRegModel {
+            coef: best.coef.clone(),
+            intercept: best.intercept.clone(),
+            n_features: d,
+            best: best_json.clone(),
+            classes: classes.clone(),
+        }
+        .write(ctx)?;
+        let preds = Predictions {
+            pred: pred.iter().map(|&v| v as i64).collect(),
+            labels: ey.iter().map(|&v| v as i64).collect(),
+            probs: probs.iter().map(|&v| v as f32).collect(),
+            n_classes: k,
+            index: eidx,
+        };
+        preds.write(
+            ctx,
+            &PredictionsMeta {
+                classes,
+                grid: Some(json!(rows)),
+                best: Some(best_json),
+                grid_seconds: Some(grid_seconds),
+                ..PredictionsMeta::default()
+            },
+        )?;
+        let (correct, n) = (preds.correct(), preds.labels.len());
         ctx.progress().println(format!(
             "logreg: best C={} {}; test accuracy {:.4} ({correct}/{n})",
             b.c,

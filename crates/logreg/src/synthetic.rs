@@ -5,23 +5,19 @@
 
 use rayon::prelude::*;
 
-/// SplitMix64: small, fast, good enough for test data.
+/// The workspace's SplitMix64, with the draws synthetic features need.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(pipeline::SplitMix64);
 
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(pipeline::SplitMix64::new(seed))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.

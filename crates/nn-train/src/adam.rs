@@ -6,7 +6,9 @@ use crate::{Error, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
 
 /// Hyper-parameters of Adam. `Default` is Keras's: lr 0.001, betas (0.9, 0.999), epsilon 1e-7.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Flattened into the params of both network stages.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AdamConfig {
     /// Step size.
     pub learning_rate: f64,

@@ -4,6 +4,8 @@ use crate::{Error, Result, Rng, Weights};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
+pub use contracts::EpochRecord;
+
 /// Which weights a stage evaluates after training.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -15,22 +17,60 @@ pub enum Evaluate {
     Best,
 }
 
-/// Metrics of one epoch, as Keras's `History` (loss and accuracy of the training batches as
-/// they were trained, dropout active; validation after the epoch, dropout off).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch number.
-    pub epoch: usize,
-    /// Mean training cross-entropy over the epoch's rows.
-    pub loss: f64,
-    /// Training accuracy over the epoch's rows.
-    pub accuracy: f64,
-    /// Mean validation cross-entropy.
-    pub val_loss: f64,
-    /// Validation accuracy.
-    pub val_accuracy: f64,
-    /// Wall-clock seconds of the epoch, validation included.
-    pub seconds: f64,
+/// The loop's settings, flattened into both network stages' params (Keras's defaults: batch
+/// 32, 10 epochs, the final weights evaluated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    /// Rows per optimisation step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Which weights to evaluate: the last epoch's or the one with the lowest validation loss.
+    pub evaluate: Evaluate,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            batch_size: 32,
+            epochs: 10,
+            evaluate: Evaluate::Final,
+        }
+    }
+}
+
+impl TrainSettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.epochs == 0 {
+            return Err(Error::Invalid(
+                "batch_size and epochs must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One labelled split: rows `x` (a slice of features, a set of images, ...) and labels `y`.
+#[derive(Debug)]
+pub struct Split<'a, X: ?Sized> {
+    pub x: &'a X,
+    pub y: &'a [u32],
+}
+
+impl<X: ?Sized> Clone for Split<'_, X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X: ?Sized> Copy for Split<'_, X> {}
+
+/// What a network trains on: the training and validation splits and the number of classes.
+#[derive(Debug)]
+pub struct TrainData<'a, X: ?Sized> {
+    pub train: Split<'a, X>,
+    pub val: Split<'a, X>,
+    pub n_classes: usize,
 }
 
 /// Progress after one mini-batch.
@@ -77,12 +117,14 @@ impl<B: FnMut(&BatchInfo), E: FnMut(&EpochRecord)> Observer for Callbacks<B, E> 
 }
 
 /// Loop settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FitConfig {
     /// Passes over the training rows.
     pub epochs: usize,
     /// Rows per optimisation step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
+    /// The optimiser's learning rate (named when training diverges).
+    pub learning_rate: f64,
 }
 
 /// A model that the loop can train.
@@ -142,8 +184,18 @@ pub fn fit<T: Trainable + ?Sized, O: Observer + ?Sized>(
         let t0 = Instant::now();
         let order = shuffle.permutation(n_train);
         let (mut loss, mut correct) = (0.0f64, 0usize);
+        let diverged = |batch: usize, what: String, value: f64| Error::Diverged {
+            epoch,
+            batch,
+            what,
+            value,
+            learning_rate: cfg.learning_rate,
+        };
         for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
             let (l, c) = model.train_batch(rows)?;
+            if !l.is_finite() {
+                return Err(diverged(b + 1, "the training loss".into(), l));
+            }
             loss += l;
             correct += c;
             observer.on_batch(&BatchInfo {
@@ -155,7 +207,15 @@ pub fn fit<T: Trainable + ?Sized, O: Observer + ?Sized>(
             });
         }
         let (val_loss, val_accuracy) = model.validate()?;
+        if !val_loss.is_finite() {
+            return Err(diverged(0, "the validation loss".into(), val_loss));
+        }
         let weights = model.weights()?;
+        for t in &weights.tensors {
+            if let Some(v) = t.data.iter().find(|v| !v.is_finite()) {
+                return Err(diverged(0, format!("weight `{}`", t.name), *v as f64));
+            }
+        }
         let record = EpochRecord {
             epoch,
             loss: loss / n_train as f64,
@@ -166,10 +226,9 @@ pub fn fit<T: Trainable + ?Sized, O: Observer + ?Sized>(
         };
         observer.on_epoch(&record);
         history.push(record);
-        // NaN never improves; a first epoch with NaN loss is still recorded as the best so far.
         let improves = match &best {
             None => true,
-            Some((b, _, _)) => val_loss < *b || (b.is_nan() && !val_loss.is_nan()),
+            Some((b, _, _)) => val_loss < *b,
         };
         if improves {
             best = Some((val_loss, epoch, weights.clone()));
@@ -227,6 +286,7 @@ mod tests {
         let cfg = FitConfig {
             epochs: 4,
             batch_size: 4,
+            learning_rate: 0.1,
         };
         let out = fit(&mut m, 10, cfg, &mut Rng::new(1, 2), &mut obs).unwrap();
         assert_eq!(epochs, vec![1, 2, 3, 4]);
@@ -242,5 +302,37 @@ mod tests {
         assert_ne!(m.seen[..3].concat(), m.seen[3..6].concat(), "reshuffled");
         let json = serde_json::to_string(&out.history[0]).unwrap();
         assert!(json.contains("\"val_accuracy\":0.5"), "{json}");
+    }
+
+    /// Reports a NaN loss in its second batch.
+    struct Diverging;
+
+    impl Trainable for Diverging {
+        fn train_batch(&mut self, rows: &[usize]) -> Result<(f64, usize)> {
+            Ok((if rows[0] == usize::MAX { 0.0 } else { f64::NAN }, 0))
+        }
+        fn validate(&mut self) -> Result<(f64, f64)> {
+            Ok((1.0, 0.0))
+        }
+        fn weights(&self) -> Result<Weights> {
+            Ok(Weights::default())
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_stops_training_with_its_place_and_a_hint() {
+        let cfg = FitConfig {
+            epochs: 2,
+            batch_size: 2,
+            learning_rate: 1e30,
+        };
+        let e = fit(&mut Diverging, 4, cfg, &mut Rng::new(1, 2), &mut ()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("epoch 1, batch 1")
+                && msg.contains("NaN")
+                && msg.contains("learning rate (1e30)"),
+            "{msg}"
+        );
     }
 }

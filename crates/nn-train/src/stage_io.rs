@@ -1,16 +1,27 @@
-//! What the two neural-network stages write, in one place: the `model`, `history` and
-//! `predictions` artifacts, and a progress observer.
+//! What the two network stages share around training: their class list, a progress observer,
+//! and the `model`, `history` and `predictions` artifacts they write.
 
-use indicatif::ProgressBar;
-use pipeline::{BoxError, StageContext, Tensor};
+use contracts::{History, NnModel, Predictions, PredictionsMeta};
+use pipeline::{Bar, BoxError, InputArtifact, StageContext};
 use serde_json::{json, Value};
 
 use crate::{BatchInfo, EpochRecord, Evaluate, Evaluation, Observer, TrainOutput};
 
+/// The class list of a stage's training input: its JSON (carried into the outputs) and its
+/// length.
+pub fn class_list(input: &InputArtifact<'_>) -> Result<(Value, usize), BoxError> {
+    let n = contracts::classes(input)?.len();
+    let v = input
+        .meta("classes")
+        .cloned()
+        .ok_or("the training input has no class list")?;
+    Ok((v, n))
+}
+
 /// Progress bar over all batches of all epochs, with a line per epoch.
 pub struct EpochProgress<'a> {
     ctx: &'a StageContext<'a>,
-    bar: Option<ProgressBar>,
+    bar: Option<Bar>,
 }
 
 impl<'a> EpochProgress<'a> {
@@ -29,6 +40,7 @@ impl Observer for EpochProgress<'_> {
         });
         bar.set_message(format!("loss {:.4}", b.loss));
         bar.inc(1);
+        self.ctx.count(b.rows as u64, "rows");
     }
     fn on_epoch(&mut self, e: &EpochRecord) {
         if let Some(bar) = self.bar.take() {
@@ -58,70 +70,41 @@ pub fn write_outputs(
     index: &[i64],
     classes: &Value,
 ) -> Result<(), BoxError> {
-    let mut tensors = Vec::new();
-    for (prefix, w) in [("final", &out.final_weights), ("best", &out.best_weights)] {
-        for t in &w.tensors {
-            tensors.push((
-                format!("{prefix}.{}", t.name),
-                Tensor::from_f32(&t.shape, &t.data),
-            ));
-        }
+    NnModel {
+        final_weights: out.final_weights.tensors.clone(),
+        best_weights: out.best_weights.tensors.clone(),
+        best_epoch: out.best_epoch,
+        evaluate: json!(evaluate),
+        classes: classes.clone(),
     }
-    let mut m = ctx.output("model")?;
-    m.write_chunk(
-        tensors
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.clone()))
-            .collect(),
-    )?;
-    m.set_meta("best_epoch", json!(out.best_epoch));
-    m.set_meta("evaluate", json!(evaluate));
-    m.set_meta("classes", classes.clone());
-    m.finish()?;
-
-    let col = |f: fn(&EpochRecord) -> f64| out.history.iter().map(f).collect::<Vec<f64>>();
-    let e = out.history.len();
-    let mut h = ctx.output("history")?;
-    h.write_chunk(vec![
-        ("epoch", Tensor::from_f64(&[e], &col(|r| r.epoch as f64))),
-        ("loss", Tensor::from_f64(&[e], &col(|r| r.loss))),
-        ("accuracy", Tensor::from_f64(&[e], &col(|r| r.accuracy))),
-        ("val_loss", Tensor::from_f64(&[e], &col(|r| r.val_loss))),
-        (
-            "val_accuracy",
-            Tensor::from_f64(&[e], &col(|r| r.val_accuracy)),
-        ),
-        ("seconds", Tensor::from_f64(&[e], &col(|r| r.seconds))),
-    ])?;
-    h.set_meta("history", json!(out.history));
-    h.finish()?;
-
+    .write(ctx)?;
+    History {
+        epochs: out.history.clone(),
+    }
+    .write(ctx)?;
     let p = &eval.prediction;
-    let n = p.predictions.len();
-    let pred: Vec<i64> = p.predictions.iter().map(|&v| v as i64).collect();
-    let lab: Vec<i64> = labels.iter().map(|&v| v as i64).collect();
-    let correct = pred.iter().zip(&lab).filter(|(a, b)| a == b).count();
-    let mut w = ctx.output("predictions")?;
-    w.write_chunk(vec![
-        ("pred", Tensor::from_i64(&[n], &pred)),
-        ("labels", Tensor::from_i64(&[n], &lab)),
-        (
-            "probs",
-            Tensor::from_f32(&[n, p.n_classes], &p.probabilities),
-        ),
-        ("index", Tensor::from_i64(&[n], index)),
-    ])?;
-    w.set_meta("classes", classes.clone());
-    w.set_meta("test_accuracy", json!(correct as f64 / n.max(1) as f64));
-    w.set_meta("test_loss", json!(eval.loss));
-    w.set_meta("correct", json!(correct));
-    w.set_meta("total", json!(n));
-    w.set_meta("evaluate", json!(evaluate));
-    w.finish()?;
+    let preds = Predictions {
+        pred: p.predictions.iter().map(|&v| v as i64).collect(),
+        labels: labels.iter().map(|&v| v as i64).collect(),
+        probs: p.probabilities.clone(),
+        n_classes: p.n_classes,
+        index: index.to_vec(),
+    };
+    preds.write(
+        ctx,
+        &PredictionsMeta {
+            classes: classes.clone(),
+            test_loss: Some(eval.loss),
+            evaluate: Some(json!(evaluate)),
+            ..PredictionsMeta::default()
+        },
+    )?;
     ctx.progress().println(format!(
-        "{}: test accuracy {:.4} ({correct}/{n})",
+        "{}: test accuracy {:.4} ({}/{})",
         ctx.stage(),
-        correct as f64 / n.max(1) as f64
+        preds.accuracy(),
+        preds.correct(),
+        preds.labels.len()
     ));
     Ok(())
 }

@@ -2,16 +2,7 @@
 
 use crate::{Error, Result};
 
-/// One named, row-major f32 tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NamedTensor {
-    /// Name, e.g. `dense1.kernel`.
-    pub name: String,
-    /// Dimensions, outermost first.
-    pub shape: Vec<usize>,
-    /// Row-major values; `data.len()` is the product of `shape`.
-    pub data: Vec<f32>,
-}
+pub use contracts::NamedTensor;
 
 /// An ordered set of named tensors.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,53 +1,40 @@
-//! `pipeline.toml`: stages, their dependencies and params, external inputs, global settings.
+//! `pipeline.toml`: stages, their dependencies, params and resources, external inputs, and
+//! settings.
 //!
 //! ```toml
 //! cache = "data/cache"   # artifact store
 //! seed = 1
-//! threads = 0            # 0 = all cores
+//! threads = 0            # the run's CPU budget; 0 = all cores
 //! device = "cpu"
-//! jobs = 2               # stages run at once (exclusive stages always alone)
-//! [dataset]
-//! root = ""              # empty: the embedded synthetic dataset
-//! [weights]
-//! path = "data/weights/vgg16_notop.safetensors"
-//! [report]
-//! out = "data/report"
+//! jobs = 2               # stages run at once (as far as their cpus fit the budget)
+//! [dataset]              # any other table holds settings: `dataset.root` below
+//! root = ""
 //! [stage.loader]
 //! needs = []
-//! inputs = ["dataset.root"]
+//! inputs = ["dataset.root"]          # settings naming files or folders the stage reads
 //! params = { on_bad_file = "skip" }
+//! resources = { cpus = 1 }
 //! ```
-//! `--set KEY=VALUE` edits the document before it is read, exactly as editing the file would.
+//! The core knows settings only as a table of dotted names (`dataset.root`); what they mean
+//! is up to the stages and tools that read them. `--set KEY=VALUE` edits the document before it
+//! is read, exactly as editing the file would.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A configuration error, with the place in the file where there is one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    /// 1-based line and column.
-    pub position: Option<(usize, usize)>,
-    pub message: String,
-}
+pub use crate::error::ConfigError;
+use crate::resources::Resources;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((l, c)) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
+/// Top-level keys that are not settings tables.
+const KNOWN_KEYS: [&str; 6] = ["cache", "seed", "threads", "device", "jobs", "stage"];
 
-impl std::error::Error for ConfigError {}
+/// Devices this build can run stages on.
+pub const DEVICES: [&str; 1] = ["cpu"];
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default = "default_cache")]
     cache: String,
@@ -56,54 +43,11 @@ struct RawConfig {
     #[serde(default)]
     threads: usize,
     #[serde(default = "default_device")]
-    device: String,
+    device: Spanned<String>,
     #[serde(default = "default_jobs")]
     jobs: usize,
     #[serde(default)]
-    dataset: DatasetSection,
-    #[serde(default)]
-    weights: WeightsSection,
-    #[serde(default)]
-    report: ReportSection,
-    #[serde(default)]
     stage: BTreeMap<String, Spanned<RawStage>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatasetSection {
-    #[serde(default)]
-    root: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightsSection {
-    #[serde(default = "default_weights")]
-    path: String,
-}
-
-impl Default for WeightsSection {
-    fn default() -> Self {
-        WeightsSection {
-            path: default_weights(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReportSection {
-    #[serde(default = "default_report")]
-    out: String,
-}
-
-impl Default for ReportSection {
-    fn default() -> Self {
-        ReportSection {
-            out: default_report(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +59,8 @@ struct RawStage {
     inputs: Vec<Spanned<String>>,
     #[serde(default)]
     params: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    resources: Option<Spanned<toml::Table>>,
 }
 
 fn default_cache() -> String {
@@ -123,17 +69,11 @@ fn default_cache() -> String {
 fn default_seed() -> u64 {
     1
 }
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> Spanned<String> {
+    Spanned::new(0..0, "cpu".into())
 }
 fn default_jobs() -> usize {
     2
-}
-fn default_weights() -> String {
-    "data/weights/vgg16_notop.safetensors".into()
-}
-fn default_report() -> String {
-    "data/report".into()
 }
 
 /// One stage's entry.
@@ -141,12 +81,16 @@ fn default_report() -> String {
 pub struct StageConfig {
     pub id: String,
     pub needs: Vec<String>,
-    /// Names of path settings (`dataset.root`, `weights.path`) whose content is an input.
+    /// Names of settings (`dataset.root`, `weights.path`) naming files or folders whose content
+    /// is an input of the stage.
     pub inputs: Vec<String>,
     pub params: toml::Table,
+    /// The `resources` table, if the file has one (applied over the stage's own defaults).
+    pub resources: Option<toml::Table>,
     /// Where the stage and its params are declared, for error messages.
     pub(crate) stage_pos: Option<(usize, usize)>,
     pub(crate) params_pos: Option<(usize, usize)>,
+    pub(crate) resources_pos: Option<(usize, usize)>,
 }
 
 /// The resolved configuration.
@@ -158,17 +102,27 @@ pub struct Config {
     pub base: PathBuf,
     pub cache: PathBuf,
     pub seed: u64,
+    /// The run's CPU budget; 0 = all cores (see [`Config::cpu_budget`]).
     pub threads: usize,
     pub device: String,
     pub jobs: usize,
-    /// Path settings by name; empty string = unset.
-    pub settings: BTreeMap<String, String>,
+    /// Every value of every table other than `stage`, by dotted name (`dataset.root`).
+    pub settings: BTreeMap<String, toml::Value>,
     /// In topological order (dependencies first, ties by name).
     pub stages: Vec<StageConfig>,
 }
 
-/// Settings that name files or folders.
-pub const PATH_SETTINGS: &[&str] = &["dataset.root", "weights.path", "report.out"];
+fn flatten_settings(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+    for (k, v) in t {
+        let name = format!("{prefix}.{k}");
+        match v {
+            toml::Value::Table(sub) => flatten_settings(&name, sub, out),
+            other => {
+                out.insert(name, other.clone());
+            }
+        }
+    }
+}
 
 impl Config {
     /// Reads `file`, applies `overrides` (`KEY=VALUE`), and validates.
@@ -219,20 +173,52 @@ impl Config {
             position: pos,
             message,
         };
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        let parse_err = |e: toml::de::Error| {
             err(
                 e.span().map(|s| line_col(&text, s.start)),
                 e.message().trim().to_string(),
             )
-        })?;
+        };
+        // Pass 1: the document as a table: every table but `stage` holds settings; any other
+        // top-level value must be one of the known keys.
+        let table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        let mut settings = BTreeMap::new();
+        for (k, v) in &table {
+            match v {
+                toml::Value::Table(t) if k != "stage" => flatten_settings(k, t, &mut settings),
+                _ if KNOWN_KEYS.contains(&k.as_str()) => {}
+                _ => {
+                    return Err(err(
+                        None,
+                        format!(
+                            "unknown setting `{k}` (known: {}; other settings belong in a table such as `[dataset]`)",
+                            KNOWN_KEYS[..5].join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        // Pass 2: the known keys and the stages, with positions for messages.
+        let raw: RawConfig = toml::from_str(&text).map_err(parse_err)?;
 
         if raw.jobs == 0 {
             return Err(err(None, "`jobs` must be at least 1".into()));
         }
-        let mut settings = BTreeMap::new();
-        settings.insert("dataset.root".to_string(), raw.dataset.root);
-        settings.insert("weights.path".to_string(), raw.weights.path);
-        settings.insert("report.out".to_string(), raw.report.out);
+        if !DEVICES.contains(&raw.device.get_ref().as_str()) {
+            let pos = (raw.device.span().end > 0).then(|| line_col(&text, raw.device.span().start));
+            return Err(err(
+                pos,
+                format!(
+                    "device `{}` is not supported: this build runs every stage on the CPU (device = \"cpu\")",
+                    raw.device.get_ref()
+                ),
+            ));
+        }
+        let path_like: Vec<&String> = settings
+            .iter()
+            .filter(|(_, v)| v.is_str())
+            .map(|(k, _)| k)
+            .collect();
 
         let mut stages = BTreeMap::new();
         for (id, st) in &raw.stage {
@@ -250,17 +236,25 @@ impl Config {
             }
             let mut inputs = Vec::new();
             for i in &s.inputs {
-                if !PATH_SETTINGS.contains(&i.get_ref().as_str()) {
+                if !path_like.contains(&i.get_ref()) {
                     return Err(err(
                         Some(line_col(&text, i.span().start)),
                         format!(
-                            "stage `{id}` has unknown input `{}` (known: {})",
+                            "stage `{id}` has input `{}`, which is not a setting of this file (path settings: {})",
                             i.get_ref(),
-                            PATH_SETTINGS.join(", ")
+                            path_like.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                         ),
                     ));
                 }
                 inputs.push(i.get_ref().clone());
+            }
+            if let Some(r) = &s.resources {
+                Resources::default().with_table(r.get_ref()).map_err(|m| {
+                    err(
+                        Some(line_col(&text, r.span().start)),
+                        format!("stage `{id}`: {m}"),
+                    )
+                })?;
             }
             stages.insert(
                 id.clone(),
@@ -273,8 +267,13 @@ impl Config {
                         .as_ref()
                         .map(|p| p.get_ref().clone())
                         .unwrap_or_default(),
+                    resources: s.resources.as_ref().map(|r| r.get_ref().clone()),
                     stage_pos: pos,
                     params_pos: s.params.as_ref().map(|p| line_col(&text, p.span().start)),
+                    resources_pos: s
+                        .resources
+                        .as_ref()
+                        .map(|p| line_col(&text, p.span().start)),
                 },
             );
         }
@@ -293,7 +292,7 @@ impl Config {
             cache,
             seed: raw.seed,
             threads: raw.threads,
-            device: raw.device,
+            device: raw.device.into_inner(),
             jobs: raw.jobs,
             settings,
             stages,
@@ -304,10 +303,25 @@ impl Config {
         self.stages.iter().find(|s| s.id == id)
     }
 
-    /// A path setting resolved against the pipeline file's folder; `None` when empty.
+    /// The run's CPU budget: `threads`, or every core when it is 0.
+    pub fn cpu_budget(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.threads
+        }
+    }
+
+    /// A setting's value as text (`None` when absent or not a string).
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings.get(name).and_then(|v| v.as_str())
+    }
+
+    /// A path setting resolved against the pipeline file's folder; `None` when empty or absent.
     pub fn setting_path(&self, name: &str) -> Option<PathBuf> {
-        self.settings
-            .get(name)
+        self.setting(name)
             .filter(|v| !v.is_empty())
             .map(|v| self.base.join(v))
     }
@@ -328,6 +342,21 @@ impl Config {
             file: self.file.clone(),
             position: pos,
             message,
+        }
+    }
+
+    /// The resources of `stage`: the stage's own defaults with the file's table applied.
+    pub fn resources(&self, stage: &str, defaults: Resources) -> Result<Resources, ConfigError> {
+        let Some(sc) = self.stage(stage) else {
+            return Ok(defaults);
+        };
+        match &sc.resources {
+            None => Ok(defaults),
+            Some(t) => defaults.with_table(t).map_err(|m| ConfigError {
+                file: self.file.clone(),
+                position: sc.resources_pos,
+                message: format!("stage `{stage}`: {m}"),
+            }),
         }
     }
 
@@ -413,11 +442,50 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Dotted names of every value outside `stage` tables.
+fn setting_names(item: &toml_edit::Item, prefix: &str, out: &mut Vec<String>) {
+    if let Some(t) = item.as_table_like() {
+        for (k, v) in t.iter() {
+            let name = if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if name == "stage" {
+                continue;
+            }
+            if v.is_table_like() {
+                setting_names(v, &name, out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+}
+
 fn apply_override(doc: &mut toml_edit::DocumentMut, spec: &str) -> Result<(), String> {
     let (key, value) = spec.split_once('=').ok_or("expected KEY=VALUE")?;
     let path: Vec<&str> = key.trim().split('.').collect();
     if path.iter().any(|p| p.is_empty()) {
         return Err(format!("malformed key `{key}`"));
+    }
+    // Outside the stage tables, an override must name a setting the file has (or a known
+    // top-level key): a mistyped `--set` is an error, never a setting nobody reads.
+    if path[0] != "stage" && !(path.len() == 1 && KNOWN_KEYS.contains(&path[0])) {
+        let mut names = Vec::new();
+        setting_names(doc.as_item(), "", &mut names);
+        if !names.iter().any(|n| n == key.trim()) {
+            let known: Vec<String> = KNOWN_KEYS[..5]
+                .iter()
+                .map(|k| k.to_string())
+                .chain(names.into_iter().filter(|n| n.contains('.')))
+                .collect();
+            return Err(format!(
+                "the pipeline file has no setting `{}` (settings: {})",
+                key.trim(),
+                known.join(", ")
+            ));
+        }
     }
     let value = value.trim();
     // A TOML value if it parses as one (numbers, booleans, arrays, quoted strings), else a

@@ -1,19 +1,20 @@
 //! What a running stage sees: its params, inputs, settings, progress, and output writers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::artifact::{chunk_digest, Artifact, ChunkRef, InputArtifact, TensorInfo};
+use crate::artifact::{Artifact, ChunkRef, TensorInfo};
+use crate::chunk::InputArtifact;
+use crate::digest::{artifact_digest, chunk_digest};
+use crate::error::{io_err, BoxError};
+use crate::fsutil::write_synced;
 use crate::progress::Progress;
-use crate::stage::BoxError;
-use crate::store::{io_err, Store};
-use crate::tensor::Tensor;
+use crate::store::Store;
+use crate::tensor::{Dtype, Tensor};
 
 /// The context of one stage execution.
 pub struct StageContext<'a> {
@@ -29,6 +30,7 @@ pub struct StageContext<'a> {
     pub(crate) store: &'a Store,
     pub(crate) progress: &'a Progress,
     pub(crate) outputs: Mutex<BTreeMap<String, Artifact>>,
+    pub(crate) items: Mutex<Option<(u64, String)>>,
 }
 
 impl<'a> StageContext<'a> {
@@ -44,6 +46,7 @@ impl<'a> StageContext<'a> {
     pub fn device(&self) -> &str {
         &self.device
     }
+    /// Threads the stage was given (the size of the thread pool it runs on).
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -59,6 +62,15 @@ impl<'a> StageContext<'a> {
     /// The resolved params as the stage's own type.
     pub fn params<P: DeserializeOwned>(&self) -> Result<P, BoxError> {
         Ok(serde_json::from_value(self.params.clone())?)
+    }
+
+    /// Counts `n` processed items of `unit` (e.g. images) for the stage's throughput in the run
+    /// summary and record.
+    pub fn count(&self, n: u64, unit: &str) {
+        if let Ok(mut items) = self.items.lock() {
+            let e = items.get_or_insert_with(|| (0, unit.to_string()));
+            e.0 += n;
+        }
     }
 
     /// A path setting the stage declared as an external input (e.g. `dataset.root`), resolved
@@ -78,7 +90,11 @@ impl<'a> StageContext<'a> {
     pub fn input(&self, stage: &str, output: &str) -> Result<InputArtifact<'_>, BoxError> {
         let k = format!("{stage}.{output}");
         match self.inputs.get(&k) {
-            Some(a) => Ok(InputArtifact { artifact: a, store: self.store }),
+            Some(a) => Ok(InputArtifact {
+                artifact: a,
+                store: self.store,
+                verified: true,
+            }),
             None => Err(format!(
                 "stage `{}` reads `{k}`, which is not among its inputs ({}); add `{stage}` to its `needs`",
                 self.stage,
@@ -103,6 +119,7 @@ impl<'a> StageContext<'a> {
             name: name.to_string(),
             chunks: Vec::new(),
             meta: BTreeMap::new(),
+            volatile: BTreeMap::new(),
         })
     }
 
@@ -129,22 +146,52 @@ pub struct OutputWriter<'c> {
     name: String,
     chunks: Vec<ChunkRef>,
     meta: BTreeMap<String, Value>,
+    volatile: BTreeMap<String, Value>,
+}
+
+/// The first non-finite value of a float tensor, as (flat index, value).
+fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
+    match t.dtype {
+        Dtype::F32 => t
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .enumerate()
+            .find(|(_, v)| !v.is_finite()),
+        Dtype::F64 => t
+            .data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .enumerate()
+            .find(|(_, v)| !v.is_finite()),
+        _ => None,
+    }
 }
 
 impl OutputWriter<'_> {
-    /// Writes one chunk of named tensors; returns its content digest.
+    /// Writes one chunk of named tensors; returns its content digest. A float tensor with a
+    /// NaN or infinite value is refused: non-finite numbers are errors, never results.
     pub fn write_chunk(&mut self, tensors: Vec<(&str, Tensor)>) -> Result<String, BoxError> {
         let ctx = self.ctx;
+        for (n, t) in &tensors {
+            if let Some((i, v)) = first_non_finite(t) {
+                return Err(format!(
+                    "output `{}` tensor `{n}` has a non-finite value ({v} at flat index {i} of shape {:?}); nothing was stored",
+                    self.name, t.shape
+                )
+                .into());
+            }
+        }
         let mut header: HashMap<String, String> = HashMap::new();
         header.insert("stage".into(), ctx.stage.clone());
         header.insert("output".into(), self.name.clone());
-        header.insert("params".into(), crate::hash::canonical_json(&ctx.params));
+        header.insert("params".into(), crate::digest::canonical_json(&ctx.params));
         header.insert("key".into(), ctx.key.clone());
         header.insert(
             "producer".into(),
             format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         );
-        header.insert("created".into(), now_rfc3339());
+        header.insert("created".into(), crate::clock::now_rfc3339());
         let infos: Vec<TensorInfo> = tensors
             .iter()
             .map(|(n, t)| TensorInfo {
@@ -159,13 +206,11 @@ impl OutputWriter<'_> {
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| format!("re-reading chunk: {e}"))?;
         let digest = chunk_digest(&st, Some(&header));
-        let tmp = ctx.store.tmp_dir().join(format!(
-            "{}-{}-{}.part",
-            ctx.stage,
-            self.name,
-            self.chunks.len()
-        ));
-        write_synced(&tmp, &bytes).map_err(io_err(&tmp))?;
+        let tmp = ctx.store.temp_file(&format!("{}-{}", ctx.stage, self.name));
+        if let Err(e) = write_synced(&tmp, &bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e).into());
+        }
         ctx.store.commit_blob(&tmp, &digest)?;
         self.chunks.push(ChunkRef {
             digest: digest.clone(),
@@ -180,6 +225,11 @@ impl OutputWriter<'_> {
         self.meta.insert(key.to_string(), value);
     }
 
+    /// Run-specific metadata (timings): stored in the run record, not part of the digest.
+    pub fn set_volatile(&mut self, key: &str, value: Value) {
+        self.volatile.insert(key.to_string(), value);
+    }
+
     pub fn chunks_written(&self) -> usize {
         self.chunks.len()
     }
@@ -187,13 +237,14 @@ impl OutputWriter<'_> {
     /// Completes the output. Only finished outputs count; a stage that returns without
     /// finishing a declared output fails.
     pub fn finish(self) -> Result<Artifact, BoxError> {
-        let digest = Artifact::compute_digest(&self.chunks, &self.meta);
+        let digest = artifact_digest(&self.chunks, &self.meta);
         let a = Artifact {
             stage: self.ctx.stage.clone(),
             name: self.name.clone(),
             digest,
             chunks: self.chunks,
             meta: self.meta,
+            volatile: self.volatile,
         };
         let mut outs = self
             .ctx
@@ -205,50 +256,5 @@ impl OutputWriter<'_> {
         }
         outs.insert(self.name, a.clone());
         Ok(a)
-    }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_unix(secs)
-}
-
-/// `2026-11-28T12:00:00Z` from Unix seconds (civil-from-days, no time-zone database needed).
-pub(crate) fn format_unix(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_unix_time() {
-        assert_eq!(super::format_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_unix(1_795_867_200), "2026-11-28T12:00:00Z");
     }
 }

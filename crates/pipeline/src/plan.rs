@@ -6,10 +6,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::artifact::Artifact;
-use crate::config::{Config, ConfigError};
-use crate::hash::{KeyInputs, StatCache};
+use crate::config::Config;
+use crate::error::{ConfigError, Error, StoreError};
+use crate::key::KeyInputs;
+use crate::record::RunRecord;
+use crate::resources::Resources;
 use crate::stage::Stage;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::statcache::StatCache;
+use crate::store::Store;
 
 /// The stages a binary knows, by id.
 #[derive(Default)]
@@ -41,7 +45,8 @@ impl Registry {
 
 /// Everything checked before anything runs: every stage is known, its params are valid.
 pub(crate) struct Resolved<'r> {
-    pub stages: Vec<(&'r dyn Stage, Value)>,
+    /// Per stage of the config (same order): the stage, its resolved params, its resources.
+    pub stages: Vec<(&'r dyn Stage, Value, Resources)>,
 }
 
 pub(crate) fn resolve<'r>(
@@ -63,7 +68,17 @@ pub(crate) fn resolve<'r>(
         let params = stage
             .resolve_params(&sc.params)
             .map_err(|m| config.params_error(&sc.id, &m))?;
-        stages.push((stage, params));
+        let resources = config.resources(&sc.id, stage.resources())?;
+        if resources.gpus > 0 {
+            return Err(config.stage_error(
+                &sc.id,
+                format!(
+                    "stage `{}` asks for {} GPU(s), but the local executor has none (set resources.gpus = 0)",
+                    sc.id, resources.gpus
+                ),
+            ));
+        }
+        stages.push((stage, params, resources));
     }
     Ok(Resolved { stages })
 }
@@ -102,6 +117,9 @@ pub struct Plan {
     pub cache: String,
     pub cache_bytes: u64,
     pub cache_blobs: usize,
+    /// What the store had to say while planning (e.g. a damaged record moved aside).
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 impl Plan {
@@ -204,13 +222,13 @@ pub(crate) fn upstream_inputs(
 }
 
 /// Computes every stage's freshness without running anything.
-pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
+pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
     let resolved = resolve(config, registry)?;
     let store = Store::open(&config.cache)?;
     let mut stat = StatCache::load(&store.stat_cache_path());
     let mut done: BTreeMap<String, BTreeMap<String, Artifact>> = BTreeMap::new();
     let mut entries = Vec::new();
-    for (sc, (stage, params)) in config.stages.iter().zip(&resolved.stages) {
+    for (sc, (stage, params, _)) in config.stages.iter().zip(&resolved.stages) {
         let state = match upstream_inputs(&sc.needs, &done) {
             None => {
                 let stale: Vec<&String> =
@@ -257,6 +275,7 @@ pub fn plan(config: &Config, registry: &Registry) -> anyhow::Result<Plan> {
         cache: config.cache.display().to_string(),
         cache_bytes,
         cache_blobs,
+        notices: store.take_notices(),
     })
 }
 

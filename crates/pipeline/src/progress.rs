@@ -1,73 +1,129 @@
-//! Progress bars and messages, silenced by `-q`.
+//! How the core and the stages report progress, without printing anything themselves: a
+//! [`Reporter`] (the CLI's terminal UI, a test's collector, or nothing) receives bars,
+//! messages and warnings.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+/// Where progress goes. Implemented by the command line (bars on the terminal); the core
+/// never prints.
+pub trait Reporter: Send + Sync {
+    /// A bar of `len` steps.
+    fn bar(&self, len: u64, prefix: &str) -> Box<dyn BarSink>;
+    /// A spinner for work of unknown length.
+    fn spinner(&self, prefix: &str) -> Box<dyn BarSink>;
+    /// A progress message (silenced by `-q`).
+    fn message(&self, msg: &str);
+    /// A warning (shown even with `-q`).
+    fn warn(&self, msg: &str);
+    /// Whether progress output is silenced.
+    fn quiet(&self) -> bool;
+}
 
-/// Shared by every stage of a run.
-#[derive(Debug, Clone)]
+/// One bar or spinner.
+pub trait BarSink: Send + Sync {
+    fn inc(&self, n: u64);
+    fn set_position(&self, pos: u64);
+    fn set_message(&self, msg: String);
+    fn finish(&self);
+}
+
+/// A [`Reporter`] that drops everything (library use, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl BarSink for Silent {
+    fn inc(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+    fn set_message(&self, _: String) {}
+    fn finish(&self) {}
+}
+
+impl Reporter for Silent {
+    fn bar(&self, _: u64, _: &str) -> Box<dyn BarSink> {
+        Box::new(Silent)
+    }
+    fn spinner(&self, _: &str) -> Box<dyn BarSink> {
+        Box::new(Silent)
+    }
+    fn message(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+    fn quiet(&self) -> bool {
+        true
+    }
+}
+
+/// The reporter handle shared by every stage of a run.
+#[derive(Clone)]
 pub struct Progress {
-    multi: MultiProgress,
-    quiet: bool,
+    inner: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("quiet", &self.quiet())
+            .finish()
+    }
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Progress {
-        let multi = MultiProgress::new();
-        if quiet {
-            multi.set_draw_target(ProgressDrawTarget::hidden());
+    pub fn new(reporter: impl Reporter + 'static) -> Progress {
+        Progress {
+            inner: Arc::new(reporter),
         }
-        Progress { multi, quiet }
+    }
+
+    /// Reports nothing.
+    pub fn silent() -> Progress {
+        Progress::new(Silent)
     }
 
     pub fn quiet(&self) -> bool {
-        self.quiet
+        self.inner.quiet()
     }
 
     /// A bar with counts, rate and ETA.
-    pub fn bar(&self, len: u64, prefix: &str) -> ProgressBar {
-        let pb = self.multi.add(ProgressBar::new(len));
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>14.bold} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        pb.set_prefix(prefix.to_string());
-        pb.enable_steady_tick(Duration::from_millis(500));
-        pb
+    pub fn bar(&self, len: u64, prefix: &str) -> Bar {
+        Bar(self.inner.bar(len, prefix))
     }
 
     /// A spinner for work of unknown length.
-    pub fn spinner(&self, prefix: &str) -> ProgressBar {
-        let pb = self.multi.add(ProgressBar::new_spinner());
-        pb.set_style(
-            ProgressStyle::with_template("{prefix:>14.bold} {spinner} {elapsed} {msg}")
-                .expect("valid template"),
-        );
-        pb.set_prefix(prefix.to_string());
-        pb.enable_steady_tick(Duration::from_millis(200));
-        pb
+    pub fn spinner(&self, prefix: &str) -> Bar {
+        Bar(self.inner.spinner(prefix))
     }
 
-    /// A line on stderr, above any bars (nothing with `-q`).
+    /// A progress line (nothing with `-q`).
     pub fn println(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            if self.multi.is_hidden() {
-                eprintln!("{}", msg.as_ref());
-            } else {
-                let _ = self.multi.println(msg.as_ref());
-            }
-        }
+        self.inner.message(msg.as_ref());
     }
 
     /// A warning: shown even with `-q`.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        if self.multi.is_hidden() {
-            eprintln!("warning: {}", msg.as_ref());
-        } else {
-            let _ = self.multi.println(format!("warning: {}", msg.as_ref()));
-        }
+        self.inner.warn(msg.as_ref());
+    }
+}
+
+/// A progress bar or spinner; usable from many threads at once.
+pub struct Bar(Box<dyn BarSink>);
+
+impl Bar {
+    pub fn inc(&self, n: u64) {
+        self.0.inc(n)
+    }
+    pub fn set_position(&self, pos: u64) {
+        self.0.set_position(pos)
+    }
+    pub fn set_message(&self, msg: impl Into<String>) {
+        self.0.set_message(msg.into())
+    }
+    /// Removes the bar.
+    pub fn finish_and_clear(&self) {
+        self.0.finish()
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish()
     }
 }

@@ -7,9 +7,23 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::context::StageContext;
+use crate::error::BoxError;
+use crate::progress::Progress;
+use crate::resources::Resources;
 
-/// Errors crossing the stage boundary: each stage crate has its own error type.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A missing external input that a stage may be able to obtain (see
+/// [`Stage::provide_input`]).
+pub struct MissingInput<'a> {
+    /// The setting's name, e.g. `weights.path`.
+    pub setting: &'a str,
+    /// The missing path, resolved against `base`.
+    pub path: &'a Path,
+    /// The pipeline file's folder.
+    pub base: &'a Path,
+    /// The user asked to fetch missing inputs wherever they point (`run --fetch`).
+    pub fetch: bool,
+    pub progress: &'a Progress,
+}
 
 /// A stage of the pipeline. Stages never call each other: they read upstream artifacts and
 /// write their own through the [`StageContext`].
@@ -28,15 +42,16 @@ pub trait Stage: Send + Sync {
     /// as JSON (the canonical form that goes into the key). See [`resolve_params`].
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String>;
 
-    /// A stage that uses every core (and much memory) runs alone, never beside another.
-    fn exclusive(&self) -> bool {
-        false
+    /// What the stage needs by default (`resources` in `pipeline.toml` overrides it): every
+    /// core unless the stage says otherwise.
+    fn resources(&self) -> Resources {
+        Resources::default()
     }
 
-    /// Called before planning when the external input `setting` points at a missing path.
-    /// A stage that can obtain it (e.g. by downloading) does so and returns `Ok(true)`;
-    /// the default reports it missing.
-    fn provide_input(&self, _setting: &str, _path: &Path, _quiet: bool) -> Result<bool, BoxError> {
+    /// Called before planning when an external input points at a missing path. A stage that
+    /// can obtain it (e.g. by downloading) does so and returns `Ok(true)`; the default reports
+    /// it missing.
+    fn provide_input(&self, _missing: &MissingInput<'_>) -> Result<bool, BoxError> {
         Ok(false)
     }
 
@@ -50,9 +65,10 @@ pub trait Validate {
     }
 }
 
-/// Typed params -> canonical JSON, in one step: deserialise the table into `P` (which should
-/// use `#[serde(deny_unknown_fields, default)]`), validate, and serialise back with every
-/// default filled in.
+/// Typed params -> canonical JSON, in one step: deserialise the table into `P`, validate, and
+/// serialise back with every default filled in. A key of the table that `P` does not
+/// serialise back is refused as unknown, so params may use `#[serde(flatten)]` (which
+/// `deny_unknown_fields` does not support) and still reject typos.
 pub fn resolve_params<P>(raw: &toml::Table) -> Result<Value, String>
 where
     P: DeserializeOwned + Serialize + Validate,
@@ -61,5 +77,17 @@ where
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())?;
     p.validate()?;
-    serde_json::to_value(&p).map_err(|e| e.to_string())
+    let v = serde_json::to_value(&p).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &v {
+        if let Some(k) = raw.keys().find(|k| !m.contains_key(k.as_str())) {
+            return Err(format!(
+                "unknown field `{k}`, expected one of {}",
+                m.keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(v)
 }

@@ -5,103 +5,67 @@
 //! blobs/ab/<digest>.safetensors   immutable chunk files, named by their content digest
 //! runs/<stage>/<key>.json         run records: key inputs, output artifacts, timings
 //! latest/<stage>.json             the stage's most recent run record (for `why`)
+//! last-run.json                   what the most recent `run` did, stage by stage (timeline)
 //! stat-cache.json                 file digests by (size, mtime, inode), to skip re-hashing
-//! tmp/                            files being written; emptied whenever the lock is taken
-//! lock                            advisory lock held by the process that writes
+//! tmp/                            files being written (uniquely named per writer)
+//! lock                            advisory lock held by the process that runs stages
 //! ```
 //! Invariants: a blob is never rewritten; a run record is written (atomically) only after every
-//! blob it names is durable; anything in `tmp/` is garbage once the lock is held.
+//! blob it names is durable; a damaged record counts as absent and is moved aside.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Artifact;
-use crate::hash::KeyInputs;
+use crate::error::{io_err, StoreError};
+use crate::fsutil::{sync_dir, temp_path, write_atomic};
+use crate::record::RunRecord;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "cache {path} is locked by another run ({holder}); rerun without --no-wait to wait for it"
-    )]
-    Locked { path: PathBuf, holder: String },
-    #[error("blob {digest} is corrupt ({reason}); it was removed and will be rebuilt")]
-    Corrupt { digest: String, reason: String },
-    #[error("blob {digest} is missing from the cache")]
-    Missing { digest: String },
-    #[error("{path}: not a valid run record: {reason}")]
-    BadRecord { path: PathBuf, reason: String },
-}
-
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Writes `bytes` to `path` via a temp file in the same folder, fsync and rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    // Makes the rename durable on POSIX file systems; not supported everywhere, and harmless
-    // to skip where it is not.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// One completed execution of a stage.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub stage: String,
-    pub key: String,
-    pub key_inputs: KeyInputs,
-    pub outputs: BTreeMap<String, Artifact>,
-    pub seconds: f64,
-    /// Unix milliseconds.
-    pub started_ms: u64,
-    pub finished_ms: u64,
-    pub threads: usize,
-    pub producer: String,
-}
+/// Temp files older than this are left-overs of dead writers and may be deleted.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
 
 /// A cache folder.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Things worth telling the user (damaged records moved aside), taken by the caller.
+    notices: Arc<Mutex<Vec<String>>>,
 }
 
-/// Held while a process writes to the store; dropping it (or the process dying) releases it.
+/// Held while a process runs stages on the store; dropping it (or the process dying) releases
+/// it.
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
+}
+
+/// One stage of the most recent run, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub stage: String,
+    pub key: String,
+    /// `ran` or `cached`.
+    pub outcome: String,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    pub threads: usize,
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+}
+
+/// What the most recent `run` on this cache did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    pub stages: Vec<TimelineEntry>,
 }
 
 impl Store {
@@ -112,11 +76,28 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            notices: Arc::default(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Notices collected since the last call (e.g. damaged records that were moved aside).
+    pub fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
+    }
+
+    fn notice(&self, msg: String) {
+        if let Ok(mut n) = self.notices.lock() {
+            if !n.contains(&msg) {
+                n.push(msg);
+            }
+        }
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
@@ -161,15 +142,50 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
         }
         file.set_len(0).map_err(io_err(&path))?;
-        write!(file, "pid {}", std::process::id()).map_err(io_err(&path))?;
-        // Whatever a dead or killed writer left half-written is garbage now.
-        let tmp = self.tmp_dir();
-        if let Ok(rd) = fs::read_dir(&tmp) {
+        write!(
+            file,
+            "pid {} on {}",
+            std::process::id(),
+            crate::fsutil::hostname()
+        )
+        .map_err(io_err(&path))?;
+        self.remove_stale_temps();
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Deletes temp files that no live writer can still own: those of dead processes of this
+    /// host, and any older than a day. Never the whole folder: other processes or machines
+    /// may be writing there right now.
+    fn remove_stale_temps(&self) {
+        let now = SystemTime::now();
+        let host = crate::fsutil::hostname();
+        if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                let name = e.file_name().to_string_lossy().into_owned();
+                // `.<name>.<host>.<pid>.<salt>.tmp`
+                let parts: Vec<&str> = name.rsplitn(5, '.').collect();
+                let dead_here = parts.len() == 5
+                    && parts[0] == "tmp"
+                    && parts[3] == host
+                    && parts[2]
+                        .parse::<u32>()
+                        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age > STALE_TEMP);
+                if dead_here || old {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
-        Ok(StoreLock { _file: file })
+    }
+
+    /// A fresh, uniquely named temp path in `tmp/` for a file that will be called `name`.
+    pub(crate) fn temp_file(&self, name: &str) -> PathBuf {
+        temp_path(&self.tmp_dir(), name)
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
@@ -180,8 +196,8 @@ impl Store {
             .join(format!("{digest}.safetensors"))
     }
 
-    /// Moves a finished, fsynced temp file into place under its digest. If the blob exists
-    /// already (same content), the temp file is dropped: blobs are never rewritten.
+    /// Moves a finished, fsynced temp file into place under its digest, if no blob of that
+    /// digest exists (create-if-absent: same digest, same content, so the first one stays).
     pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<(), StoreError> {
         let dest = self.blob_path(digest);
         if dest.exists() {
@@ -208,11 +224,11 @@ impl Store {
     }
 
     pub fn read_record(&self, stage: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
-        read_json(&self.record_path(stage, key))
+        self.read_json(&self.record_path(stage, key))
     }
 
     pub fn latest(&self, stage: &str) -> Result<Option<RunRecord>, StoreError> {
-        read_json(&self.root.join("latest").join(format!("{stage}.json")))
+        self.read_json(&self.root.join("latest").join(format!("{stage}.json")))
     }
 
     /// Writes the record (last step of a stage run) and makes it the stage's latest.
@@ -232,6 +248,12 @@ impl Store {
     /// Forgets a run (its outputs turned out corrupt): the stage becomes stale.
     pub(crate) fn invalidate(&self, stage: &str, key: &str) {
         let _ = fs::remove_file(self.record_path(stage, key));
+        let latest = self.root.join("latest").join(format!("{stage}.json"));
+        if let Ok(Some(l)) = self.read_json::<RunRecord>(&latest) {
+            if l.key == key {
+                let _ = fs::remove_file(latest);
+            }
+        }
     }
 
     /// Every run record in the store.
@@ -239,9 +261,12 @@ impl Store {
         let mut out = Vec::new();
         let runs = self.root.join("runs");
         for d in fs::read_dir(&runs).map_err(io_err(&runs))?.flatten() {
+            if !d.path().is_dir() {
+                continue;
+            }
             for f in fs::read_dir(d.path()).map_err(io_err(&d.path()))?.flatten() {
                 if f.path().extension().is_some_and(|e| e == "json") {
-                    if let Some(r) = read_json(&f.path())? {
+                    if let Some(r) = self.read_json(&f.path())? {
                         out.push(r);
                     }
                 }
@@ -251,6 +276,18 @@ impl Store {
             (a.stage.as_str(), a.finished_ms).cmp(&(b.stage.as_str(), b.finished_ms))
         });
         Ok(out)
+    }
+
+    /// Records what a run did (for `status --timeline` and the report's timeline).
+    pub fn write_last_run(&self, run: &LastRun) -> Result<(), StoreError> {
+        let p = self.root.join("last-run.json");
+        let bytes = serde_json::to_vec_pretty(run).expect("last run serialises");
+        write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    /// What the most recent run did, if any run finished on this cache.
+    pub fn last_run(&self) -> Result<Option<LastRun>, StoreError> {
+        self.read_json(&self.root.join("last-run.json"))
     }
 
     /// Total size of the blobs, in bytes, and their count.
@@ -304,6 +341,36 @@ impl Store {
         });
         Ok((removed_records, removed_blobs, freed))
     }
+
+    /// Reads a JSON file of the store. A file that exists but does not parse (truncated by a
+    /// crash of something outside our write protocol, or edited by hand) counts as absent: it
+    /// is moved aside to `<name>.damaged`, and a notice says so once.
+    fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StoreError> {
+        match fs::read(path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => {
+                    let aside = path.with_extension("json.damaged");
+                    let moved = fs::rename(path, &aside).is_ok();
+                    self.notice(format!(
+                        "{} is damaged ({e}); {}; the stage counts as not run",
+                        path.display(),
+                        if moved {
+                            format!("moved it aside to {}", aside.display())
+                        } else {
+                            "ignored it".to_string()
+                        }
+                    ));
+                    Ok(None)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
 }
 
 fn for_each_blob(dir: &Path, mut f: impl FnMut(&Path, &fs::Metadata)) {
@@ -320,28 +387,16 @@ fn for_each_blob(dir: &Path, mut f: impl FnMut(&Path, &fs::Metadata)) {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
-    match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| StoreError::BadRecord {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
-
 /// Memory-maps a stored blob.
 ///
-/// # Safety contract
-/// This is the only `unsafe` in the store. Mapping a file is sound only while nobody modifies
-/// or truncates it. Blobs are immutable: they are written once under a temp name, renamed into
-/// place, and never opened for writing again; `gc` deletes only unreferenced blobs, under the
-/// write lock, and deleting a mapped file on POSIX keeps the mapping valid.
-pub fn map_blob(path: &Path) -> Result<memmap2::Mmap, StoreError> {
+/// # Safety
+/// Mapping a file is sound only while nobody modifies or truncates it. The caller must pass
+/// the path of a blob of this store (or another file nobody writes to while it is mapped).
+/// Blobs are immutable: written once under a temp name, renamed into place, never opened for
+/// writing again; `gc` deletes only unreferenced blobs, and deleting a mapped file on POSIX
+/// keeps the mapping valid.
+pub(crate) unsafe fn map_blob(path: &Path) -> Result<memmap2::Mmap, StoreError> {
     let f = File::open(path).map_err(io_err(path))?;
-    // SAFETY: see the contract above; the file is an immutable blob.
+    // SAFETY: the caller upholds the contract above.
     unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(path))
 }

@@ -2,16 +2,15 @@
 
 use std::path::Path;
 
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Tensor, Validate};
+use contracts::{ids, Entry, ImagesMeta, ImagesWriter, ManifestReader, Skipped, SPLITS};
+use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::decode::decode_rgb;
 use crate::resize::{resize_antialias, resize_nearest_pillow, Fit};
 
 pub const CACHE_VERSION: u32 = 1;
-const SPLITS: [&str; 3] = ["training", "validation", "evaluation"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,21 +80,6 @@ impl Validate for Params {
     }
 }
 
-/// The loader's manifest, as far as this stage reads it (the artifact is the contract).
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    synthetic: bool,
-    classes: Vec<String>,
-    splits: std::collections::BTreeMap<String, Vec<Entry>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Entry {
-    path: String,
-    label: usize,
-    digest: String,
-}
-
 /// Decodes and resizes one file's bytes as the params say.
 pub fn preprocess_one(bytes: &[u8], p: &Params) -> Result<Vec<u8>, String> {
     let d = decode_rgb(bytes, p.max_pixels, p.exif_orientation).map_err(|e| e.to_string())?;
@@ -111,7 +95,7 @@ pub struct Preprocess;
 
 impl Stage for Preprocess {
     fn id(&self) -> &'static str {
-        "preprocess"
+        ids::PREPROCESS
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
@@ -124,23 +108,14 @@ impl Stage for Preprocess {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let input = ctx.input("loader", "manifest")?;
-        let mchunk = input.chunk(0)?;
-        let m: Manifest = serde_json::from_str(&mchunk.string("manifest_json")?)?;
+        let reader = ManifestReader::open(&ctx.input(ids::LOADER, contracts::outputs::MANIFEST)?)?;
+        let m = &reader.manifest;
         let root = ctx.setting("dataset.root")?;
         if !m.synthetic && root.is_none() {
             return Err(
                 "the manifest lists files of a dataset but `dataset.root` is not set".into(),
             );
         }
-        // Embedded synthetic files, in training, validation, evaluation order.
-        let synthetic = if m.synthetic {
-            let (_, off) = mchunk.i64("synthetic.offsets")?;
-            let (_, bytes) = mchunk.u8("synthetic.bytes")?;
-            Some((off, bytes))
-        } else {
-            None
-        };
         let mut base = 0usize;
         for split in SPLITS {
             let entries = m
@@ -148,7 +123,7 @@ impl Stage for Preprocess {
                 .get(split)
                 .ok_or_else(|| format!("manifest has no split `{split}`"))?;
             let pb = ctx.progress().bar(entries.len() as u64, split);
-            let mut w = ctx.output(split)?;
+            let mut w = ImagesWriter::new(ctx, split)?;
             let mut skipped = Vec::new();
             let mut kept = 0usize;
             for (ci, chunk) in entries.chunks(p.chunk_size).enumerate() {
@@ -157,14 +132,15 @@ impl Stage for Preprocess {
                     .par_iter()
                     .enumerate()
                     .map(|(k, e)| {
-                        let bytes = match &synthetic {
-                            Some((off, all)) => {
-                                let i = base + start + k;
-                                all[off[i] as usize..off[i + 1] as usize].to_vec()
-                            }
-                            None => read_checked(root.expect("checked above"), e)?,
+                        let r = if m.synthetic {
+                            reader
+                                .synthetic_file(base + start + k)
+                                .map_err(|e| e.to_string())
+                                .and_then(|bytes| preprocess_one(bytes, &p))
+                        } else {
+                            read_checked(root.expect("checked above"), e)
+                                .and_then(|bytes| preprocess_one(&bytes, &p))
                         };
-                        let r = preprocess_one(&bytes, &p);
                         pb.inc(1);
                         r
                     })
@@ -187,7 +163,10 @@ impl Stage for Preprocess {
                                 .into());
                             }
                             ctx.progress().warn(format!("skipped {}: {reason}", e.path));
-                            skipped.push(json!({"path": e.path, "reason": reason}));
+                            skipped.push(Skipped {
+                                path: e.path.clone(),
+                                reason,
+                            });
                         }
                     }
                 }
@@ -195,26 +174,22 @@ impl Stage for Preprocess {
                     continue;
                 }
                 kept += labels.len();
-                let n = labels.len();
-                w.write_chunk(vec![
-                    ("images", Tensor::from_u8(&[n, p.size, p.size, 3], images)),
-                    ("labels", Tensor::from_i64(&[n], &labels)),
-                    ("index", Tensor::from_i64(&[n], &index)),
-                ])?;
+                w.write_chunk(images, p.size, p.size, &labels, &index)?;
             }
             pb.finish_and_clear();
             if kept == 0 {
                 return Err(format!("no image of split `{split}` could be decoded").into());
             }
-            w.set_meta("classes", json!(m.classes));
-            w.set_meta("count", json!(kept));
-            w.set_meta("skipped", json!(skipped));
-            w.set_meta("synthetic", json!(m.synthetic));
-            w.set_meta("layout", json!("NHWC u8 RGB"));
-            w.finish()?;
+            ctx.count(entries.len() as u64, "images");
+            let n_skipped = skipped.len();
+            w.finish(&ImagesMeta {
+                classes: m.classes.clone(),
+                count: kept,
+                skipped,
+                synthetic: m.synthetic,
+            })?;
             ctx.progress().println(format!(
-                "preprocess: {split}: {kept} images, {} skipped",
-                skipped.len()
+                "preprocess: {split}: {kept} images, {n_skipped} skipped"
             ));
             base += entries.len();
         }

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::stage::StageProvenance;
+use crate::provenance::StageProvenance;
 
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")

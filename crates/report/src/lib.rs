@@ -13,8 +13,10 @@
 mod figures;
 mod html;
 mod metrics;
+mod provenance;
 mod stage;
 
 pub use figures::{bars, confusion_heatmap, curves};
 pub use metrics::{evaluate, ClassScore, ModelMetrics};
-pub use stage::{write_folder, Params, Report, StageProvenance, CACHE_VERSION, MODELS, PUBLISHED};
+pub use provenance::StageProvenance;
+pub use stage::{write_folder, Params, Report, CACHE_VERSION, MODELS, PUBLISHED};

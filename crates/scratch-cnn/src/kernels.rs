@@ -56,22 +56,46 @@ impl ConvShape {
     }
 }
 
-/// Row-major `dst (m x n) (+)= lhs (m x k) * rhs (k x n)`, each operand given by its row and
-/// column strides (in elements), so that transposed operands need no copy.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    rhs_cs: usize,
-) {
+/// A matrix operand: values with their row and column strides (in elements), so that a
+/// transposed operand needs no copy.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// A row-major matrix (`cols` values per row).
+fn rows(data: &[f32], cols: usize) -> Strided<'_> {
+    Strided {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// The transpose of a row-major matrix of `cols` values per row.
+fn transposed(data: &[f32], cols: usize) -> Strided<'_> {
+    Strided {
+        data,
+        rs: 1,
+        cs: cols,
+    }
+}
+
+/// Row-major `dst (m x n) = lhs (m x k) * rhs (k x n)`.
+fn matmul((m, n, k): (usize, usize, usize), dst: &mut [f32], lhs: Strided<'_>, rhs: Strided<'_>) {
+    let accumulate = false;
+    let Strided {
+        data: lhs,
+        rs: lhs_rs,
+        cs: lhs_cs,
+    } = lhs;
+    let Strided {
+        data: rhs,
+        rs: rhs_rs,
+        cs: rhs_cs,
+    } = rhs;
     if m == 0 || n == 0 {
         return;
     }
@@ -144,7 +168,7 @@ pub fn col2im_add(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
 pub fn conv(x: &[f32], s: ConvShape, kernel: &[f32], col: &mut [f32], out: &mut [f32]) {
     let (p, k, o) = (s.p(), s.k(), s.o);
     im2col(x, s, &mut col[..p * k]);
-    matmul(p, o, k, &mut out[..p * o], false, col, k, 1, kernel, o, 1);
+    matmul((p, o, k), &mut out[..p * o], rows(col, k), rows(kernel, o));
 }
 
 /// Bias, ReLU and 2x2 max-pooling of a convolution output `out` (P, O): `pooled` (PH, PW, O) =
@@ -205,25 +229,45 @@ impl Scratch {
     }
 }
 
-/// Backward pass of conv + bias + ReLU + pool for one image.
-///
-/// Given the layer input `x`, its `kernel`, the forward results `pooled`/`argmax`, and the
-/// gradient `gpooled` of the pooled output, writes the kernel gradient into `dkernel` (9C x O)
-/// and the bias gradient into `dbias` (O) (both overwritten), and, if `dx` is given, the input
-/// gradient into it (overwritten).
-#[allow(clippy::too_many_arguments)]
+/// What the forward pass of one conv + bias + ReLU + pool layer kept for its backward pass.
+#[derive(Clone, Copy)]
+pub struct LayerForward<'a> {
+    /// The layer input (H, W, C).
+    pub x: &'a [f32],
+    pub shape: ConvShape,
+    /// (9C, O).
+    pub kernel: &'a [f32],
+    /// The pooled output and, per pooled value, its window position.
+    pub pooled: &'a [f32],
+    pub argmax: &'a [u8],
+}
+
+/// The gradients a layer's backward pass writes (overwritten).
+pub struct LayerGrads<'a> {
+    /// (9C, O).
+    pub dkernel: &'a mut [f32],
+    /// (O).
+    pub dbias: &'a mut [f32],
+    /// The input gradient (H, W, C), when the layer is not the first.
+    pub dx: Option<&'a mut [f32]>,
+}
+
+/// Backward pass of conv + bias + ReLU + pool for one image: from the gradient `gpooled` of the
+/// pooled output, the kernel, bias and (if asked for) input gradients.
 pub fn conv_backward(
-    x: &[f32],
-    s: ConvShape,
-    kernel: &[f32],
-    pooled: &[f32],
-    argmax: &[u8],
+    fwd: LayerForward<'_>,
     gpooled: &[f32],
     scratch: &mut Scratch,
-    dkernel: &mut [f32],
-    dbias: &mut [f32],
-    dx: Option<&mut [f32]>,
+    grads: LayerGrads<'_>,
 ) {
+    let LayerForward {
+        x,
+        shape: s,
+        kernel,
+        pooled,
+        argmax,
+    } = fwd;
+    let LayerGrads { dkernel, dbias, dx } = grads;
     scratch.fit(s);
     let (p, k, o, ow) = (s.p(), s.k(), s.o, s.ow());
     let dy = &mut scratch.out[..p * o];
@@ -246,11 +290,16 @@ pub fn conv_backward(
     let col = &mut scratch.col[..p * k];
     im2col(x, s, col);
     // dkernel (9C x O) = col^T (9C x P) * dy (P x O)
-    matmul(k, o, p, &mut dkernel[..k * o], false, col, 1, k, dy, o, 1);
+    matmul(
+        (k, o, p),
+        &mut dkernel[..k * o],
+        transposed(col, k),
+        rows(dy, o),
+    );
     if let Some(dx) = dx {
         // dcol (P x 9C) = dy (P x O) * kernel^T (O x 9C)
         let dcol = &mut scratch.dcol[..p * k];
-        matmul(p, k, o, dcol, false, dy, o, 1, kernel, 1, o);
+        matmul((p, k, o), dcol, rows(dy, o), transposed(kernel, o));
         dx[..s.input_len()].fill(0.0);
         col2im_add(dcol, s, dx);
     }

@@ -26,36 +26,28 @@ pub mod trunk;
 pub use images::{caffe_extend, Images, CAFFE_MEAN_BGR};
 pub use model::Cnn;
 pub use nn_train::{
-    BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor, Observer,
-    Prediction, Result, TrainOutput, Weights,
+    AdamConfig, BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor,
+    Observer, Prediction, Result, Split, TrainData, TrainOutput, TrainSettings, Weights,
 };
 pub use stage::{ScratchCnn, CACHE_VERSION};
 
-use nn_train::{AdamConfig, FitConfig, Rng, Trainable};
+use nn_train::{FitConfig, Rng, Trainable};
 use serde::{Deserialize, Serialize};
 
-/// Hyper-parameters of the CNN. Defaults are the study's (Keras's defaults).
+/// Hyper-parameters of the CNN. Defaults are the study's (Keras's defaults). Adam's and the
+/// loop's settings are flattened in: `learning_rate`, `beta_1`, `beta_2`, `epsilon`,
+/// `batch_size` (also the evaluation batch), `epochs`, `evaluate`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Params {
     /// Filters of the conv layers, in order (3x3 valid conv + ReLU + 2x2 max-pool each).
     pub filters: Vec<usize>,
     /// Units of the hidden dense ReLU layer.
     pub dense_units: usize,
-    /// Adam's learning rate.
-    pub learning_rate: f64,
-    /// Adam's first-moment decay.
-    pub beta_1: f64,
-    /// Adam's second-moment decay.
-    pub beta_2: f64,
-    /// Adam's epsilon.
-    pub epsilon: f64,
-    /// Images per optimisation step (and per evaluation batch).
-    pub batch_size: usize,
-    /// Passes over the training images.
-    pub epochs: usize,
-    /// Which weights to evaluate: the last epoch's or the one with the lowest validation loss.
-    pub evaluate: Evaluate,
+    #[serde(flatten)]
+    pub adam: AdamConfig,
+    #[serde(flatten)]
+    pub training: TrainSettings,
 }
 
 impl Default for Params {
@@ -63,38 +55,22 @@ impl Default for Params {
         Params {
             filters: vec![32, 64, 64, 128],
             dense_units: 64,
-            learning_rate: 1e-3,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-7,
-            batch_size: 32,
-            epochs: 10,
-            evaluate: Evaluate::Final,
+            adam: AdamConfig::default(),
+            training: TrainSettings::default(),
         }
     }
 }
 
 impl Params {
-    /// Adam's settings.
-    pub fn adam(&self) -> AdamConfig {
-        AdamConfig {
-            learning_rate: self.learning_rate,
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-        }
-    }
-
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        self.adam().validate()?;
+        self.adam.validate()?;
+        self.training.validate()?;
         if self.filters.is_empty() || self.filters.contains(&0) {
             return Err(Error::Invalid(format!("filters {:?}", self.filters)));
         }
-        if self.dense_units == 0 || self.batch_size == 0 || self.epochs == 0 {
-            return Err(Error::Invalid(
-                "dense_units, batch_size and epochs must be positive".into(),
-            ));
+        if self.dense_units == 0 {
+            return Err(Error::Invalid("dense_units must be positive".into()));
         }
         Ok(())
     }
@@ -133,49 +109,46 @@ fn check(images: &Images, y: &[u32], n_classes: usize, what: &str) -> Result<()>
 }
 
 /// Trains the CNN. Training and validation images must share one size; labels are class
-/// indices below `n_classes`. Progress goes to `observer` (`&mut ()` for none).
-#[allow(clippy::too_many_arguments)]
+/// indices below `data.n_classes`. Progress goes to `observer` (`&mut ()` for none).
 pub fn train<O: Observer + ?Sized>(
-    train_images: &Images,
-    train_y: &[u32],
-    val_images: &Images,
-    val_y: &[u32],
-    n_classes: usize,
+    data: &TrainData<'_, Images<'_>>,
     params: &Params,
     seed: u64,
     observer: &mut O,
 ) -> Result<TrainOutput> {
     params.validate()?;
+    let (tr, va, n_classes) = (data.train, data.val, data.n_classes);
     if n_classes < 2 {
         return Err(Error::Invalid(format!("n_classes {n_classes} < 2")));
     }
-    check(train_images, train_y, n_classes, "training")?;
-    check(val_images, val_y, n_classes, "validation")?;
-    let (h, w) = (train_images.height(), train_images.width());
-    if (val_images.height(), val_images.width()) != (h, w) {
+    check(tr.x, tr.y, n_classes, "training")?;
+    check(va.x, va.y, n_classes, "validation")?;
+    let (h, w) = (tr.x.height(), tr.x.width());
+    if (va.x.height(), va.x.width()) != (h, w) {
         return Err(Error::Invalid(format!(
             "validation images are {}x{}, training images {h}x{w}",
-            val_images.height(),
-            val_images.width()
+            va.x.height(),
+            va.x.width()
         )));
     }
     let cnn = Cnn::new(h, w, n_classes, params, seed)?;
     let mut run = Run {
         cnn,
-        train: train_images,
-        y: train_y,
-        val: val_images,
-        val_y,
-        batch_size: params.batch_size,
+        train: tr.x,
+        y: tr.y,
+        val: va.x,
+        val_y: va.y,
+        batch_size: params.training.batch_size,
         batch: Vec::new(),
         batch_y: Vec::new(),
     };
     let cfg = FitConfig {
-        epochs: params.epochs,
-        batch_size: params.batch_size,
+        epochs: params.training.epochs,
+        batch_size: params.training.batch_size,
+        learning_rate: params.adam.learning_rate,
     };
     let mut shuffle = Rng::new(seed, nn_train::STREAM_SHUFFLE);
-    nn_train::fit(&mut run, train_y.len(), cfg, &mut shuffle, observer)
+    nn_train::fit(&mut run, tr.y.len(), cfg, &mut shuffle, observer)
 }
 
 struct Run<'a, 'b> {

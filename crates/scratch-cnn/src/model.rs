@@ -148,7 +148,7 @@ impl Cnn {
             w2: var(w2, &[u, c])?,
             b2: var(b2, &[c])?,
             n_classes: c,
-            adam: Adam::new(params.adam(), &sizes),
+            adam: Adam::new(params.adam, &sizes),
         })
     }
 

@@ -6,7 +6,9 @@
 //! all layers in reverse) and sums the per-image parameter gradients in image order, so results
 //! do not depend on the number of threads.
 
-use crate::kernels::{bias_relu_pool, conv, conv_backward, ConvShape, Scratch};
+use crate::kernels::{
+    bias_relu_pool, conv, conv_backward, ConvShape, LayerForward, LayerGrads, Scratch,
+};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -146,16 +148,20 @@ fn backward_image(
             };
             let (dk, db) = dparams[k0..b0 + s.o].split_at_mut(b0 - k0);
             conv_backward(
-                input,
-                s,
-                &params[k0..b0],
-                &cache.pooled[l],
-                &cache.argmax[l],
+                LayerForward {
+                    x: input,
+                    shape: s,
+                    kernel: &params[k0..b0],
+                    pooled: &cache.pooled[l],
+                    argmax: &cache.argmax[l],
+                },
                 &g,
                 sc,
-                dk,
-                db,
-                dx.as_deref_mut(),
+                LayerGrads {
+                    dkernel: dk,
+                    dbias: db,
+                    dx: dx.as_deref_mut(),
+                },
             );
             if let Some(dx) = dx {
                 g = dx;

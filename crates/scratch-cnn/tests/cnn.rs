@@ -1,20 +1,36 @@
 //! Scratch-cnn against PyTorch, against finite differences, and its size and determinism.
 
+use fixtures::{f32s, SafeTensors};
 use nn_train::{Evaluation, Rng};
-use safetensors::{Dtype, SafeTensors};
-use scratch_cnn::{Cnn, Evaluate, Images, Params, Weights};
+use scratch_cnn::{Cnn, Evaluate, Images, Params, Split, TrainData, TrainSettings, Weights};
 
 const NAMES: [&str; 6] = ["conv1", "conv2", "conv3", "conv4", "dense1", "dense2"];
 
-fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), v)
+/// Training and validation images with their labels, as `train` takes them.
+fn data<'a>(
+    tr: &'a Images<'a>,
+    y: &'a [u32],
+    va: &'a Images<'a>,
+    vy: &'a [u32],
+    n_classes: usize,
+) -> TrainData<'a, Images<'a>> {
+    TrainData {
+        train: Split { x: tr, y },
+        val: Split { x: va, y: vy },
+        n_classes,
+    }
+}
+
+/// `p` with other loop settings.
+fn with_training(p: Params, epochs: usize, evaluate: Evaluate) -> Params {
+    Params {
+        training: TrainSettings {
+            epochs,
+            evaluate,
+            ..p.training
+        },
+        ..p
+    }
 }
 
 fn weights(st: &SafeTensors, prefix: &str) -> Weights {
@@ -48,14 +64,13 @@ fn rel_diffs(a: &Weights, b: &Weights) -> Vec<(String, f32)> {
 
 #[test]
 fn forward_gradients_and_adam_step_match_pytorch() {
-    let bytes = std::fs::read(concat!(
+    let bytes = fixtures::read(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/cnn_step.safetensors"
-    ))
-    .unwrap();
+        "tests/fixtures/cnn_step.safetensors",
+    );
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let img = st.tensor("images").unwrap();
-    assert_eq!(img.dtype(), Dtype::U8);
+    assert_eq!(img.dtype(), safetensors::Dtype::U8);
     let (n, h, w) = (img.shape()[0], img.shape()[1], img.shape()[2]);
     let images = Images::new(img.data(), h, w).unwrap();
     let y: Vec<u32> = st
@@ -248,8 +263,11 @@ fn tiny_params() -> Params {
     Params {
         filters: vec![8, 8, 8, 8],
         dense_units: 16,
-        batch_size: 8,
-        epochs: 3,
+        training: TrainSettings {
+            batch_size: 8,
+            epochs: 3,
+            ..TrainSettings::default()
+        },
         ..Params::default()
     }
 }
@@ -263,16 +281,13 @@ fn same_seed_same_weights_for_any_thread_count() {
         Images::new(&px, side, side).unwrap(),
         Images::new(&vpx, side, side).unwrap(),
     );
-    let p = Params {
-        epochs: 2,
-        ..tiny_params()
-    };
+    let p = with_training(tiny_params(), 2, Evaluate::Final);
     let run = |seed, threads| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| scratch_cnn::train(&tr, &y, &va, &vy, 3, &p, seed, &mut ()).unwrap())
+        pool.install(|| scratch_cnn::train(&data(&tr, &y, &va, &vy, 3), &p, seed, &mut ()).unwrap())
     };
     let a = run(3, 2);
     let b = run(3, 2);
@@ -292,22 +307,18 @@ fn learns_a_toy_task_from_chunked_images() {
     let chunks: Vec<&[u8]> = px.chunks(16 * len).collect();
     let tr = Images::from_chunks(chunks, side, side).unwrap();
     let va = Images::new(&vpx, side, side).unwrap();
-    let p = Params {
-        epochs: 8,
-        evaluate: Evaluate::Best,
-        ..tiny_params()
-    };
+    let p = with_training(tiny_params(), 8, Evaluate::Best);
     let mut batches = 0;
     let mut obs = scratch_cnn::Callbacks {
         on_batch: |_: &scratch_cnn::BatchInfo| batches += 1,
         on_epoch: |_: &scratch_cnn::EpochRecord| {},
     };
-    let out = scratch_cnn::train(&tr, &y, &va, &vy, 3, &p, 1, &mut obs).unwrap();
+    let out = scratch_cnn::train(&data(&tr, &y, &va, &vy, 3), &p, 1, &mut obs).unwrap();
     assert_eq!(batches, 8 * 6);
     let first = &out.history[0];
     let best = &out.history[out.best_epoch - 1];
     assert!(best.val_loss < first.val_loss, "{:?}", out.history);
-    let e = scratch_cnn::evaluate(out.selected(p.evaluate), &va, &vy).unwrap();
+    let e = scratch_cnn::evaluate(out.selected(p.training.evaluate), &va, &vy).unwrap();
     assert!((e.loss - best.val_loss).abs() < 1e-9);
     assert!(e.accuracy >= 0.9, "{:?}", out.history);
 }
@@ -317,12 +328,19 @@ fn params_defaults_and_strictness() {
     let p: Params = serde_json::from_str("{}").unwrap();
     assert_eq!(p, Params::default());
     assert_eq!(p.filters, vec![32, 64, 64, 128]);
-    assert_eq!((p.dense_units, p.batch_size, p.epochs), (64, 32, 10));
     assert_eq!(
-        (p.learning_rate, p.beta_1, p.beta_2, p.epsilon),
+        (p.dense_units, p.training.batch_size, p.training.epochs),
+        (64, 32, 10)
+    );
+    let a = p.adam;
+    assert_eq!(
+        (a.learning_rate, a.beta_1, a.beta_2, a.epsilon),
         (1e-3, 0.9, 0.999, 1e-7)
     );
-    assert!(serde_json::from_str::<Params>(r#"{"dropout": 0.2}"#).is_err());
-    let p: Params = serde_json::from_str(r#"{"evaluate": "best"}"#).unwrap();
-    assert_eq!(p.evaluate, Evaluate::Best);
+    let resolve = |t: &str| pipeline::resolve_params::<Params>(&toml::from_str(t).unwrap());
+    assert!(resolve("dropout = 0.2")
+        .unwrap_err()
+        .contains("unknown field `dropout`"));
+    let p: Params = serde_json::from_value(resolve("evaluate = \"best\"").unwrap()).unwrap();
+    assert_eq!(p.training.evaluate, Evaluate::Best);
 }

@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(dir.path().join("pipeline.toml"), toml).expect("write");
     let config = Config::load(&dir.path().join("pipeline.toml"), &[]).expect("config");
     let registry = toy_stages::registry(&Default::default());
-    let progress = Progress::new(true);
+    let progress = Progress::silent();
     let opts = RunOptions::default();
     let first = pipeline::run(&config, &registry, &opts, &progress).expect("first run");
     assert_eq!(first.ran().len(), 3);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pipeline::{resolve_params, BoxError, Registry, Stage, StageContext, Tensor, Validate};
+use pipeline::{
+    resolve_params, BoxError, Registry, Resources, Stage, StageContext, Tensor, Validate,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +21,8 @@ pub struct Params {
     pub sleep_ms: u64,
     pub fail: bool,
     pub panic: bool,
+    /// Write a NaN into the last value (the runner must refuse to store it).
+    pub nan: bool,
     /// `mul` or `pow`: two ways of squaring with identical results (for early cutoff).
     pub mode: String,
     /// Rendezvous folder and peer stage id: the stage fails unless the peer runs concurrently.
@@ -36,6 +40,7 @@ impl Default for Params {
             sleep_ms: 0,
             fail: false,
             panic: false,
+            nan: false,
             mode: "mul".into(),
             meet_dir: String::new(),
             meet_peer: String::new(),
@@ -139,8 +144,13 @@ impl Stage for Toy {
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_params::<Params>(raw)
     }
-    fn exclusive(&self) -> bool {
-        self.exclusive
+    /// One thread each, so that two toy stages can run side by side; `hog` takes every core.
+    fn resources(&self) -> Resources {
+        if self.exclusive {
+            Resources::default()
+        } else {
+            Resources::cpus(1)
+        }
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
@@ -160,9 +170,14 @@ impl Stage for Toy {
                 let per = p.n.div_ceil(p.chunks);
                 for c in 0..p.chunks {
                     std::thread::sleep(Duration::from_millis(p.sleep_ms));
-                    let vals: Vec<f32> = (c * per..((c + 1) * per).min(p.n))
+                    let mut vals: Vec<f32> = (c * per..((c + 1) * per).min(p.n))
                         .map(|i| i as f32 * p.scale as f32 + extra)
                         .collect();
+                    if p.nan && c + 1 == p.chunks {
+                        if let Some(v) = vals.last_mut() {
+                            *v = f32::NAN;
+                        }
+                    }
                     w.write_chunk(vec![("values", Tensor::from_f32(&[vals.len()], &vals))])?;
                 }
                 w.finish()?;

@@ -1,4 +1,4 @@
-//! Decodes photos with the `image` crate and resizes them with [`resize_nearest_pillow`],
+//! Decodes photos with the `image` crate and resizes them with `preprocess::resize_nearest_pillow`,
 //! writing the raw `u8` RGB pixels (HWC) to `OUT_DIR/<index>.rgb` — what the integration test
 //! feeds the network. Used by `tests/fixtures/make_fixtures.py` so that PyTorch's reference
 //! can be computed on exactly these pixels too (the `image` crate's JPEG decoder is not
@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use vgg_extract::resize_nearest_pillow;
+use preprocess::resize_nearest_pillow;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,5 +1,5 @@
-//! From decoded RGB pixels to the network's input: Pillow-exact nearest-neighbour resize and
-//! the two pixel conventions VGG16 weights are published for.
+//! From RGB pixels to the network's input: the two pixel conventions VGG16 weights are
+//! published for.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,49 +54,4 @@ impl InputConvention {
         self.extend_from_rgb(rgb, &mut out);
         out
     }
-}
-
-/// Nearest-neighbour resize of interleaved `u8` RGB (`w x h`) to `dw x dh`, choosing exactly
-/// the source pixels Pillow's `Image.resize((dw, dh), Image.NEAREST)` chooses.
-///
-/// Pillow runs this as an affine "scale" transform: the source column of destination column
-/// `x` is `trunc(xo)`, where `xo` starts at `scale / 2` and grows by `scale = w / dw` per
-/// column, accumulated in double precision (rows likewise). Accumulating, rather than computing
-/// `(x + 0.5) * scale`, matters: the two differ in the last bit for some sizes, which moves
-/// whole columns.
-///
-/// # Panics
-/// If `rgb.len() != w * h * 3`, or if the source is empty while the destination is not.
-pub fn resize_nearest_pillow(rgb: &[u8], w: usize, h: usize, dw: usize, dh: usize) -> Vec<u8> {
-    assert_eq!(
-        rgb.len(),
-        w * h * 3,
-        "buffer does not hold {w}x{h} RGB pixels"
-    );
-    let mut out = vec![0u8; dw * dh * 3];
-    if dw == 0 || dh == 0 {
-        return out;
-    }
-    assert!(w > 0 && h > 0, "cannot resize an empty image to {dw}x{dh}");
-    let xs = pillow_coords(w, dw);
-    let ys = pillow_coords(h, dh);
-    for (dst, &sy) in out.chunks_exact_mut(dw * 3).zip(&ys) {
-        let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
-        for (px, &sx) in dst.chunks_exact_mut(3).zip(&xs) {
-            px.copy_from_slice(&src[sx * 3..sx * 3 + 3]);
-        }
-    }
-    out
-}
-
-fn pillow_coords(src: usize, dst: usize) -> Vec<usize> {
-    let scale = src as f64 / dst as f64;
-    let mut o = scale * 0.5;
-    (0..dst)
-        .map(|_| {
-            let i = (o as usize).min(src - 1);
-            o += scale;
-            i
-        })
-        .collect()
 }

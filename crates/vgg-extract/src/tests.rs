@@ -6,7 +6,7 @@ use crate::gemm::{gemm, pack_b, Isa};
 use crate::im2col::{maxpool2x2, Im2col};
 use crate::net::{ConvStack, ConvWeights, LayerSpec, VGG16};
 use crate::winograd::{Plan, Variant, Winograd};
-use crate::{resize_nearest_pillow, InputConvention};
+use crate::InputConvention;
 
 /// splitmix64: a small deterministic generator for test data.
 struct Rng(u64);
@@ -384,15 +384,6 @@ fn conventions() {
     let torch = InputConvention::Torch.from_rgb(&px);
     assert_eq!(torch[0], (0.0f32 / 255.0 - 0.485) / 0.229);
     assert_eq!(torch[5], (30.0f32 / 255.0 - 0.406) / 0.225);
-}
-
-#[test]
-fn resize_identity_and_halving() {
-    let px: Vec<u8> = (0..4 * 2 * 3).map(|v| v as u8).collect();
-    assert_eq!(resize_nearest_pillow(&px, 4, 2, 4, 2), px);
-    // Halving picks the second of each pair: centre 0.5 * 2 = 1.
-    let half = resize_nearest_pillow(&px, 4, 2, 2, 1);
-    assert_eq!(half, [15, 16, 17, 21, 22, 23]);
 }
 
 #[test]

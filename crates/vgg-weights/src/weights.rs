@@ -192,7 +192,20 @@ fn check(st: &SafeTensors<'_>, what: &str) -> Result<(), Error> {
                 expected: shape.clone(),
                 found: v.shape().to_vec(),
             }),
-            Ok(_) => {}
+            Ok(v) => {
+                let mut bad = v
+                    .data()
+                    .chunks_exact(4)
+                    .enumerate()
+                    .filter(|(_, b)| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+                if let Some((first, _)) = bad.next() {
+                    problems.push(TensorProblem::NonFinite {
+                        name: name.clone(),
+                        count: 1 + bad.count(),
+                        first,
+                    });
+                }
+            }
         }
     }
     let mut extra: Vec<(String, TensorView<'_>)> = st

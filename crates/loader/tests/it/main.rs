@@ -48,8 +48,13 @@ fn flat_layout_with_food11_names() {
     flat_dataset(t.path());
     let m = loader::scan(t.path(), false).unwrap();
     assert_eq!(m.layout, "flat");
-    assert_eq!(m.classes.len(), 11);
-    assert_eq!(m.classes[6], "Noodles/Pasta");
+    // Food-11's names; the eight classes without any image are left out (and said so).
+    assert_eq!(m.classes, ["Bread", "Dairy product", "Dessert"]);
+    assert_eq!(m.skipped.len(), 1);
+    assert_eq!(m.skipped[0].path, "classes without images");
+    assert!(m.skipped[0]
+        .reason
+        .ends_with("Noodles/Pasta, Rice, Seafood, Soup, Vegetable/Fruit"));
     assert_eq!(
         m.splits["training"]
             .iter()
@@ -61,8 +66,8 @@ fn flat_layout_with_food11_names() {
             ("training/2_0.jpg", 2)
         ]
     );
-    assert_eq!(m.class_counts()["validation"][..4], [1, 1, 1, 0]);
-    assert!(m.skipped.is_empty() && m.leakage.is_empty());
+    assert_eq!(m.class_counts()["validation"], [1, 1, 1]);
+    assert!(m.leakage.is_empty());
     assert_eq!(
         m.splits["training"][0].digest,
         blake3::hash(&jpeg(1)).to_hex().to_string()
@@ -115,12 +120,12 @@ fn every_bad_input_is_skipped_with_its_reason() {
     put(r, "training/pizza.jpg", &jpeg(40));
     put(r, "training/12_0.jpg", &jpeg(41));
     put(r, "extra/0_9.jpg", &jpeg(42));
-    put(r, "evaluation/7_7.jpg", &jpeg(1)); // same bytes as training/0_0.jpg
+    put(r, "evaluation/1_7.jpg", &jpeg(1)); // same bytes as training/0_0.jpg
     std::os::unix::fs::symlink(r.join("no-such-file.jpg"), r.join("validation/8_8.jpg")).unwrap();
     let m = loader::scan(r, false).unwrap();
     expect![[r#"
+        classes without images: no image in any split, left out: Egg, Fried food, Meat, Noodles/Pasta, Rice, Seafood, Soup, Vegetable/Fruit
         extra/: unknown split folder `extra` (1 files not used)
-        training/.DS_Store: not an image (system file)
         training/12_0.jpg: class id 12 out of range (11 classes)
         training/4_0.jpg: empty file (0 bytes)
         training/5_1.jpg: not an image (content is not a known image format)
@@ -134,7 +139,7 @@ fn every_bad_input_is_skipped_with_its_reason() {
     assert_eq!(
         m.leakage,
         [vec![
-            "evaluation/7_7.jpg".to_string(),
+            "evaluation/1_7.jpg".to_string(),
             "training/0_0.jpg".to_string()
         ]]
     );
@@ -194,4 +199,73 @@ fn synthetic_images_are_deterministic_and_distinct_per_class() {
     let red = loader::synthetic::render(0, 0, 64, 64, 1);
     let blue = loader::synthetic::render(2, 0, 64, 64, 1);
     assert!(mean(&red, 0) > mean(&blue, 0) && mean(&blue, 2) > mean(&red, 2));
+}
+
+#[test]
+fn hidden_entries_and_stray_folders_do_not_switch_the_layout() {
+    let t = tempfile::tempdir().unwrap();
+    flat_dataset(t.path());
+    // Notebook checkpoints, macOS metadata, a folder named like an image: all in `training/`.
+    fs::create_dir_all(t.path().join("training/.ipynb_checkpoints")).unwrap();
+    put(t.path(), "training/.DS_Store", b"junk");
+    put(t.path(), "training/x.jpg/inner.jpg", &jpeg(9));
+    let m = loader::scan(t.path(), false).unwrap();
+    assert_eq!(m.layout, "flat");
+    assert_eq!(m.splits["training"].len(), 3);
+    expect![[r#"
+        classes without images: no image in any split, left out: Egg, Fried food, Meat, Noodles/Pasta, Rice, Seafood, Soup, Vegetable/Fruit
+        training/x.jpg/: folder inside a flat split (layout is `<split>/<class_id>_<n>.<ext>`)
+    "#]]
+    .assert_eq(&skipped_report(&m));
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_is_skipped_with_the_true_reason() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    for split in loader::SPLITS {
+        put(t.path(), &format!("{split}/apple/a.jpg"), &jpeg(3));
+        put(t.path(), &format!("{split}/pear/b.jpg"), &jpeg(5));
+    }
+    let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.jpg");
+    fs::write(t.path().join("training/apple").join(bad), jpeg(7)).unwrap();
+    let m = loader::scan(t.path(), false).unwrap();
+    assert_eq!(m.layout, "class-folders");
+    assert_eq!(m.splits["training"].len(), 2);
+    assert_eq!(m.skipped.len(), 1, "{:?}", m.skipped);
+    assert!(
+        m.skipped[0].reason.contains("not valid UTF-8"),
+        "{:?}",
+        m.skipped
+    );
+    assert!(m.skipped[0].path.starts_with("training/apple/caf"));
+}
+
+#[test]
+fn a_class_without_training_images_is_left_out_or_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    put(t.path(), "classes.txt", b"apple\npear\nplum\n");
+    for (split, classes) in [
+        ("training", &[0usize, 1][..]),
+        ("validation", &[0, 1, 2][..]),
+        ("evaluation", &[0, 1, 2][..]),
+    ] {
+        for &c in classes {
+            put(t.path(), &format!("{split}/{c}_1.jpg"), &jpeg(c as u8 + 1));
+        }
+    }
+    let err = loader::scan(t.path(), true).unwrap_err().to_string();
+    assert!(
+        err.contains("class `plum` has no training images (1 validation, 1 evaluation files)"),
+        "{err}"
+    );
+    let m = loader::scan(t.path(), false).unwrap();
+    assert_eq!(m.classes, ["apple", "pear"]);
+    assert_eq!(m.splits["evaluation"].len(), 2);
+    expect![[r#"
+        class:plum: no training images: class left out (1 validation, 1 evaluation files skipped)
+        evaluation/2_1.jpg: class `plum` has no training images (class left out)
+        validation/2_1.jpg: class `plum` has no training images (class left out)
+    "#]]
+    .assert_eq(&skipped_report(&m));
 }

@@ -608,11 +608,11 @@ fn malformed_pipelines_get_clear_messages() {
     "#]]
     .assert_eq(&error_of("[stage.gen]\nneeds = [\"sum\"]\n[stage.square]\nneeds = [\"gen\"]\n[stage.sum]\nneeds = [\"square\"]\n", &[]));
     expect![[r#"
-        error: pipeline.toml:1:1: unknown field `cahce`, expected one of `cache`, `seed`, `threads`, `device`, `jobs`, `dataset`, `weights`, `report`, `stage`
+        error: pipeline.toml: unknown setting `cahce` (known: cache, seed, threads, device, jobs; other settings belong in a table such as `[dataset]`)
     "#]]
     .assert_eq(&error_of("cahce = \"c\"\n", &[]));
     expect![[r#"
-        error: pipeline.toml:2:10: stage `gen` params: unknown field `sclae`, expected one of `n`, `scale`, `chunks`, `sleep_ms`, `fail`, `panic`, `mode`, `meet_dir`, `meet_peer`, `meet_timeout_ms`
+        error: pipeline.toml:2:10: stage `gen` params: unknown field `sclae`, expected one of `n`, `scale`, `chunks`, `sleep_ms`, `fail`, `panic`, `nan`, `mode`, `meet_dir`, `meet_peer`, `meet_timeout_ms`
     "#]]
     .assert_eq(&error_of("[stage.gen]\nparams = { sclae = 2 }\n", &[]));
     expect![[r#"
@@ -627,7 +627,7 @@ fn malformed_pipelines_get_clear_messages() {
     "#]]
     .assert_eq(&error_of("[dataset]\nroot = \"no/such/dir\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n", &[]));
     expect![[r#"
-        error: pipeline.toml (with --set):3:2: unknown field `bogus`, expected one of `cache`, `seed`, `threads`, `device`, `jobs`, `dataset`, `weights`, `report`, `stage`
+        error: pipeline.toml: --set bogus.key=1: the pipeline file has no setting `bogus.key` (settings: cache, seed, threads, device, jobs)
     "#]]
     .assert_eq(&error_of("[stage.gen]\n", &["--set", "bogus.key=1"]));
     expect![[r#"
@@ -638,4 +638,193 @@ fn malformed_pipelines_get_clear_messages() {
         fs::remove_file(e.path().join("pipeline.toml")).unwrap();
         e.run(&["status"]).stderr()
     });
+}
+
+// Global options act the same wherever they stand (before or after the subcommand).
+#[test]
+fn global_options_act_wherever_they_stand() {
+    let e = Env::new(BASE);
+    e.ok(&[
+        "--config",
+        "pipeline.toml",
+        "--set",
+        "cache=cacheA",
+        "run",
+        "gen",
+        "--set",
+        "stage.gen.params.n=5",
+        "-q",
+    ]);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&fs::read(e.path().join("cacheA/latest/gen.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["key_inputs"]["params"]["n"], 5);
+    assert!(!e.cache().exists(), "the default cache was not used");
+    // A mistyped setting is refused, not ignored.
+    let o = e.run(&["--set", "cahce=x", "status"]);
+    assert!(!o.0.status.success());
+    assert!(o.stderr().contains("no setting `cahce`"), "{}", o.stderr());
+}
+
+// A NaN in an output is an error: nothing is recorded, downstream does not run.
+#[test]
+fn non_finite_output_is_refused_and_nothing_recorded() {
+    let e = Env::new(BASE);
+    let o = e.run(&["run", "all", "--set", "stage.gen.params.nan=true"]);
+    assert!(!o.0.status.success());
+    let err = o.stderr();
+    assert!(
+        err.contains(
+            "stage `gen` failed: output `values` tensor `values` has a non-finite value (NaN"
+        ),
+        "{err}"
+    );
+    assert!(e.record("gen").is_none());
+    assert_eq!(o.outcome("square"), "skipped");
+    let status = e.ok(&["status"]).stdout();
+    assert!(status.contains("gen            stale"), "{status}");
+}
+
+fn record_file(e: &Env, stage: &str) -> PathBuf {
+    let key = e.record(stage).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.cache()
+        .join("runs")
+        .join(stage)
+        .join(format!("{key}.json"))
+}
+
+// A damaged run record counts as absent: said once, moved aside, the stage reruns.
+#[test]
+fn damaged_record_is_moved_aside_and_the_stage_reruns() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let rec = record_file(&e, "square");
+    let bytes = fs::read(&rec).unwrap();
+    fs::write(&rec, &bytes[..bytes.len() / 2]).unwrap();
+    let status = e.ok(&["status"]);
+    assert!(
+        status.stdout().contains("square         stale"),
+        "{}",
+        status.stdout()
+    );
+    assert_eq!(
+        status.stderr().matches("is damaged").count(),
+        1,
+        "{}",
+        status.stderr()
+    );
+    assert!(rec.with_extension("json.damaged").exists());
+    let o = e.ok(&["run", "all"]);
+    assert_eq!(o.ran(), ["square"], "same output: sum stays cached");
+    assert!(
+        !o.stderr().contains("is damaged"),
+        "said once: {}",
+        o.stderr()
+    );
+    // A damaged `latest` pointer is no obstacle either.
+    fs::write(e.cache().join("latest/gen.json"), "{\"stage\": ").unwrap();
+    e.ok(&["gc"]);
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+}
+
+/// Flips one bit of the tensor data (after the safetensors header, part of which describes
+/// the run and is not content).
+fn flip_data_byte(blob: &Path, at: u64) {
+    let mut bytes = fs::read(blob).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let start = 8 + header;
+    let i = start + (at as usize % (bytes.len() - start));
+    bytes[i] ^= 0x10;
+    fs::write(blob, &bytes).unwrap();
+}
+
+// `verify` re-hashes every blob a record names; `--repair` forgets what they invalidate.
+#[test]
+fn verify_reports_corrupt_blobs_and_repair_rebuilds_them() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let clean = e.ok(&["verify"]).stdout();
+    assert!(clean.contains(": 0 bad"), "{clean}");
+    let blob = blobs_of(&e, "square")[1].clone();
+    flip_data_byte(&blob, 7);
+    let o = e.run(&["verify"]);
+    assert!(!o.0.status.success());
+    let digest = blob.file_stem().unwrap().to_string_lossy().to_string();
+    assert!(o.stdout().contains(&digest[..16]), "{}", o.stdout());
+    assert!(o.stdout().contains("named by square"), "{}", o.stdout());
+    assert!(o.stderr().contains("verify --repair"), "{}", o.stderr());
+    let r = e.ok(&["verify", "--repair"]).stdout();
+    assert!(r.contains("removed 1 run record(s)"), "{r}");
+    assert_eq!(e.ok(&["run", "all"]).ran(), ["square"]);
+    assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+}
+
+// A small fault campaign from a fixed seed: kill -9 at random moments of a run, then flip
+// random data bytes of random blobs; every time, the next `run` gives the clean result.
+#[test]
+fn fault_campaign_kills_and_flipped_bytes() {
+    let mut rng = pipeline::SplitMix64::new(2026);
+    let slow = BASE
+        .replace(
+            "[stage.gen]\n",
+            "[stage.gen]\nparams = { n = 10, scale = 1.0, sleep_ms = 100, chunks = 4 }\n#",
+        )
+        .replace(
+            "[stage.square]\n",
+            "[stage.square]\nparams = { sleep_ms = 100 }\n",
+        );
+    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let e = Env::new(&slow);
+    let (mut killed, trials) = (0, 8);
+    for _ in 0..trials {
+        // From an empty cache half of the time, else rerunning every stage over a full one.
+        let args: &[&str] = if rng.next_u64().is_multiple_of(2) {
+            let _ = fs::remove_dir_all(e.cache());
+            &["run", "all", "--jobs", "1"]
+        } else {
+            &["run", "gen", "--force", "--downstream", "--jobs", "1"]
+        };
+        let mut child = e.spawn(args);
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 600));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        e.ok(&["run", "all"]);
+        assert_eq!(e.total(), expected);
+    }
+    assert!(
+        killed >= trials / 2,
+        "most trials must hit a running process ({killed})"
+    );
+    for _ in 0..4 {
+        let mut blobs = Vec::new();
+        for s in ["gen", "square"] {
+            blobs.extend(blobs_of(&e, s));
+        }
+        let blob = &blobs[(rng.next_u64() % blobs.len() as u64) as usize];
+        flip_data_byte(blob, rng.next_u64());
+        let o = e.run(&["verify"]);
+        assert!(!o.0.status.success(), "a flipped byte must be found");
+        e.ok(&["verify", "--repair"]);
+        e.ok(&["run", "all"]);
+        assert_eq!(e.total(), expected);
+        assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+    }
+}
+
+#[test]
+fn an_unsupported_device_is_a_config_error() {
+    let err = error_of("device = \"cuda\"\n[stage.gen]\n", &[]);
+    assert!(
+        err.contains("pipeline.toml:1:10: device `cuda` is not supported: this build runs every stage on the CPU"),
+        "{err}"
+    );
+    let err = error_of("[stage.gen]\n", &["--set", "device=cuda"]);
+    assert!(err.contains("device `cuda` is not supported"), "{err}");
 }

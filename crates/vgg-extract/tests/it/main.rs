@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use preprocess::resize_nearest_pillow;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use vgg_extract::{resize_nearest_pillow, ConvStack, Error, InputConvention, LayerSpec, VGG16};
+use vgg_extract::{ConvStack, Error, InputConvention, LayerSpec, VGG16};
 
 const RTOL: f64 = 1e-4;
 

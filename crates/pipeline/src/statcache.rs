@@ -1,4 +1,4 @@
-//! Cache keys, canonical encodings and digests of external inputs.
+//! The stat cache and content digests of external inputs (files and folders).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -6,132 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// Canonical JSON: object keys sorted at every level, no whitespace. Used for params in keys.
-pub fn canonical_json(v: &Value) -> String {
-    fn sort(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let sorted: BTreeMap<&String, Value> =
-                    m.iter().map(|(k, v)| (k, sort(v))).collect();
-                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
-        }
-    }
-    serde_json::to_string(&sort(v)).expect("json values always serialise")
-}
-
-/// Everything that goes into a stage's key, kept in its run record so that a later run can say
-/// exactly what changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyInputs {
-    pub stage: String,
-    pub code: String,
-    pub params: Value,
-    /// `upstream.output` -> artifact digest.
-    pub inputs: BTreeMap<String, String>,
-    /// Setting name (e.g. `dataset.root`) -> content digest of the file or folder.
-    pub externals: BTreeMap<String, String>,
-    pub seed: u64,
-    pub device: String,
-}
-
-impl KeyInputs {
-    pub fn key(&self) -> String {
-        let mut h = blake3::Hasher::new();
-        let mut field = |name: &str, v: &str| {
-            h.update(name.as_bytes());
-            h.update(&(v.len() as u64).to_le_bytes());
-            h.update(v.as_bytes());
-        };
-        field("stage", &self.stage);
-        field("code", &self.code);
-        field("params", &canonical_json(&self.params));
-        for (k, v) in &self.inputs {
-            field("input", k);
-            field("digest", v);
-        }
-        for (k, v) in &self.externals {
-            field("external", k);
-            field("digest", v);
-        }
-        field("seed", &self.seed.to_string());
-        field("device", &self.device);
-        h.finalize().to_hex().to_string()
-    }
-
-    /// Human-readable reasons why `self` differs from `old`, e.g.
-    /// `params changed: lr 0.001 -> 0.01`.
-    pub fn diff(&self, old: &KeyInputs) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.code != old.code {
-            out.push("code changed".to_string());
-        }
-        let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-        flatten("", &old.params, &mut a);
-        flatten("", &self.params, &mut b);
-        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        for k in keys {
-            match (a.get(k), b.get(k)) {
-                (Some(x), Some(y)) if x != y => out.push(format!("params changed: {k} {x} -> {y}")),
-                (None, Some(y)) => out.push(format!("params changed: {k} (new) -> {y}")),
-                (Some(x), None) => out.push(format!("params changed: {k} {x} -> (removed)")),
-                _ => {}
-            }
-        }
-        for (k, v) in &self.inputs {
-            match old.inputs.get(k) {
-                Some(o) if o == v => {}
-                Some(_) => out.push(format!("input changed: {k}")),
-                None => out.push(format!("input added: {k}")),
-            }
-        }
-        for k in old.inputs.keys().filter(|k| !self.inputs.contains_key(*k)) {
-            out.push(format!("input removed: {k}"));
-        }
-        for (k, v) in &self.externals {
-            match old.externals.get(k) {
-                Some(o) if o == v => {}
-                _ => out.push(format!("external input changed: {k}")),
-            }
-        }
-        for k in old
-            .externals
-            .keys()
-            .filter(|k| !self.externals.contains_key(*k))
-        {
-            out.push(format!("external input removed: {k}"));
-        }
-        if self.seed != old.seed {
-            out.push(format!("seed changed: {} -> {}", old.seed, self.seed));
-        }
-        if self.device != old.device {
-            out.push(format!("device changed: {} -> {}", old.device, self.device));
-        }
-        out
-    }
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&p, v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
 
 /// What the stat cache remembers of one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +73,7 @@ impl StatCache {
         }
         self.saved_at_ns = now_ns();
         let bytes = serde_json::to_vec(self).expect("stat cache serialises");
-        crate::store::write_atomic(path, &bytes)?;
+        crate::fsutil::write_atomic(path, &bytes)?;
         self.dirty = false;
         Ok(())
     }
@@ -293,70 +167,6 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn ki() -> KeyInputs {
-        KeyInputs {
-            stage: "s".into(),
-            code: "c1".into(),
-            params: json!({"lr": 0.001, "opt": {"beta": 0.9}}),
-            inputs: [("a.out".to_string(), "d1".to_string())].into(),
-            externals: BTreeMap::new(),
-            seed: 1,
-            device: "cpu".into(),
-        }
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        assert_eq!(
-            canonical_json(&json!({"b": 1, "a": {"d": 2, "c": 3}})),
-            r#"{"a":{"c":3,"d":2},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn key_depends_on_each_field() {
-        let base = ki();
-        let k = base.key();
-        let mut v = ki();
-        v.params = json!({"opt": {"beta": 0.9}, "lr": 0.001});
-        assert_eq!(v.key(), k, "param order does not matter");
-        let variants: [fn(&mut KeyInputs); 6] = [
-            |k| k.code = "c2".into(),
-            |k| k.params = json!({"lr": 0.01, "opt": {"beta": 0.9}}),
-            |k| {
-                k.inputs.insert("a.out".into(), "d2".into());
-            },
-            |k| k.seed = 2,
-            |k| k.device = "cuda".into(),
-            |k| {
-                k.externals.insert("dataset.root".into(), "x".into());
-            },
-        ];
-        for f in variants {
-            let mut v = ki();
-            f(&mut v);
-            assert_ne!(v.key(), k);
-        }
-    }
-
-    #[test]
-    fn diff_names_what_changed() {
-        let old = ki();
-        let mut new = ki();
-        new.params = json!({"lr": 0.01, "opt": {"beta": 0.9}});
-        new.code = "c2".into();
-        new.inputs.insert("a.out".into(), "d9".into());
-        assert_eq!(
-            new.diff(&old),
-            [
-                "code changed",
-                "params changed: lr 0.001 -> 0.01",
-                "input changed: a.out"
-            ]
-        );
-    }
 
     #[test]
     fn folder_digest_follows_content_not_mtime() {

