@@ -221,3 +221,22 @@ fn bad_inputs_are_errors() {
     assert!(head_nn::evaluate(&w, &unpooled, &y).is_err());
     assert!(head_nn::evaluate(&w, &x, &y).is_ok());
 }
+
+#[test]
+fn a_diverging_learning_rate_is_an_error_with_its_place() {
+    let (x, y) = toy(20, 3, 16, 4);
+    let params = Params {
+        adam: head_nn::AdamConfig {
+            learning_rate: 1e30,
+            ..Default::default()
+        },
+        ..Params::default()
+    };
+    let err = head_nn::train(&data(&x, &y, &x, &y, 3), &params, 1, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("training diverged at epoch 1") && err.contains("learning rate (1e30)"),
+        "{err}"
+    );
+}

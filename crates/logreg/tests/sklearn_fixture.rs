@@ -19,40 +19,15 @@
 
 use std::path::Path;
 
+use fixtures::{f32s, f64s, i64s, SafeTensors};
 use logreg::{fit, FitOptions, Precision, Samples, Solver};
-use safetensors::{Dtype, SafeTensors};
 
 fn dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
 fn labels(st: &SafeTensors<'_>, name: &str) -> Vec<usize> {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::I64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
+    i64s(st, name).into_iter().map(|v| v as usize).collect()
 }
 
 fn agreement(a: &[usize], b: &[usize]) -> f64 {
@@ -78,10 +53,10 @@ fn check(precision: Precision, coef_tol: f64, iter_slack: Option<usize>) {
         serde_json::from_str(&std::fs::read_to_string(dir().join("sklearn_fits.json")).unwrap())
             .unwrap();
 
-    let (xt, shape) = f32s(&data, "x_train");
+    let (shape, xt) = f32s(&data, "x_train");
     let d = shape[1];
     let yt = labels(&data, "y_train");
-    let (xv, _) = f32s(&data, "x_val");
+    let (_, xv) = f32s(&data, "x_val");
     let yv = labels(&data, "y_val");
     let k = meta["n_classes"].as_u64().unwrap() as usize;
     let train = Samples::new(&xt, &yt, d);

@@ -241,26 +241,33 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
                         .collect(),
                 }
             }
-            Some(inputs) => {
-                let externals = external_digests(config, &sc.id, &sc.inputs, &mut stat)?;
-                let ki = key_inputs(config, *stage, params, inputs, externals);
-                let key = ki.key();
-                match fresh_record(&store, &sc.id, &key)? {
-                    Some(rec) => {
-                        done.insert(sc.id.clone(), rec.outputs.clone());
-                        StageState::Fresh {
-                            key,
-                            finished_ms: rec.finished_ms,
-                            seconds: rec.seconds,
-                            skipped: skipped_count(&rec),
+            Some(inputs) => match external_digests(config, &sc.id, &sc.inputs, &mut stat) {
+                // A missing input (say, weights not fetched yet) makes the stage stale, not
+                // the plan impossible: `status` and `predict` still work for the others.
+                Err(e) => StageState::Stale {
+                    key: None,
+                    reasons: vec![e.message],
+                },
+                Ok(externals) => {
+                    let ki = key_inputs(config, *stage, params, inputs, externals);
+                    let key = ki.key();
+                    match fresh_record(&store, &sc.id, &key)? {
+                        Some(rec) => {
+                            done.insert(sc.id.clone(), rec.outputs.clone());
+                            StageState::Fresh {
+                                key,
+                                finished_ms: rec.finished_ms,
+                                seconds: rec.seconds,
+                                skipped: skipped_count(&rec),
+                            }
                         }
+                        None => StageState::Stale {
+                            reasons: stale_reasons(&store, &ki)?,
+                            key: Some(key),
+                        },
                     }
-                    None => StageState::Stale {
-                        reasons: stale_reasons(&store, &ki)?,
-                        key: Some(key),
-                    },
                 }
-            }
+            },
         };
         entries.push(PlanEntry {
             stage: sc.id.clone(),

@@ -69,14 +69,18 @@ impl Resources {
                         }
                     }
                 }
-                "memory" => self.memory = match v {
-                    toml::Value::String(s) if s == "all" => None,
-                    toml::Value::String(s) => Some(parse_bytes(s)?),
-                    toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
-                    other => return Err(format!(
+                "memory" => {
+                    self.memory = match v {
+                        toml::Value::String(s) if s == "all" => None,
+                        toml::Value::String(s) => Some(parse_bytes(s)?),
+                        toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
+                        other => {
+                            return Err(format!(
                         "resources.memory must be like \"512M\", \"4G\" or \"all\", not {other}"
-                    )),
-                },
+                    ))
+                        }
+                    }
+                }
                 "gpus" => {
                     self.gpus = match v {
                         toml::Value::Integer(n) if *n >= 0 => *n as u32,

@@ -86,13 +86,57 @@ pub(crate) fn page(title: &str, dataset: &str, sections: &[Section]) -> String {
 }
 
 pub(crate) fn provenance(stages: &[StageProvenance], extra: &Value) -> String {
-    let mut s = String::from("<table><tr><th>stage</th><th>seconds</th><th>from cache</th><th>key</th><th>params</th></tr>\n");
+    let mut s = String::new();
+    let t0 = stages
+        .iter()
+        .filter(|p| p.started_ms > 0)
+        .map(|p| p.started_ms)
+        .min();
+    if let Some(t0) = t0 {
+        let spans: Vec<crate::figures::Span<'_>> = stages
+            .iter()
+            .map(|p| {
+                let (start, end) = if p.cached {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        p.started_ms.saturating_sub(t0) as f64 / 1000.0,
+                        p.finished_ms.saturating_sub(t0) as f64 / 1000.0,
+                    )
+                };
+                crate::figures::Span {
+                    stage: &p.stage,
+                    start,
+                    end,
+                    cached: p.cached,
+                    label: if p.cached {
+                        "cached".to_string()
+                    } else {
+                        format!(
+                            "{} · {} thread{} · {:.0} MiB peak",
+                            crate::stage::seconds(p.seconds),
+                            p.threads,
+                            if p.threads == 1 { "" } else { "s" },
+                            p.peak_rss_bytes as f64 / (1u64 << 20) as f64
+                        )
+                    },
+                }
+            })
+            .collect();
+        s.push_str(&format!(
+            "<figure class=\"fig\">{}<figcaption>Figure: this run, stage by stage (blue: ran; grey: taken from the cache).</figcaption></figure>\n",
+            crate::figures::timeline("Run timeline", &spans)
+        ));
+    }
+    s.push_str("<table><tr><th>stage</th><th>ran or cached</th><th>seconds</th><th>threads</th><th>CPU seconds</th><th>key</th><th>params</th></tr>\n");
     for p in stages {
         s.push_str(&format!(
-            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
             esc(&p.stage),
-            p.seconds,
-            if p.cached { "yes" } else { "no" },
+            if p.cached { "cached" } else { "ran" },
+            crate::stage::seconds(p.seconds),
+            if p.cached { "-".to_string() } else { p.threads.to_string() },
+            if p.cached { "-".to_string() } else { crate::stage::seconds(p.cpu_seconds) },
             esc(&p.key[..p.key.len().min(16)]),
             esc(&p.params.to_string())
         ));

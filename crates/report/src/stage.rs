@@ -58,6 +58,20 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// Seconds for a reader: `0.04 s`, `3.2 s`, `85 s`, `12 min 05 s`.
+pub(crate) fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{s:.2} s")
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 600.0 {
+        format!("{s:.0} s")
+    } else {
+        let m = (s / 60.0).floor();
+        format!("{m:.0} min {:02.0} s", s - 60.0 * m)
+    }
+}
+
 /// A 2x downscaled tile (nearest) of a 224x224 RGB image, as PNG bytes.
 fn tile_png(rgb: &[u8], size: usize) -> Result<Vec<u8>, BoxError> {
     let half = size / 2;

@@ -180,6 +180,9 @@ impl Stage for Toy {
                     }
                     w.write_chunk(vec![("values", Tensor::from_f32(&[vals.len()], &vals))])?;
                 }
+                // What the stage was given and what it runs on (scheduler tests).
+                w.set_volatile("threads", ctx.threads().into());
+                w.set_volatile("pool_threads", rayon::current_num_threads().into());
                 w.finish()?;
             }
             Kind::Square => {

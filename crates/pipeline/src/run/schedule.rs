@@ -34,6 +34,14 @@ struct Share {
     overlapped: bool,
 }
 
+/// What considering one waiting stage did.
+enum Step {
+    Unchanged,
+    Changed,
+    /// A corrupt input sent its producer back to waiting: start the pass over.
+    Restart,
+}
+
 /// What a pass over the waiting stages achieved.
 enum Pass {
     /// Something changed state: look again.
@@ -154,155 +162,11 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             if !matches!(self.slots[&i], Slot::Waiting) {
                 continue;
             }
-            let sc = &self.config.stages[i];
-            let needs = self.needs(i);
-            let bad: Vec<&str> = needs
-                .iter()
-                .filter(|n| matches!(self.slots[n], Slot::Failed | Slot::Skipped(_)))
-                .map(|&n| self.config.stages[n].id.as_str())
-                .collect();
-            if !bad.is_empty() {
-                let reason = format!("upstream `{}` did not complete", bad.join("`, `"));
-                self.slots.insert(i, Slot::Skipped(reason));
-                progressed = true;
-                continue;
+            match self.consider(i, store, progress, &mut blocked, spawn)? {
+                Step::Unchanged => {}
+                Step::Changed => progressed = true,
+                Step::Restart => return Ok(Pass::Progressed),
             }
-            let mut done: BTreeMap<String, BTreeMap<String, Artifact>> = BTreeMap::new();
-            for &n in &needs {
-                if let Slot::Done(rec) = &self.slots[&n] {
-                    done.insert(self.config.stages[n].id.clone(), rec.outputs.clone());
-                }
-            }
-            let Some(inputs) = upstream_inputs(&sc.needs, &done) else {
-                continue;
-            };
-            let (stage, params, resources) = &self.resolved.stages[i];
-            let ki = key_inputs(
-                self.config,
-                *stage,
-                params,
-                inputs,
-                self.externals[&i].clone(),
-            );
-            let key = ki.key();
-            let forced = self.sel.forced.contains(&sc.id);
-            if !forced {
-                if let Some(rec) = fresh_record(store, &sc.id, &key)? {
-                    if !self.dry_run {
-                        // The latest record is what `why` compares against.
-                        store.set_latest(&rec)?;
-                        self.timeline.push(timeline_entry(&rec, "cached"));
-                    }
-                    progress.println(format!("{:>9} {} (cached)", "fresh", sc.id));
-                    self.outcomes.insert(
-                        i,
-                        StageOutcome::Cached {
-                            seconds: rec.seconds,
-                        },
-                    );
-                    self.slots.insert(i, Slot::Done(Box::new(rec)));
-                    progressed = true;
-                    continue;
-                }
-            }
-            let reasons = if forced {
-                vec!["forced".to_string()]
-            } else {
-                stale_reasons(store, &ki)?
-            };
-            if self.dry_run {
-                progress.println(format!(
-                    "{:>9} {}: {}",
-                    "would run",
-                    sc.id,
-                    reasons.join("; ")
-                ));
-                self.outcomes.insert(i, StageOutcome::WouldRun { reasons });
-                // Downstream keys depend on outputs we do not have: they wait on this stage.
-                self.slots
-                    .insert(i, Slot::Skipped(format!("waits for `{}`", sc.id)));
-                progressed = true;
-                continue;
-            }
-            if self.failed_any {
-                self.slots
-                    .insert(i, Slot::Skipped("an earlier stage failed".into()));
-                progressed = true;
-                continue;
-            }
-            let threads = resources.threads(self.budget);
-            let memory = resources.memory.unwrap_or(0);
-            if blocked || !self.fits(threads, memory) {
-                blocked = true;
-                continue;
-            }
-            // Inputs are verified against their digests before the stage may read them.
-            if let Some((producer, digest, reason)) = self.verify_inputs(store, &needs)? {
-                let n = self.rebuilds.entry(producer).or_insert(0);
-                *n += 1;
-                let pid = self.config.stages[producer].id.clone();
-                if *n > 1 {
-                    return Err(Error::CorruptAgain {
-                        stage: pid,
-                        digest,
-                        reason,
-                    });
-                }
-                progress.warn(format!(
-                    "blob {} of `{pid}` is corrupt ({reason}); removed it, rebuilding `{pid}`",
-                    &digest[..digest.len().min(16)],
-                ));
-                if let Slot::Done(rec) = &self.slots[&producer] {
-                    store.invalidate(&rec.stage, &rec.key);
-                }
-                self.slots.insert(producer, Slot::Waiting);
-                return Ok(Pass::Progressed);
-            }
-            progress.println(format!(
-                "{:>9} {} ({}; {} thread{})",
-                "running",
-                sc.id,
-                reasons.join("; "),
-                threads,
-                if threads == 1 { "" } else { "s" }
-            ));
-            let alone = self.running.is_empty();
-            for s in self.running.values_mut() {
-                s.overlapped = true;
-            }
-            self.running.insert(
-                i,
-                Share {
-                    threads,
-                    memory,
-                    overlapped: !alone,
-                },
-            );
-            self.slots.insert(i, Slot::Running);
-            progressed = true;
-            let mut input_artifacts = BTreeMap::new();
-            for (sid, outs) in &done {
-                for (name, a) in outs {
-                    input_artifacts.insert(format!("{sid}.{name}"), a.clone());
-                }
-            }
-            spawn(Job {
-                index: i,
-                stage: *stage,
-                key_inputs: ki,
-                reasons,
-                params: params.clone(),
-                threads,
-                settings: sc
-                    .inputs
-                    .iter()
-                    .map(|n| (n.clone(), self.config.setting_path(n)))
-                    .collect(),
-                inputs: input_artifacts,
-                seed: self.config.seed,
-                device: self.config.device.clone(),
-                alone,
-            });
         }
         Ok(if progressed {
             Pass::Progressed
@@ -311,16 +175,222 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         })
     }
 
-    /// Whether a stage of `threads` threads and `memory` bytes may start now.
-    fn fits(&self, threads: usize, memory: u64) -> bool {
-        let used: usize = self.running.values().map(|s| s.threads).sum();
-        let mem: u64 = self.running.values().map(|s| s.memory).sum();
-        self.running.len() < self.jobs
-            && used + threads <= self.budget.max(1)
-            && (memory == 0
-                || self.memory_total == 0
-                || self.running.is_empty()
-                || mem + memory <= self.memory_total)
+    /// Moves waiting stage `i` on if it can: skipped, cached, would-run, or started.
+    fn consider(
+        &mut self,
+        i: usize,
+        store: &Store,
+        progress: &Progress,
+        blocked: &mut bool,
+        spawn: &mut dyn FnMut(Job<'r>),
+    ) -> Result<Step, Error> {
+        let sc = &self.config.stages[i];
+        let needs = self.needs(i);
+        if let Some(reason) = self.failed_upstream(&needs) {
+            self.slots.insert(i, Slot::Skipped(reason));
+            return Ok(Step::Changed);
+        }
+        let Some(done) = self.done_outputs(&needs) else {
+            return Ok(Step::Unchanged);
+        };
+        let inputs = upstream_inputs(&sc.needs, &done).expect("every upstream is done");
+        let (stage, params, resources) = &self.resolved.stages[i];
+        let ki = key_inputs(
+            self.config,
+            *stage,
+            params,
+            inputs,
+            self.externals[&i].clone(),
+        );
+        let forced = self.sel.forced.contains(&sc.id);
+        if !forced {
+            if let Some(rec) = fresh_record(store, &sc.id, &ki.key())? {
+                self.take_cached(i, rec, store, progress)?;
+                return Ok(Step::Changed);
+            }
+        }
+        let reasons = if forced {
+            vec!["forced".to_string()]
+        } else {
+            stale_reasons(store, &ki)?
+        };
+        if self.dry_run {
+            progress.println(format!(
+                "{:>9} {}: {}",
+                "would run",
+                sc.id,
+                reasons.join("; ")
+            ));
+            self.outcomes.insert(i, StageOutcome::WouldRun { reasons });
+            // Downstream keys depend on outputs we do not have: they wait on this stage.
+            self.slots
+                .insert(i, Slot::Skipped(format!("waits for `{}`", sc.id)));
+            return Ok(Step::Changed);
+        }
+        if self.failed_any {
+            self.slots
+                .insert(i, Slot::Skipped("an earlier stage failed".into()));
+            return Ok(Step::Changed);
+        }
+        let share = Share {
+            threads: resources.threads(self.budget),
+            memory: resources.memory.unwrap_or(0),
+            overlapped: false,
+        };
+        if *blocked || !self.fits(&share) {
+            *blocked = true;
+            return Ok(Step::Unchanged);
+        }
+        // Inputs are verified against their digests before the stage may read them.
+        if self.rebuild_corrupt_input(store, &needs, progress)? {
+            return Ok(Step::Restart);
+        }
+        let job = Job {
+            index: i,
+            stage: *stage,
+            key_inputs: ki,
+            reasons,
+            params: params.clone(),
+            threads: share.threads,
+            settings: sc
+                .inputs
+                .iter()
+                .map(|n| (n.clone(), self.config.setting_path(n)))
+                .collect(),
+            inputs: done
+                .iter()
+                .flat_map(|(sid, outs)| {
+                    outs.iter()
+                        .map(move |(name, a)| (format!("{sid}.{name}"), a.clone()))
+                })
+                .collect(),
+            seed: self.config.seed,
+            device: self.config.device.clone(),
+            alone: self.running.is_empty(),
+        };
+        self.start(job, share, progress, spawn);
+        Ok(Step::Changed)
+    }
+
+    /// The reason to skip a stage whose upstream failed or was skipped.
+    fn failed_upstream(&self, needs: &[usize]) -> Option<String> {
+        let bad: Vec<&str> = needs
+            .iter()
+            .filter(|n| matches!(self.slots[n], Slot::Failed | Slot::Skipped(_)))
+            .map(|&n| self.config.stages[n].id.as_str())
+            .collect();
+        (!bad.is_empty()).then(|| format!("upstream `{}` did not complete", bad.join("`, `")))
+    }
+
+    /// The outputs of every upstream stage, once all are done.
+    fn done_outputs(
+        &self,
+        needs: &[usize],
+    ) -> Option<BTreeMap<String, BTreeMap<String, Artifact>>> {
+        let mut done = BTreeMap::new();
+        for &n in needs {
+            match &self.slots[&n] {
+                Slot::Done(rec) => {
+                    done.insert(self.config.stages[n].id.clone(), rec.outputs.clone());
+                }
+                _ => return None,
+            }
+        }
+        Some(done)
+    }
+
+    fn take_cached(
+        &mut self,
+        i: usize,
+        rec: RunRecord,
+        store: &Store,
+        progress: &Progress,
+    ) -> Result<(), Error> {
+        if !self.dry_run {
+            // The latest record is what `why` compares against.
+            store.set_latest(&rec)?;
+            self.timeline.push(timeline_entry(&rec, "cached"));
+        }
+        progress.println(format!(
+            "{:>9} {} (cached)",
+            "fresh", self.config.stages[i].id
+        ));
+        self.outcomes.insert(
+            i,
+            StageOutcome::Cached {
+                seconds: rec.seconds,
+            },
+        );
+        self.slots.insert(i, Slot::Done(Box::new(rec)));
+        Ok(())
+    }
+
+    /// If an input blob is corrupt or missing: invalidates its producer so that it runs
+    /// again (once; a second time is an error) and returns true.
+    fn rebuild_corrupt_input(
+        &mut self,
+        store: &Store,
+        needs: &[usize],
+        progress: &Progress,
+    ) -> Result<bool, Error> {
+        let Some((producer, digest, reason)) = self.verify_inputs(store, needs)? else {
+            return Ok(false);
+        };
+        let n = self.rebuilds.entry(producer).or_insert(0);
+        *n += 1;
+        let pid = self.config.stages[producer].id.clone();
+        if *n > 1 {
+            return Err(Error::CorruptAgain {
+                stage: pid,
+                digest,
+                reason,
+            });
+        }
+        progress.warn(format!(
+            "blob {} of `{pid}` is corrupt ({reason}); removed it, rebuilding `{pid}`",
+            &digest[..digest.len().min(16)],
+        ));
+        if let Slot::Done(rec) = &self.slots[&producer] {
+            store.invalidate(&rec.stage, &rec.key);
+        }
+        self.slots.insert(producer, Slot::Waiting);
+        Ok(true)
+    }
+
+    fn start(
+        &mut self,
+        job: Job<'r>,
+        mut share: Share,
+        progress: &Progress,
+        spawn: &mut dyn FnMut(Job<'r>),
+    ) {
+        let i = job.index;
+        progress.println(format!(
+            "{:>9} {} ({}; {} thread{})",
+            "running",
+            self.config.stages[i].id,
+            job.reasons.join("; "),
+            job.threads,
+            if job.threads == 1 { "" } else { "s" }
+        ));
+        share.overlapped = !self.running.is_empty();
+        for s in self.running.values_mut() {
+            s.overlapped = true;
+        }
+        self.running.insert(i, share);
+        self.slots.insert(i, Slot::Running);
+        spawn(job);
+    }
+
+    /// Whether a stage needing `s` may start now: within `jobs`, within the CPU budget and,
+    /// when it declares memory, within the machine's memory (a stage alone always starts).
+    fn fits(&self, s: &Share) -> bool {
+        let used: usize = self.running.values().map(|r| r.threads).sum();
+        let mem: u64 = self.running.values().map(|r| r.memory).sum();
+        self.running.is_empty()
+            || (self.running.len() < self.jobs
+                && used + s.threads <= self.budget.max(1)
+                && (s.memory == 0 || self.memory_total == 0 || mem + s.memory <= self.memory_total))
     }
 
     fn finish(&mut self, f: Finished, store: &Store, progress: &Progress) -> Result<(), Error> {

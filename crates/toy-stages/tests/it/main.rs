@@ -622,10 +622,18 @@ fn malformed_pipelines_get_clear_messages() {
         "[stage.square]\nparams = { mode = \"div\" }\n",
         &[],
     ));
+    // A missing input folder: `run` stops before any stage; `status` says the stage is stale.
+    let e =
+        Env::new("[dataset]\nroot = \"no/such/dir\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n");
     expect![[r#"
-        error: pipeline.toml:3:1: stage `gen` input `dataset.root`: ./no/such/dir: No such file or directory (os error 2)
+        error: stage `gen` input `dataset.root`: ./no/such/dir does not exist
     "#]]
-    .assert_eq(&error_of("[dataset]\nroot = \"no/such/dir\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n", &[]));
+    .assert_eq(&e.run(&["run", "all"]).stderr());
+    let status = e.ok(&["status"]).stdout();
+    assert!(
+        status.contains("gen            stale  stage `gen` input `dataset.root`: ./no/such/dir: No such file or directory"),
+        "{status}"
+    );
     expect![[r#"
         error: pipeline.toml: --set bogus.key=1: the pipeline file has no setting `bogus.key` (settings: cache, seed, threads, device, jobs)
     "#]]
@@ -827,4 +835,60 @@ fn an_unsupported_device_is_a_config_error() {
     );
     let err = error_of("[stage.gen]\n", &["--set", "device=cuda"]);
     assert!(err.contains("device `cuda` is not supported"), "{err}");
+}
+
+// Resources: stages run side by side only while their cpus fit the budget, and each runs
+// on as many threads as it was given.
+#[test]
+fn stages_overlap_only_while_their_cpus_fit_the_budget() {
+    let two = |budget: usize, cpus: usize| {
+        format!(
+            "cache = \"cache\"\nthreads = {budget}\njobs = 2\n\
+             [stage.gen]\nparams = {{ sleep_ms = 150, chunks = 3 }}\nresources = {{ cpus = {cpus} }}\n\
+             [stage.gen2]\nparams = {{ sleep_ms = 150, chunks = 3 }}\nresources = {{ cpus = {cpus} }}\n"
+        )
+    };
+    let overlap = |e: &Env| {
+        let (a, b) = (interval(e, "gen"), interval(e, "gen2"));
+        a.0 < b.1 && b.0 < a.1
+    };
+    // 2 + 2 cpus > a budget of 3: one after the other.
+    let e = Env::new(&two(3, 2));
+    e.ok(&["run", "all"]);
+    assert!(
+        !overlap(&e),
+        "{:?} {:?}",
+        interval(&e, "gen"),
+        interval(&e, "gen2")
+    );
+    for s in ["gen", "gen2"] {
+        let r = e.record(s).unwrap();
+        assert_eq!(r["threads"], 2, "{s}");
+        let v = &r["outputs"]["values"]["volatile"];
+        assert_eq!(
+            (v["threads"].as_u64(), v["pool_threads"].as_u64()),
+            (Some(2), Some(2))
+        );
+    }
+    let timeline = e.ok(&["status", "--timeline"]).stdout();
+    assert!(
+        timeline.contains("gen2") && timeline.contains('#'),
+        "{timeline}"
+    );
+    // 2 + 2 within a budget of 4: side by side (the budget never oversubscribes: 4 threads).
+    let e = Env::new(&two(4, 2));
+    e.ok(&["run", "all"]);
+    assert!(
+        overlap(&e),
+        "{:?} {:?}",
+        interval(&e, "gen"),
+        interval(&e, "gen2")
+    );
+    // `cpus = "all"` takes the whole budget; a stage asking for more than the budget gets it.
+    let e = Env::new(&two(3, 5));
+    e.ok(&["run", "all"]);
+    assert_eq!(e.record("gen").unwrap()["threads"], 3);
+    assert!(!overlap(&e));
+    let err = error_of("[stage.gen]\nresources = { gpus = 1 }\n", &[]);
+    assert!(err.contains("asks for 1 GPU(s)"), "{err}");
 }

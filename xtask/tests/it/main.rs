@@ -1,0 +1,286 @@
+//! The `cargo xtask` binary: its command tree, and the study's commands on the synthetic set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::Parser;
+
+fn xtask(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A project with the study's own pipeline file (cache and report inside the temp folder).
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml"))
+        .unwrap()
+        .replace("cache = \"data/cache\"", "cache = \"cache\"")
+        .replace("out = \"data/report\"", "out = \"report\"");
+    fs::write(dir.path().join("pipeline.toml"), toml).unwrap();
+    dir
+}
+
+#[test]
+fn help_lists_every_command_and_bad_arguments_get_one_line() {
+    let dir = project();
+    let help = text(&xtask(dir.path(), &["--help"]).stdout);
+    for cmd in [
+        "run",
+        "status",
+        "why",
+        "dag",
+        "artifacts",
+        "gc",
+        "verify",
+        "bench",
+        "predict",
+        "fetch",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "`{cmd}` missing from --help:\n{help}"
+        );
+    }
+    for bad in [
+        &["run", "--bogus"][..],
+        &["predict"],
+        &["predict", "x.jpg", "--model", "svm"],
+        &["fetch", "cake"],
+        &["status", "--jobs", "2"],
+        &["nosuchcommand"],
+    ] {
+        let o = xtask(dir.path(), bad);
+        assert!(!o.status.success(), "{bad:?} succeeded");
+        let err = text(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.starts_with("error: "), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn the_examples_in_help_are_valid_commands() {
+    for line in xtask::EXAMPLES.lines().skip(1) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&words[..2], ["cargo", "xtask"], "{line}");
+        let mut argv = vec!["xtask"];
+        argv.extend(&words[2..]);
+        if let Err(e) = xtask::StudyCli::try_parse_from(&argv) {
+            panic!("`{line}` does not parse: {e}");
+        }
+    }
+    // And their settings exist: the `--set` examples resolve against the pipeline file.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml");
+    pipeline::Config::load(
+        Path::new(config),
+        &[
+            "stage.head-nn.params.learning_rate=0.01".into(),
+            "seed=2".into(),
+            "dataset.root=.".into(),
+        ],
+    )
+    .unwrap();
+    let lr = pipeline::Config::load(
+        Path::new(config),
+        &["stage.head-nn.params.learning_rate=0.01".into()],
+    )
+    .unwrap();
+    let params = &lr.stage("head-nn").unwrap().params;
+    assert!(head_nn_params_ok(params), "{params:?}");
+}
+
+fn head_nn_params_ok(t: &toml::Table) -> bool {
+    use pipeline::Stage;
+    head_nn::HeadNn.resolve_params(t).is_ok()
+}
+
+#[test]
+fn a_mistyped_weights_path_is_an_error_not_a_download() {
+    let dir = project();
+    let o = xtask(
+        dir.path(),
+        &[
+            "run",
+            "vgg-extract",
+            "--set",
+            "weights.path=data/weigths/vgg16.safetensors",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("is the path mistyped?"), "{err}");
+    assert!(
+        err.contains("run --fetch") && err.contains("cargo xtask fetch weights --from FILE"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/weigths").exists(),
+        "nothing was downloaded"
+    );
+    assert!(
+        !dir.path().join("cache/runs/loader").exists(),
+        "nothing ran"
+    );
+}
+
+/// Two synthetic images as PNG files.
+fn images(dir: &Path) -> Vec<PathBuf> {
+    (0..2)
+        .map(|c| {
+            let p = dir.join(format!("img{c}.png"));
+            fs::write(&p, loader::synthetic::png(c, 7, 128, 96, 1)).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn record_file(dir: &Path, stage: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join(format!("cache/latest/{stage}.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn predict_uses_the_configured_model_answers_per_image_and_reports_damage() {
+    let dir = project();
+    let d = dir.path();
+    let epochs = "stage.scratch-cnn.params.epochs=1";
+    let o = xtask(d, &["-q", "run", "scratch-cnn", "--set", epochs]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let imgs = images(d);
+    let img_args: Vec<&str> = imgs.iter().map(|p| p.to_str().unwrap()).collect();
+    let predict = |extra: &[&str]| {
+        let mut a = vec!["predict", "--model", "scratch-cnn", "--set", epochs];
+        a.extend(&img_args);
+        a.extend(extra);
+        xtask(d, &a)
+    };
+    let a = predict(&[]);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let a_out = text(&a.stdout);
+    assert_eq!(a_out.lines().count(), 2, "{a_out}");
+
+    // A second model with another learning rate becomes the stage's latest run ...
+    let lr = "stage.scratch-cnn.params.learning_rate=0.01";
+    let o = xtask(
+        d,
+        &["-q", "run", "scratch-cnn", "--set", epochs, "--set", lr],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        record_file(d, "scratch-cnn")["key_inputs"]["params"]["learning_rate"],
+        0.01
+    );
+    // ... but a plain `predict` still answers with the model its configuration selects.
+    assert_eq!(text(&predict(&[]).stdout), a_out);
+    let b = predict(&["--set", lr]);
+    assert!(b.status.success());
+    assert_ne!(
+        text(&b.stdout),
+        a_out,
+        "the lr 0.01 model answers differently"
+    );
+    // A configuration whose model was never built: say so, and how to build it.
+    let c = predict(&["--set", "stage.scratch-cnn.params.learning_rate=0.05"]);
+    assert!(!c.status.success());
+    let err = text(&c.stderr);
+    assert!(
+        err.contains("not in the cache") && err.contains("cargo xtask run scratch-cnn"),
+        "{err}"
+    );
+
+    // One good and one bad image: an answer for the good one, the bad one named, exit 1.
+    let bad = d.join("bad.jpg");
+    fs::write(&bad, b"\xff\xd8\xff not really a jpeg").unwrap();
+    let o = xtask(
+        d,
+        &[
+            "predict",
+            "--model",
+            "scratch-cnn",
+            "--set",
+            epochs,
+            img_args[0],
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert_eq!(text(&o.stdout).lines().count(), 1);
+    assert!(text(&o.stdout).starts_with(img_args[0]));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("bad.jpg: error:") && err.contains("1 of 2 images"),
+        "{err}"
+    );
+
+    // A corrupt model blob: predict says how to repair, verify finds it, repair + run fixes it.
+    // The lr 0.001 model's record (the one the configuration selects).
+    let a_rec = fs::read_dir(d.join("cache/runs/scratch-cnn"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_slice::<serde_json::Value>(&fs::read(e.unwrap().path()).unwrap())
+                .unwrap()
+        })
+        .find(|r| r["key_inputs"]["params"]["learning_rate"] == 0.001)
+        .unwrap();
+    let digest = a_rec["outputs"]["model"]["chunks"][0]["digest"]
+        .as_str()
+        .unwrap();
+    let blob = d.join(format!("cache/blobs/{}/{digest}.safetensors", &digest[..2]));
+    let mut bytes = fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x01;
+    fs::write(&blob, &bytes).unwrap();
+    let o = predict(&[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("verify --repair"),
+        "{}",
+        text(&o.stderr)
+    );
+    let v = xtask(d, &["verify", "--repair"]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+    let o = xtask(d, &["-q", "run", "scratch-cnn", "--set", epochs]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&predict(&[]).stdout),
+        a_out,
+        "rebuilt: the same model again"
+    );
+}
+
+#[test]
+fn a_diverging_network_fails_its_stage_and_records_nothing() {
+    let dir = project();
+    let d = dir.path();
+    let o = xtask(
+        d,
+        &[
+            "-q",
+            "run",
+            "scratch-cnn",
+            "--set",
+            "stage.scratch-cnn.params.epochs=1",
+            "--set",
+            "stage.scratch-cnn.params.learning_rate=1e30",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("stage `scratch-cnn` failed: training diverged at epoch 1")
+            && err.contains("learning rate (1e30) is likely too high"),
+        "{err}"
+    );
+    assert!(
+        !d.join("cache/runs/scratch-cnn").exists(),
+        "nothing recorded"
+    );
+}
