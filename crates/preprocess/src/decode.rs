@@ -81,10 +81,13 @@ pub fn decode_rgb(
     })
 }
 
-/// JPEG through the system libjpeg(-turbo), as Pillow decodes (see `src/jpeg.c`). Used
-/// unless EXIF orientation is asked for (the `image` crate reads the tag).
+/// JPEG through libjpeg (libjpeg-turbo's code as built by `mozjpeg-sys`), as Pillow decodes
+/// (see `src/jpeg.c`). Used unless EXIF orientation is asked for (the `image` crate reads the
+/// tag).
 mod libjpeg {
     use super::{DecodeError, Decoded};
+    // The shim calls the static library that this crate brings in.
+    use mozjpeg_sys as _;
     use std::os::raw::{c_char, c_int, c_uchar, c_ulong};
 
     extern "C" {
