@@ -87,6 +87,38 @@ pub struct RunArgs {
     /// location (e.g. a `weights.path` of your own).
     #[arg(long)]
     pub fetch: bool,
+    /// A seed sweep: `1..5` (inclusive) or `1,2,3`. Stages that use the seed run once per
+    /// seed (everything else once); the report shows each model's mean and spread.
+    #[arg(long, value_name = "SEEDS", value_parser = parse_seeds)]
+    pub seeds: Option<SeedList>,
+}
+
+/// The seeds of a sweep, in the order given (one value for clap, not one per seed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedList(pub Vec<u64>);
+
+/// `1..5` (inclusive) or `1,2,3`.
+pub fn parse_seeds(s: &str) -> Result<SeedList, String> {
+    let bad = || format!("`{s}` is not a seed list such as `1..5` or `1,2,3`");
+    let seeds: Vec<u64> = if let Some((a, b)) = s.split_once("..") {
+        let (a, b): (u64, u64) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if b < a || b - a >= 1000 {
+            return Err(bad());
+        }
+        (a..=b).collect()
+    } else {
+        s.split(',')
+            .map(|x| x.trim().parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if seeds.is_empty() || !seeds.iter().all(|x| seen.insert(*x)) {
+        return Err(format!("`{s}`: the seeds must be distinct"));
+    }
+    Ok(SeedList(seeds))
 }
 
 impl RunArgs {
@@ -103,6 +135,7 @@ impl RunArgs {
             jobs: self.jobs,
             no_wait: self.no_wait,
             fetch: self.fetch,
+            seeds: self.seeds.clone().map(|s| s.0).unwrap_or_default(),
         }
     }
 }
@@ -631,4 +664,18 @@ fn bench(krate: Option<&str>, args: &[String]) -> anyhow::Result<()> {
         bail!("cargo bench failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_lists_are_ranges_or_lists_of_distinct_seeds() {
+        assert_eq!(parse_seeds("1..3"), Ok(SeedList(vec![1, 2, 3])));
+        assert_eq!(parse_seeds("5, 2"), Ok(SeedList(vec![5, 2])));
+        assert!(parse_seeds("1,1").unwrap_err().contains("distinct"));
+        assert!(parse_seeds("3..1").is_err());
+        assert!(parse_seeds("a..b").unwrap_err().contains("`a..b`"));
+    }
 }

@@ -55,6 +55,16 @@ impl Stage for HeadNn {
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
         resolve_params::<Params>(raw)
     }
+    /// Initialisation, shuffling (and dropout) draw from the seed.
+    fn uses_seed(
+        &self,
+        _: &std::collections::BTreeMap<String, Option<std::path::PathBuf>>,
+    ) -> bool {
+        true
+    }
+    fn uses_device(&self) -> bool {
+        true
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
@@ -79,7 +89,7 @@ impl Stage for HeadNn {
         let out = train(
             &data,
             &p,
-            ctx.seed(),
+            ctx.seed()?,
             &mut nn_train::EpochProgress::new(ctx),
         )
         .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;

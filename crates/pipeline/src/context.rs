@@ -21,7 +21,8 @@ pub struct StageContext<'a> {
     pub(crate) stage: String,
     pub(crate) key: String,
     pub(crate) params: Value,
-    pub(crate) seed: u64,
+    /// The seed, for a stage that declared `uses_seed`.
+    pub(crate) seed: Option<u64>,
     pub(crate) device: String,
     pub(crate) threads: usize,
     pub(crate) settings: BTreeMap<String, Option<PathBuf>>,
@@ -31,6 +32,8 @@ pub struct StageContext<'a> {
     pub(crate) progress: &'a Progress,
     pub(crate) outputs: Mutex<BTreeMap<String, Artifact>>,
     pub(crate) items: Mutex<Option<(u64, String)>>,
+    /// The seeds of a sweep (`run --seeds`), in order; empty without one.
+    pub(crate) sweep: Vec<u64>,
 }
 
 impl<'a> StageContext<'a> {
@@ -40,8 +43,16 @@ impl<'a> StageContext<'a> {
     pub fn key(&self) -> &str {
         &self.key
     }
-    pub fn seed(&self) -> u64 {
-        self.seed
+    /// The seed of this execution. Only a stage that declares `Stage::uses_seed` gets one
+    /// (the seed is then part of its key); any other stage asking is an error.
+    pub fn seed(&self) -> Result<u64, BoxError> {
+        self.seed.ok_or_else(|| {
+            format!(
+                "stage `{}` reads the seed but does not declare `uses_seed` (its key would not change with the seed)",
+                self.stage
+            )
+            .into()
+        })
     }
     pub fn device(&self) -> &str {
         &self.device
@@ -102,6 +113,44 @@ impl<'a> StageContext<'a> {
             )
             .into()),
         }
+    }
+
+    /// Every seed's `stage.output` for a stage that aggregates a seed sweep (see
+    /// `Stage::aggregates_seeds`): `(seed, artifact)` in the sweep's order. Without a sweep,
+    /// the one artifact, with no seed.
+    pub fn input_variants(
+        &self,
+        stage: &str,
+        output: &str,
+    ) -> Result<Vec<(Option<u64>, InputArtifact<'_>)>, BoxError> {
+        let prefix = format!("{stage}@");
+        let suffix = format!(".{output}");
+        let mut v: Vec<(usize, u64, &Artifact)> = self
+            .inputs
+            .iter()
+            .filter_map(|(k, a)| {
+                let seed = k.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+                let seed: u64 = seed.parse().ok()?;
+                let pos = self.sweep.iter().position(|s| *s == seed)?;
+                Some((pos, seed, a))
+            })
+            .collect();
+        if v.is_empty() {
+            return Ok(vec![(None, self.input(stage, output)?)]);
+        }
+        v.sort_by_key(|(pos, _, _)| *pos);
+        Ok(v.into_iter()
+            .map(|(_, seed, a)| {
+                (
+                    Some(seed),
+                    InputArtifact {
+                        artifact: a,
+                        store: self.store,
+                        verified: true,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Whether the stage has the upstream output `stage.output` among its inputs.

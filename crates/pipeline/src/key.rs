@@ -18,8 +18,12 @@ pub struct KeyInputs {
     pub inputs: BTreeMap<String, String>,
     /// Setting name (e.g. `dataset.root`) -> content digest of the file or folder.
     pub externals: BTreeMap<String, String>,
-    pub seed: u64,
-    pub device: String,
+    /// The run's seed, for stages that draw random numbers (see `Stage::uses_seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The compute device, for stages whose results depend on it (see `Stage::uses_device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl KeyInputs {
@@ -41,8 +45,12 @@ impl KeyInputs {
             field("external", k);
             field("digest", v);
         }
-        field("seed", &self.seed.to_string());
-        field("device", &self.device);
+        if let Some(seed) = self.seed {
+            field("seed", &seed.to_string());
+        }
+        if let Some(device) = &self.device {
+            field("device", device);
+        }
         h.finalize().to_hex().to_string()
     }
 
@@ -88,11 +96,20 @@ impl KeyInputs {
         {
             out.push(format!("external input removed: {k}"));
         }
+        let show = |v: Option<String>| v.unwrap_or_else(|| "(not used)".into());
         if self.seed != old.seed {
-            out.push(format!("seed changed: {} -> {}", old.seed, self.seed));
+            out.push(format!(
+                "seed changed: {} -> {}",
+                show(old.seed.map(|s| s.to_string())),
+                show(self.seed.map(|s| s.to_string()))
+            ));
         }
         if self.device != old.device {
-            out.push(format!("device changed: {} -> {}", old.device, self.device));
+            out.push(format!(
+                "device changed: {} -> {}",
+                show(old.device.clone()),
+                show(self.device.clone())
+            ));
         }
         out
     }
@@ -128,8 +145,8 @@ mod tests {
             params: json!({"lr": 0.001, "opt": {"beta": 0.9}}),
             inputs: [("a.out".to_string(), "d1".to_string())].into(),
             externals: BTreeMap::new(),
-            seed: 1,
-            device: "cpu".into(),
+            seed: Some(1),
+            device: Some("cpu".into()),
         }
     }
 
@@ -140,17 +157,19 @@ mod tests {
         let mut v = ki();
         v.params = json!({"opt": {"beta": 0.9}, "lr": 0.001});
         assert_eq!(v.key(), k, "param order does not matter");
-        let variants: [fn(&mut KeyInputs); 6] = [
+        let variants: [fn(&mut KeyInputs); 8] = [
             |k| k.code = "c2".into(),
             |k| k.params = json!({"lr": 0.01, "opt": {"beta": 0.9}}),
             |k| {
                 k.inputs.insert("a.out".into(), "d2".into());
             },
-            |k| k.seed = 2,
-            |k| k.device = "cuda".into(),
+            |k| k.seed = Some(2),
+            |k| k.device = Some("cuda".into()),
             |k| {
                 k.externals.insert("dataset.root".into(), "x".into());
             },
+            |k| k.seed = None,
+            |k| k.device = None,
         ];
         for f in variants {
             let mut v = ki();

@@ -151,21 +151,37 @@ pub(crate) fn external_digests(
     Ok(out)
 }
 
+/// The stage's declared inputs, resolved against the pipeline file's folder.
+pub(crate) fn stage_settings(
+    config: &Config,
+    inputs: &[String],
+) -> BTreeMap<String, Option<std::path::PathBuf>> {
+    inputs
+        .iter()
+        .map(|n| (n.clone(), config.setting_path(n)))
+        .collect()
+}
+
+/// Everything that goes into a stage's key. `seed` is the seed this execution runs with (a
+/// sweep gives one per variant); it enters the key only if the stage uses it.
 pub(crate) fn key_inputs(
     config: &Config,
     stage: &dyn Stage,
     params: &Value,
     inputs: BTreeMap<String, String>,
     externals: BTreeMap<String, String>,
+    seed: u64,
 ) -> KeyInputs {
+    let sc = config.stage(stage.id());
+    let settings = stage_settings(config, sc.map(|s| s.inputs.as_slice()).unwrap_or(&[]));
     KeyInputs {
         stage: stage.id().to_string(),
         code: stage.code_version(),
         params: params.clone(),
         inputs,
         externals,
-        seed: config.seed,
-        device: config.device.clone(),
+        seed: stage.uses_seed(&settings).then_some(seed),
+        device: stage.uses_device().then(|| config.device.clone()),
     }
 }
 
@@ -249,7 +265,7 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
                     reasons: vec![e.message],
                 },
                 Ok(externals) => {
-                    let ki = key_inputs(config, *stage, params, inputs, externals);
+                    let ki = key_inputs(config, *stage, params, inputs, externals, config.seed);
                     let key = ki.key();
                     match fresh_record(&store, &sc.id, &key)? {
                         Some(rec) => {

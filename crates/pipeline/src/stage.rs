@@ -1,6 +1,7 @@
 //! The trait every stage implements.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,6 +42,25 @@ pub trait Stage: Send + Sync {
     /// Validates the params table from `pipeline.toml` and returns them with defaults applied,
     /// as JSON (the canonical form that goes into the key). See [`resolve_params`].
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String>;
+
+    /// Whether the stage draws random numbers from the run's seed; only then is the seed part
+    /// of its key (and available as `StageContext::seed`). `settings` are the stage's declared
+    /// inputs, resolved (a loader may use the seed only for a generated dataset).
+    fn uses_seed(&self, _settings: &BTreeMap<String, Option<PathBuf>>) -> bool {
+        false
+    }
+
+    /// Whether the stage's results depend on the compute device; only then is the device part
+    /// of its key.
+    fn uses_device(&self) -> bool {
+        false
+    }
+
+    /// A stage downstream of seed-using stages that reads every seed's results at once (a
+    /// report of the spread) rather than running once per seed of a sweep (`run --seeds`).
+    fn aggregates_seeds(&self) -> bool {
+        false
+    }
 
     /// What the stage needs by default (`resources` in `pipeline.toml` overrides it): every
     /// core unless the stage says otherwise.

@@ -239,6 +239,13 @@ impl Store {
         self.set_latest(rec)
     }
 
+    /// Writes the record without making it the stage's latest (another seed of a sweep).
+    pub(crate) fn write_record_only(&self, rec: &RunRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
+        let p = self.record_path(&rec.stage, &rec.key);
+        write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
     pub(crate) fn set_latest(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
         let p = self.root.join("latest").join(format!("{}.json", rec.stage));

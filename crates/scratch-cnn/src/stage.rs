@@ -69,6 +69,16 @@ impl Stage for ScratchCnn {
     fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
         resolve_params::<Params>(raw)
     }
+    /// Initialisation, shuffling (and dropout) draw from the seed.
+    fn uses_seed(
+        &self,
+        _: &std::collections::BTreeMap<String, Option<std::path::PathBuf>>,
+    ) -> bool {
+        true
+    }
+    fn uses_device(&self) -> bool {
+        true
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let (classes, k) = nn_train::class_list(&ctx.input(ids::PREPROCESS, outputs::TRAINING)?)?;
@@ -92,7 +102,7 @@ impl Stage for ScratchCnn {
         let out = train(
             &data,
             &p,
-            ctx.seed(),
+            ctx.seed()?,
             &mut nn_train::EpochProgress::new(ctx),
         )
         .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;

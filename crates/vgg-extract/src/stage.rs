@@ -62,6 +62,9 @@ impl Stage for VggExtract {
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_params::<Params>(raw)
     }
+    fn uses_device(&self) -> bool {
+        true
+    }
     /// Downloads the weights when they are missing at the default path (or anywhere with
     /// `run --fetch`); a missing file elsewhere is more likely a mistyped path, and an error
     /// says how to fetch or import the weights.

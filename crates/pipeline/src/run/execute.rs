@@ -27,8 +27,11 @@ pub(crate) struct Job<'r> {
     pub threads: usize,
     pub settings: BTreeMap<String, Option<PathBuf>>,
     pub inputs: BTreeMap<String, Artifact>,
-    pub seed: u64,
+    /// The seed, for a stage that uses it.
+    pub seed: Option<u64>,
     pub device: String,
+    /// The seeds of a sweep (empty without one).
+    pub sweep: Vec<u64>,
     /// Whether the stage starts alone (its peak memory can then be measured from a reset).
     pub alone: bool,
 }
@@ -67,6 +70,7 @@ pub(crate) fn execute(job: Job<'_>, store: &Store, progress: &Progress) -> Finis
         progress,
         outputs: Mutex::new(BTreeMap::new()),
         items: Mutex::new(None),
+        sweep: job.sweep,
     };
     let (result, cpu_seconds) = match rayon::ThreadPoolBuilder::new()
         .num_threads(job.threads)

@@ -43,6 +43,10 @@ pub struct RunOptions {
     /// Let stages obtain missing external inputs wherever they point (e.g. download weights
     /// to a non-default path).
     pub fetch: bool,
+    /// A seed sweep: every stage that uses the seed (and its downstream, up to a stage that
+    /// aggregates the seeds) runs once per seed; the first seed's results are the stages'
+    /// latest. Empty: the config's seed.
+    pub seeds: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

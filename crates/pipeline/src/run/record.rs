@@ -7,13 +7,14 @@ use crate::run::execute::Finished;
 use crate::run::StageOutcome;
 use crate::store::{Store, TimelineEntry};
 
-/// Writes the record of a successful execution; returns it with the outcome and the timeline
+/// Writes the record of a successful execution (the stage's latest only for a primary node); returns it with the outcome and the timeline
 /// entry.
 pub(crate) fn record_success(
     store: &Store,
     stage: &str,
     f: Finished,
     shared: bool,
+    primary: bool,
 ) -> Result<(RunRecord, StageOutcome, TimelineEntry), StoreError> {
     let outputs = f.result.expect("only successes are recorded");
     let usage = Usage {
@@ -34,7 +35,12 @@ pub(crate) fn record_success(
         producer: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         usage: Some(usage.clone()),
     };
-    store.write_record(&rec)?;
+    if primary {
+        store.write_record(&rec)?;
+    } else {
+        // Another seed of a sweep: stored, but not the stage's latest.
+        store.write_record_only(&rec)?;
+    }
     let entry = timeline_entry(&rec, "ran");
     let outcome = StageOutcome::Ran {
         seconds: rec.seconds,

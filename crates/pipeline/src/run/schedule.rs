@@ -1,6 +1,10 @@
 //! Step 3: the scheduler. It walks the selected stages in order, finds each one's key once its
 //! upstream is done, takes fresh records from the cache, and starts stale stages while their
 //! threads (and declared memory) fit the run's budget, first come first served.
+//!
+//! The units it schedules are *nodes*: one per stage, except that in a seed sweep (`run
+//! --seeds`) every stage that uses the seed, and every stage downstream of one that does not
+//! aggregate the seeds, gets a node per seed.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -9,7 +13,7 @@ use crate::artifact::Artifact;
 use crate::chunk::Chunk;
 use crate::config::Config;
 use crate::error::{Error, StoreError};
-use crate::plan::{fresh_record, key_inputs, stale_reasons, upstream_inputs, Resolved};
+use crate::plan::{fresh_record, key_inputs, stage_settings, stale_reasons, Resolved};
 use crate::progress::Progress;
 use crate::record::RunRecord;
 use crate::run::execute::{execute, Finished, Job};
@@ -26,6 +30,16 @@ enum Slot {
     Skipped(String),
 }
 
+/// One execution to schedule: a stage, and the seed of its variant in a sweep.
+struct Node {
+    /// Index into `config.stages`.
+    stage: usize,
+    /// `Some` for a per-seed variant.
+    seed: Option<u64>,
+    /// The variant whose record becomes the stage's latest (the first seed of a sweep).
+    primary: bool,
+}
+
 /// A running stage's share of the budget.
 struct Share {
     threads: usize,
@@ -34,7 +48,7 @@ struct Share {
     overlapped: bool,
 }
 
-/// What considering one waiting stage did.
+/// What considering one waiting node did.
 enum Step {
     Unchanged,
     Changed,
@@ -42,7 +56,7 @@ enum Step {
     Restart,
 }
 
-/// What a pass over the waiting stages achieved.
+/// What a pass over the waiting nodes achieved.
 enum Pass {
     /// Something changed state: look again.
     Progressed,
@@ -60,8 +74,11 @@ pub(crate) struct Done {
 pub(crate) struct Scheduler<'c, 'r> {
     config: &'c Config,
     resolved: &'c Resolved<'r>,
-    sel: &'c Selection,
     externals: BTreeMap<usize, BTreeMap<String, String>>,
+    forced: std::collections::BTreeSet<String>,
+    nodes: Vec<Node>,
+    /// The seeds of a sweep (empty: the config's seed only).
+    sweep: Vec<u64>,
     dry_run: bool,
     jobs: usize,
     budget: usize,
@@ -74,6 +91,41 @@ pub(crate) struct Scheduler<'c, 'r> {
     failed_any: bool,
 }
 
+/// The nodes of the selected stages, in topological order.
+fn nodes(config: &Config, resolved: &Resolved<'_>, sel: &Selection, seeds: &[u64]) -> Vec<Node> {
+    let mut seeded = vec![false; config.stages.len()];
+    let mut out = Vec::new();
+    for &i in &sel.order {
+        let sc = &config.stages[i];
+        let stage = resolved.stages[i].0;
+        let upstream_seeded = sc.needs.iter().any(|n| {
+            config
+                .stages
+                .iter()
+                .position(|s| &s.id == n)
+                .is_some_and(|u| seeded[u])
+        });
+        seeded[i] = stage.uses_seed(&stage_settings(config, &sc.inputs))
+            || (upstream_seeded && !stage.aggregates_seeds());
+        if seeded[i] && seeds.len() > 1 {
+            for (k, &s) in seeds.iter().enumerate() {
+                out.push(Node {
+                    stage: i,
+                    seed: Some(s),
+                    primary: k == 0,
+                });
+            }
+        } else {
+            out.push(Node {
+                stage: i,
+                seed: seeded[i].then(|| seeds.first().copied().unwrap_or(config.seed)),
+                primary: true,
+            });
+        }
+    }
+    out
+}
+
 impl<'c, 'r> Scheduler<'c, 'r> {
     pub(crate) fn new(
         config: &'c Config,
@@ -82,16 +134,24 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         externals: BTreeMap<usize, BTreeMap<String, String>>,
         opts: &RunOptions,
     ) -> Self {
+        let seeds: Vec<u64> = if opts.seeds.is_empty() {
+            vec![config.seed]
+        } else {
+            opts.seeds.clone()
+        };
+        let nodes = nodes(config, resolved, sel, &seeds);
         Scheduler {
             config,
             resolved,
-            sel,
             externals,
+            forced: sel.forced.clone(),
+            slots: (0..nodes.len()).map(|n| (n, Slot::Waiting)).collect(),
+            nodes,
+            sweep: if seeds.len() > 1 { seeds } else { Vec::new() },
             dry_run: opts.dry_run,
             jobs: opts.jobs.unwrap_or(config.jobs).max(1),
             budget: config.cpu_budget(),
             memory_total: crate::usage::total_memory_bytes(),
-            slots: sel.order.iter().map(|&i| (i, Slot::Waiting)).collect(),
             outcomes: BTreeMap::new(),
             rebuilds: BTreeMap::new(),
             running: BTreeMap::new(),
@@ -100,10 +160,9 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         }
     }
 
-    /// Runs until every selected stage is done, failed or skipped.
+    /// Runs until every node is done, failed or skipped.
     pub(crate) fn drive(mut self, store: &Store, progress: &Progress) -> Result<Done, Error> {
         let (tx, rx) = mpsc::channel::<Finished>();
-        let (config, resolved) = (self.config, self.resolved);
         std::thread::scope(|scope| -> Result<(), Error> {
             loop {
                 let pass = self.pass(store, progress, &mut |job: Job<'r>| {
@@ -130,25 +189,45 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                 }
             }
         })?;
-        let _ = (config, resolved);
         Ok(self.into_done())
     }
 
-    fn needs(&self, i: usize) -> Vec<usize> {
-        self.config.stages[i]
-            .needs
-            .iter()
-            .map(|n| {
-                self.config
-                    .stages
-                    .iter()
-                    .position(|s| &s.id == n)
-                    .expect("validated")
-            })
-            .collect()
+    /// The stage id of node `n`, with its seed in a sweep: `head-nn` or `head-nn (seed 2)`.
+    fn name(&self, n: usize) -> String {
+        let node = &self.nodes[n];
+        let id = &self.config.stages[node.stage].id;
+        match (node.seed, self.sweep.is_empty()) {
+            (Some(s), false) => format!("{id} (seed {s})"),
+            _ => id.clone(),
+        }
     }
 
-    /// One pass over the waiting stages, in order.
+    /// The nodes node `n` reads: for each upstream stage, the variant of the same seed, or
+    /// (for a stage that aggregates a sweep, or an unseeded upstream) every variant.
+    fn needs(&self, n: usize) -> Vec<usize> {
+        let node = &self.nodes[n];
+        let mut out = Vec::new();
+        for need in &self.config.stages[node.stage].needs {
+            let u = self
+                .config
+                .stages
+                .iter()
+                .position(|s| &s.id == need)
+                .expect("validated");
+            for (m, other) in self.nodes.iter().enumerate() {
+                let same_variant = match (node.seed, other.seed) {
+                    (Some(a), Some(b)) => a == b || self.sweep.is_empty(),
+                    _ => true,
+                };
+                if other.stage == u && same_variant {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// One pass over the waiting nodes, in order.
     fn pass(
         &mut self,
         store: &Store,
@@ -158,11 +237,11 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         let mut progressed = false;
         // Once a stage waits for resources, later ones do not overtake it.
         let mut blocked = false;
-        for &i in &self.sel.order {
-            if !matches!(self.slots[&i], Slot::Waiting) {
+        for n in 0..self.nodes.len() {
+            if !matches!(self.slots[&n], Slot::Waiting) {
                 continue;
             }
-            match self.consider(i, store, progress, &mut blocked, spawn)? {
+            match self.consider(n, store, progress, &mut blocked, spawn)? {
                 Step::Unchanged => {}
                 Step::Changed => progressed = true,
                 Step::Restart => return Ok(Pass::Progressed),
@@ -175,37 +254,43 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         })
     }
 
-    /// Moves waiting stage `i` on if it can: skipped, cached, would-run, or started.
+    /// Moves waiting node `n` on if it can: skipped, cached, would-run, or started.
     fn consider(
         &mut self,
-        i: usize,
+        n: usize,
         store: &Store,
         progress: &Progress,
         blocked: &mut bool,
         spawn: &mut dyn FnMut(Job<'r>),
     ) -> Result<Step, Error> {
+        let i = self.nodes[n].stage;
         let sc = &self.config.stages[i];
-        let needs = self.needs(i);
+        let needs = self.needs(n);
         if let Some(reason) = self.failed_upstream(&needs) {
-            self.slots.insert(i, Slot::Skipped(reason));
+            self.slots.insert(n, Slot::Skipped(reason));
             return Ok(Step::Changed);
         }
-        let Some(done) = self.done_outputs(&needs) else {
+        let Some(inputs) = self.input_artifacts(n, &needs) else {
             return Ok(Step::Unchanged);
         };
-        let inputs = upstream_inputs(&sc.needs, &done).expect("every upstream is done");
+        let digests = inputs
+            .iter()
+            .map(|(k, a)| (k.clone(), a.digest.clone()))
+            .collect();
         let (stage, params, resources) = &self.resolved.stages[i];
+        let seed = self.nodes[n].seed.unwrap_or(self.config.seed);
         let ki = key_inputs(
             self.config,
             *stage,
             params,
-            inputs,
+            digests,
             self.externals[&i].clone(),
+            seed,
         );
-        let forced = self.sel.forced.contains(&sc.id);
+        let forced = self.forced.contains(&sc.id);
         if !forced {
             if let Some(rec) = fresh_record(store, &sc.id, &ki.key())? {
-                self.take_cached(i, rec, store, progress)?;
+                self.take_cached(n, rec, store, progress)?;
                 return Ok(Step::Changed);
             }
         }
@@ -214,22 +299,18 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         } else {
             stale_reasons(store, &ki)?
         };
+        let name = self.name(n);
         if self.dry_run {
-            progress.println(format!(
-                "{:>9} {}: {}",
-                "would run",
-                sc.id,
-                reasons.join("; ")
-            ));
-            self.outcomes.insert(i, StageOutcome::WouldRun { reasons });
+            progress.println(format!("{:>9} {name}: {}", "would run", reasons.join("; ")));
+            self.outcomes.insert(n, StageOutcome::WouldRun { reasons });
             // Downstream keys depend on outputs we do not have: they wait on this stage.
             self.slots
-                .insert(i, Slot::Skipped(format!("waits for `{}`", sc.id)));
+                .insert(n, Slot::Skipped(format!("waits for `{name}`")));
             return Ok(Step::Changed);
         }
         if self.failed_any {
             self.slots
-                .insert(i, Slot::Skipped("an earlier stage failed".into()));
+                .insert(n, Slot::Skipped("an earlier stage failed".into()));
             return Ok(Step::Changed);
         }
         let share = Share {
@@ -246,82 +327,81 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             return Ok(Step::Restart);
         }
         let job = Job {
-            index: i,
+            index: n,
             stage: *stage,
+            seed: ki.seed,
             key_inputs: ki,
             reasons,
             params: params.clone(),
             threads: share.threads,
-            settings: sc
-                .inputs
-                .iter()
-                .map(|n| (n.clone(), self.config.setting_path(n)))
-                .collect(),
-            inputs: done
-                .iter()
-                .flat_map(|(sid, outs)| {
-                    outs.iter()
-                        .map(move |(name, a)| (format!("{sid}.{name}"), a.clone()))
-                })
-                .collect(),
-            seed: self.config.seed,
+            settings: stage_settings(self.config, &sc.inputs),
+            inputs,
             device: self.config.device.clone(),
+            sweep: self.sweep.clone(),
             alone: self.running.is_empty(),
         };
         self.start(job, share, progress, spawn);
         Ok(Step::Changed)
     }
 
-    /// The reason to skip a stage whose upstream failed or was skipped.
+    /// The reason to skip a node whose upstream failed or was skipped.
     fn failed_upstream(&self, needs: &[usize]) -> Option<String> {
-        let bad: Vec<&str> = needs
+        let bad: Vec<String> = needs
             .iter()
-            .filter(|n| matches!(self.slots[n], Slot::Failed | Slot::Skipped(_)))
-            .map(|&n| self.config.stages[n].id.as_str())
+            .filter(|m| matches!(self.slots[m], Slot::Failed | Slot::Skipped(_)))
+            .map(|&m| self.name(m))
             .collect();
         (!bad.is_empty()).then(|| format!("upstream `{}` did not complete", bad.join("`, `")))
     }
 
-    /// The outputs of every upstream stage, once all are done.
-    fn done_outputs(
-        &self,
-        needs: &[usize],
-    ) -> Option<BTreeMap<String, BTreeMap<String, Artifact>>> {
-        let mut done = BTreeMap::new();
-        for &n in needs {
-            match &self.slots[&n] {
-                Slot::Done(rec) => {
-                    done.insert(self.config.stages[n].id.clone(), rec.outputs.clone());
+    /// The input artifacts of node `n`, by `stage.output`, once every upstream node is done.
+    /// A node that reads every variant of a sweep (it aggregates the seeds) also gets each
+    /// variant as `stage@seed.output`; `stage.output` is then the first seed's.
+    fn input_artifacts(&self, n: usize, needs: &[usize]) -> Option<BTreeMap<String, Artifact>> {
+        let per_seed = self.nodes[n].seed.is_some() && !self.sweep.is_empty();
+        let mut out = BTreeMap::new();
+        for &m in needs {
+            let Slot::Done(rec) = &self.slots[&m] else {
+                return None;
+            };
+            let node = &self.nodes[m];
+            let id = &self.config.stages[node.stage].id;
+            for (name, a) in &rec.outputs {
+                if per_seed || node.primary {
+                    out.insert(format!("{id}.{name}"), a.clone());
                 }
-                _ => return None,
+                if let (Some(s), false, false) = (node.seed, self.sweep.is_empty(), per_seed) {
+                    out.insert(format!("{id}@{s}.{name}"), a.clone());
+                }
             }
         }
-        Some(done)
+        Some(out)
     }
 
     fn take_cached(
         &mut self,
-        i: usize,
+        n: usize,
         rec: RunRecord,
         store: &Store,
         progress: &Progress,
     ) -> Result<(), Error> {
         if !self.dry_run {
-            // The latest record is what `why` compares against.
-            store.set_latest(&rec)?;
-            self.timeline.push(timeline_entry(&rec, "cached"));
+            if self.nodes[n].primary {
+                // The latest record is what `why` and `predict` compare against.
+                store.set_latest(&rec)?;
+            }
+            let mut entry = timeline_entry(&rec, "cached");
+            entry.stage = self.name(n);
+            self.timeline.push(entry);
         }
-        progress.println(format!(
-            "{:>9} {} (cached)",
-            "fresh", self.config.stages[i].id
-        ));
+        progress.println(format!("{:>9} {} (cached)", "fresh", self.name(n)));
         self.outcomes.insert(
-            i,
+            n,
             StageOutcome::Cached {
                 seconds: rec.seconds,
             },
         );
-        self.slots.insert(i, Slot::Done(Box::new(rec)));
+        self.slots.insert(n, Slot::Done(Box::new(rec)));
         Ok(())
     }
 
@@ -336,10 +416,10 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         let Some((producer, digest, reason)) = self.verify_inputs(store, needs)? else {
             return Ok(false);
         };
-        let n = self.rebuilds.entry(producer).or_insert(0);
-        *n += 1;
-        let pid = self.config.stages[producer].id.clone();
-        if *n > 1 {
+        let pid = self.name(producer);
+        let count = self.rebuilds.entry(producer).or_insert(0);
+        *count += 1;
+        if *count > 1 {
             return Err(Error::CorruptAgain {
                 stage: pid,
                 digest,
@@ -364,11 +444,11 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         progress: &Progress,
         spawn: &mut dyn FnMut(Job<'r>),
     ) {
-        let i = job.index;
+        let n = job.index;
         progress.println(format!(
             "{:>9} {} ({}; {} thread{})",
             "running",
-            self.config.stages[i].id,
+            self.name(n),
             job.reasons.join("; "),
             job.threads,
             if job.threads == 1 { "" } else { "s" }
@@ -377,8 +457,8 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         for s in self.running.values_mut() {
             s.overlapped = true;
         }
-        self.running.insert(i, share);
-        self.slots.insert(i, Slot::Running);
+        self.running.insert(n, share);
+        self.slots.insert(n, Slot::Running);
         spawn(job);
     }
 
@@ -394,46 +474,49 @@ impl<'c, 'r> Scheduler<'c, 'r> {
     }
 
     fn finish(&mut self, f: Finished, store: &Store, progress: &Progress) -> Result<(), Error> {
-        let i = f.index;
-        let share = self.running.remove(&i);
-        let id = self.config.stages[i].id.clone();
+        let n = f.index;
+        let share = self.running.remove(&n);
+        let name = self.name(n);
+        let id = self.config.stages[self.nodes[n].stage].id.clone();
         match &f.result {
             Ok(_) => {
                 let shared = share.is_some_and(|s| s.overlapped);
-                let (rec, outcome, entry) = record_success(store, &id, f, shared)?;
-                progress.println(format!("{:>9} {} in {:.1}s", "done", id, rec.seconds));
-                self.outcomes.insert(i, outcome);
+                let (rec, outcome, mut entry) =
+                    record_success(store, &id, f, shared, self.nodes[n].primary)?;
+                progress.println(format!("{:>9} {name} in {:.1}s", "done", rec.seconds));
+                entry.stage = name;
+                self.outcomes.insert(n, outcome);
                 self.timeline.push(entry);
-                self.slots.insert(i, Slot::Done(Box::new(rec)));
+                self.slots.insert(n, Slot::Done(Box::new(rec)));
             }
             Err(e) => {
-                progress.warn(format!("stage `{id}` failed: {e}"));
+                progress.warn(format!("stage `{name}` failed: {e}"));
                 self.outcomes
-                    .insert(i, StageOutcome::Failed { error: e.clone() });
-                self.slots.insert(i, Slot::Failed);
+                    .insert(n, StageOutcome::Failed { error: e.clone() });
+                self.slots.insert(n, Slot::Failed);
                 self.failed_any = true;
             }
         }
         Ok(())
     }
 
-    /// Checks every chunk of the inputs of a stage; returns the first corrupt one's producer.
+    /// Checks every chunk of the inputs of a node; returns the first corrupt one's producer.
     fn verify_inputs(
         &self,
         store: &Store,
         needs: &[usize],
     ) -> Result<Option<(usize, String, String)>, Error> {
-        for &n in needs {
-            if let Slot::Done(rec) = &self.slots[&n] {
+        for &m in needs {
+            if let Slot::Done(rec) = &self.slots[&m] {
                 for a in rec.outputs.values() {
                     for c in &a.chunks {
                         match Chunk::open(store, c) {
                             Ok(_) => {}
                             Err(StoreError::Corrupt { digest, reason }) => {
-                                return Ok(Some((n, digest, reason)))
+                                return Ok(Some((m, digest, reason)))
                             }
                             Err(StoreError::Missing { digest }) => {
-                                return Ok(Some((n, digest, "missing".into())))
+                                return Ok(Some((m, digest, "missing".into())))
                             }
                             Err(e) => return Err(e.into()),
                         }
@@ -447,28 +530,29 @@ impl<'c, 'r> Scheduler<'c, 'r> {
     fn into_done(mut self) -> Done {
         let mut outcomes = Vec::new();
         let mut records = BTreeMap::new();
-        for &i in &self.sel.order {
-            let id = self.config.stages[i].id.clone();
-            let outcome = match self
-                .slots
-                .remove(&i)
-                .expect("every selected stage has a slot")
-            {
+        for n in 0..self.nodes.len() {
+            let name = self.name(n);
+            let outcome = match self.slots.remove(&n).expect("every node has a slot") {
                 Slot::Done(rec) => {
-                    records.insert(id.clone(), *rec);
+                    let key = if self.nodes[n].primary {
+                        self.config.stages[self.nodes[n].stage].id.clone()
+                    } else {
+                        name.clone()
+                    };
+                    records.insert(key, *rec);
                     self.outcomes
-                        .remove(&i)
-                        .expect("done stages have an outcome")
+                        .remove(&n)
+                        .expect("done nodes have an outcome")
                 }
                 Slot::Skipped(reason) => self
                     .outcomes
-                    .remove(&i)
+                    .remove(&n)
                     .unwrap_or(StageOutcome::Skipped { reason }),
-                _ => self.outcomes.remove(&i).unwrap_or(StageOutcome::Skipped {
+                _ => self.outcomes.remove(&n).unwrap_or(StageOutcome::Skipped {
                     reason: "not reached".into(),
                 }),
             };
-            outcomes.push((id, outcome));
+            outcomes.push((name, outcome));
         }
         Done {
             outcomes,
