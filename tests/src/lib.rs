@@ -14,10 +14,15 @@ pub fn shared() -> Option<PathBuf> {
     if p.join("datasets/food101-10").is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: {} not found (set SHARED_DIR): real-data test not run",
+        let msg = format!(
+            "{} not found (set SHARED_DIR): real-data test not run",
             p.display()
         );
+        assert!(
+            std::env::var_os("REQUIRE_SHARED").is_none(),
+            "REQUIRE_SHARED is set but {msg}"
+        );
+        eprintln!("SKIPPED: {msg}");
         None
     }
 }
@@ -115,6 +120,10 @@ pub fn render_html(html: &Path, width: u32, height: u32) -> Option<(PathBuf, Str
                 .is_ok_and(|o| o.status.success())
         });
     let Some(chromium) = chromium else {
+        assert!(
+            std::env::var_os("REQUIRE_BROWSER").is_none(),
+            "REQUIRE_BROWSER is set but no Chromium was found"
+        );
         eprintln!("SKIPPED: no Chromium found (Debian: apt-get install chromium); the browser check did not run");
         return None;
     };

@@ -17,6 +17,7 @@ Examples:
   cargo xtask run all --set dataset.root=../shared/datasets/food101-10
   cargo xtask run head-nn --set stage.head-nn.params.learning_rate=0.01
   cargo xtask --set seed=2 run all --dry-run
+  cargo xtask run head-nn --seeds 1..5
   cargo xtask status --timeline
   cargo xtask why logreg
   cargo xtask artifacts show vgg-extract.training

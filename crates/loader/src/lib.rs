@@ -22,7 +22,7 @@ pub mod synthetic;
 
 pub use contracts::{Entry, Manifest, Skipped, SPLITS};
 pub use scan::{scan, Layout, ScanError};
-pub use stage::{Loader, OnBadFile, Params, CACHE_VERSION};
+pub use stage::{Loader, OnBadFile, Params, SyntheticKind, CACHE_VERSION};
 
 /// Food-11's class names, in class-id order.
 pub const FOOD11_CLASSES: [&str; 11] = [

@@ -1,9 +1,11 @@
 //! Stage `report`: what a user reads.
 //!
 //! The stage turns the models' predictions and histories, the manifest and the preprocessed
-//! images into files: `metrics.json`, SVG figures (class distributions, confusion heatmaps,
-//! training curves, drawn with plotters), a 4x4 grid of sample images (`samples.png`), a
-//! Markdown summary and a self-contained `index.html` (everything embedded; opens offline).
+//! images into files: `metrics.json`, SVG figures (the comparison with the study, confusion
+//! matrices, per-class F1, training curves, class distributions, seeds), a grid of sample
+//! images (`samples.png`), a Markdown summary and a self-contained `index.html` (everything
+//! embedded, thumbnails as small JPEGs; opens offline). In a seed sweep it reads every seed's
+//! predictions and shows each model's mean and spread.
 //! They are stored as one artifact, so they are cached like any other result.
 //!
 //! Provenance that belongs to a particular run (seconds per stage, which stages came from the
@@ -15,8 +17,10 @@ mod html;
 mod metrics;
 mod provenance;
 mod stage;
+mod svg;
 
-pub use figures::{bars, confusion_heatmap, curves};
-pub use metrics::{evaluate, ClassScore, ModelMetrics};
+pub use metrics::{confused_pairs, evaluate, mean_std, ClassScore, ModelMetrics};
 pub use provenance::StageProvenance;
-pub use stage::{write_folder, Params, Report, CACHE_VERSION, MODELS, PUBLISHED};
+pub use stage::{
+    write_folder, Params, Report, CACHE_VERSION, MODELS, PUBLISHED, REFERENCE_SETTING,
+};

@@ -102,3 +102,48 @@ mod tests {
         assert!(evaluate(&[0], &[3], &classes).is_err());
     }
 }
+
+/// Mean and sample standard deviation (n - 1; 0 for a single value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, var.sqrt())
+}
+
+/// The off-diagonal cells of a confusion matrix with the most images, largest first:
+/// `(true class, predicted class, count)`.
+pub fn confused_pairs(confusion: &[Vec<usize>], top: usize) -> Vec<(usize, usize, usize)> {
+    let mut v: Vec<(usize, usize, usize)> = confusion
+        .iter()
+        .enumerate()
+        .flat_map(|(t, row)| {
+            row.iter()
+                .enumerate()
+                .filter(move |(p, &c)| *p != t && c > 0)
+                .map(move |(p, &c)| (t, p, c))
+        })
+        .collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+    v.truncate(top);
+    v
+}
+
+#[cfg(test)]
+mod spread_tests {
+    #[test]
+    fn mean_std_and_pairs() {
+        // numpy: np.mean([0.7, 0.72, 0.74]) = 0.72, np.std(..., ddof=1) = 0.02
+        let (m, s) = super::mean_std(&[0.7, 0.72, 0.74]);
+        assert!((m - 0.72).abs() < 1e-12 && (s - 0.02).abs() < 1e-12);
+        assert_eq!(super::mean_std(&[0.5]), (0.5, 0.0));
+        let c = vec![vec![5, 2, 0], vec![3, 4, 1], vec![0, 0, 9]];
+        assert_eq!(super::confused_pairs(&c, 2), [(1, 0, 3), (0, 1, 2)]);
+    }
+}

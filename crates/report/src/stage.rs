@@ -1,23 +1,29 @@
 //! The `report` stage and the report folder. The page is built one section at a time, each by
 //! its own function over a [`Builder`] that collects the files and `metrics.json`.
+//!
+//! Layout: the first screen answers the study's question (a comparison figure of the three
+//! models beside the study's numbers, the key numbers, the dataset); then the models side by
+//! side (confusion matrices on one colour scale, per-class F1, training curves), the mistakes
+//! (the most confident wrong predictions as thumbnails, the most confused classes), the
+//! logistic-regression grid, seeds (in a sweep), the data, skipped files, and the run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use contracts::{
-    ids, outputs, History, ImagesReader, ManifestMeta, Predictions, PredictionsMeta, ReportBundle,
-    Skipped,
+    ids, outputs, History, ImagesChunk, ImagesReader, ManifestMeta, Predictions, PredictionsMeta,
+    ReportBundle, Skipped,
 };
 use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::figures::{bars, confusion_heatmap, curves};
-use crate::html::{page, Section};
-use crate::metrics::{evaluate, ModelMetrics};
+use crate::html::{esc, gallery, page, Section};
+use crate::metrics::{confused_pairs, evaluate, mean_std, ModelMetrics};
 use crate::provenance::StageProvenance;
+use crate::svg;
 
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 /// The models the study compares, in the order the study reports them.
 pub const MODELS: [&str; 3] = ids::MODELS;
@@ -29,16 +35,24 @@ pub const PUBLISHED: [(&str, f64); 3] = [
     (ids::LOGREG, 0.850),
 ];
 
+/// The setting naming a JSON file of a reference implementation's per-seed results.
+pub const REFERENCE_SETTING: &str = "report.reference";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// Sample images shown (a square grid: 16 = 4x4).
     pub samples: usize,
+    /// Wrong predictions shown per model in the mistakes gallery.
+    pub mistakes: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { samples: 16 }
+        Params {
+            samples: 16,
+            mistakes: 8,
+        }
     }
 }
 
@@ -47,6 +61,9 @@ impl Validate for Params {
         let side = (self.samples as f64).sqrt() as usize;
         if side * side != self.samples || self.samples == 0 || self.samples > 64 {
             return Err("samples must be a square number between 1 and 64".into());
+        }
+        if self.mistakes > 64 {
+            return Err("mistakes must be at most 64".into());
         }
         Ok(())
     }
@@ -72,17 +89,43 @@ pub(crate) fn seconds(s: f64) -> String {
     }
 }
 
-/// A 2x downscaled tile (nearest) of a 224x224 RGB image, as PNG bytes.
-fn tile_png(rgb: &[u8], size: usize) -> Result<Vec<u8>, BoxError> {
-    let half = size / 2;
-    let mut px = Vec::with_capacity(half * half * 3);
-    for y in 0..half {
-        for x in 0..half {
-            let i = ((2 * y) * size + 2 * x) * 3;
-            px.extend_from_slice(&rgb[i..i + 3]);
+/// Params as `key=value` pairs (numbers as JSON writes them: shortest exact form).
+pub(crate) fn params_text(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => v.to_string(),
+    }
+}
+
+/// A 2x2 box-averaged half-size copy of an RGB image.
+fn half(rgb: &[u8], size: usize) -> (Vec<u8>, usize) {
+    let h = size / 2;
+    let mut px = Vec::with_capacity(h * h * 3);
+    for y in 0..h {
+        for x in 0..h {
+            for c in 0..3 {
+                let at =
+                    |dy: usize, dx: usize| rgb[((2 * y + dy) * size + 2 * x + dx) * 3 + c] as u16;
+                px.push(((at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1) + 2) / 4) as u8);
+            }
         }
     }
-    encode_png(&px, half, half)
+    (px, h)
+}
+
+fn encode_jpeg(px: &[u8], w: usize, h: usize) -> Result<Vec<u8>, BoxError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode(
+        px,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(out)
 }
 
 fn encode_png(px: &[u8], w: usize, h: usize) -> Result<Vec<u8>, BoxError> {
@@ -97,6 +140,109 @@ fn encode_png(px: &[u8], w: usize, h: usize) -> Result<Vec<u8>, BoxError> {
     Ok(out.into_inner())
 }
 
+/// The evaluation images, by their position in the manifest's evaluation split.
+struct EvalImages {
+    chunks: Vec<ImagesChunk>,
+    /// manifest position -> (chunk, row)
+    at: BTreeMap<i64, (usize, usize)>,
+    size: usize,
+}
+
+impl EvalImages {
+    fn open(ctx: &StageContext<'_>) -> Result<EvalImages, BoxError> {
+        let r = ImagesReader::new(ctx.input(ids::PREPROCESS, outputs::EVALUATION)?);
+        let mut e = EvalImages {
+            chunks: Vec::new(),
+            at: BTreeMap::new(),
+            size: 0,
+        };
+        for ci in 0..r.chunks() {
+            let c = r.chunk(ci)?;
+            e.size = c.height;
+            for (row, pos) in c.index()?.into_iter().enumerate() {
+                e.at.insert(pos, (ci, row));
+            }
+            e.chunks.push(c);
+        }
+        Ok(e)
+    }
+
+    fn image(&self, pos: i64) -> Option<&[u8]> {
+        let &(ci, row) = self.at.get(&pos)?;
+        let per = self.size * self.size * 3;
+        self.chunks[ci].images().get(row * per..(row + 1) * per)
+    }
+
+    /// A small JPEG of the image at manifest position `pos`.
+    fn thumb(&self, pos: i64) -> Result<Option<Vec<u8>>, BoxError> {
+        let Some(img) = self.image(pos) else {
+            return Ok(None);
+        };
+        let (px, h) = half(img, self.size);
+        Ok(Some(encode_jpeg(&px, h, h)?))
+    }
+}
+
+/// One model's results: one entry per seed (one without a sweep), the first being the one
+/// the figures show.
+struct ModelResult {
+    model: &'static str,
+    seeds: Vec<(Option<u64>, ModelMetrics, Predictions)>,
+    meta: PredictionsMeta,
+    history: Option<History>,
+}
+
+impl ModelResult {
+    fn primary(&self) -> &ModelMetrics {
+        &self.seeds[0].1
+    }
+    fn accuracies(&self) -> Vec<f64> {
+        self.seeds.iter().map(|(_, m, _)| m.test_accuracy).collect()
+    }
+    /// Mean and standard deviation over seeds (the deviation only with several seeds).
+    fn mean_std(&self) -> (f64, Option<f64>) {
+        let (m, s) = mean_std(&self.accuracies());
+        (m, (self.seeds.len() > 1).then_some(s))
+    }
+    fn accuracy_text(&self) -> String {
+        match self.mean_std() {
+            (m, Some(s)) => format!(
+                "{} ± {:.1} (mean ± sd of {} seeds)",
+                pct(m),
+                100.0 * s,
+                self.seeds.len()
+            ),
+            (m, None) => pct(m),
+        }
+    }
+}
+
+fn read_model(
+    ctx: &StageContext<'_>,
+    model: &'static str,
+    classes: &[String],
+) -> Result<ModelResult, BoxError> {
+    let mut seeds = Vec::new();
+    let mut meta = None;
+    for (seed, input) in ctx.input_variants(model, outputs::PREDICTIONS)? {
+        let preds = Predictions::read(&input)?;
+        let m = evaluate(&preds.labels, &preds.pred, classes)?;
+        meta.get_or_insert_with(|| PredictionsMeta::read(&input));
+        seeds.push((seed, m, preds));
+    }
+    let history = if ctx.has_input(model, outputs::HISTORY) {
+        Some(History::read(&ctx.input(model, outputs::HISTORY)?)?)
+    } else {
+        None
+    };
+    Ok(ModelResult {
+        model,
+        seeds,
+        meta: meta.unwrap_or_default(),
+        history,
+    })
+}
+
 /// What the sections produce: the report's files, `metrics.json` and the Markdown summary.
 struct Builder {
     files: BTreeMap<String, Vec<u8>>,
@@ -105,15 +251,21 @@ struct Builder {
 }
 
 impl Builder {
-    fn file(&mut self, name: String, bytes: Vec<u8>) {
-        self.files.insert(name, bytes);
+    /// Stores an SVG figure as a file too, and returns it for the page.
+    fn svg(&mut self, name: &str, svg: String) -> String {
+        self.files
+            .insert(format!("{name}.svg"), svg.clone().into_bytes());
+        svg
     }
 }
 
 /// Which dataset the numbers are about, in words.
 fn describe_dataset(m: &ManifestMeta) -> String {
     if m.synthetic {
-        "the embedded SYNTHETIC demo dataset (shapes and textures, not food)".to_string()
+        format!(
+            "the embedded SYNTHETIC demo dataset ({} classes of generated pictures, not food)",
+            m.classes.len()
+        )
     } else {
         format!(
             "{} ({} classes, {} layout)",
@@ -132,231 +284,467 @@ fn describe_dataset(m: &ManifestMeta) -> String {
     }
 }
 
-/// One model: accuracy, confusion heatmap and tables, training curves, the logreg grid.
-fn model_section(
-    ctx: &StageContext<'_>,
-    b: &mut Builder,
-    model: &str,
-    classes: &[String],
-) -> Result<(Section, ModelMetrics), BoxError> {
-    let pred_in = ctx.input(model, outputs::PREDICTIONS)?;
-    let preds = Predictions::read(&pred_in)?;
-    let pmeta = PredictionsMeta::read(&pred_in);
-    let m = evaluate(&preds.labels, &preds.pred, classes)?;
-    let heat = confusion_heatmap(
-        &format!("{model}: confusion (row-normalised)"),
-        classes,
-        &m.confusion,
-    )?;
-    b.file(format!("confusion_{model}.svg"), heat.clone().into_bytes());
-    let mut s = Section::new(model);
-    s.text(&format!(
-        "Test accuracy <b>{}</b> ({} / {} correct).",
-        pct(m.test_accuracy),
-        m.correct,
-        m.total
-    ));
-    s.svg(&heat);
-    s.table(
-        &["class", "precision", "recall", "F1", "support"],
-        m.per_class
-            .iter()
-            .map(|c| {
-                vec![
-                    c.class.clone(),
-                    format!("{:.3}", c.precision),
-                    format!("{:.3}", c.recall),
-                    format!("{:.3}", c.f1),
-                    c.support.to_string(),
-                ]
-            })
-            .collect(),
-    );
-    let head: Vec<String> = std::iter::once("true \\ predicted".to_string())
-        .chain((0..classes.len()).map(|i| i.to_string()))
-        .collect();
-    s.table(
-        &head.iter().map(String::as_str).collect::<Vec<_>>(),
-        m.confusion
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                std::iter::once(format!("{i} {}", classes[i]))
-                    .chain(r.iter().map(|v| v.to_string()))
-                    .collect()
-            })
-            .collect(),
-    );
-    if ctx.has_input(model, outputs::HISTORY) {
-        history_figures(ctx, b, &mut s, model)?;
-    }
-    if let Some(grid) = &pmeta.grid {
-        grid_table(b, &mut s, model, grid, pmeta.best.as_ref());
-    }
-    let mm = &mut b.metrics["models"][model];
-    mm["test_accuracy"] = json!(m.test_accuracy);
-    mm["correct"] = json!(m.correct);
-    mm["total"] = json!(m.total);
-    mm["confusion"] = json!(m.confusion);
-    mm["per_class"] = json!(m.per_class);
-    Ok((s, m))
-}
-
-/// Accuracy and loss curves of a network.
-fn history_figures(
-    ctx: &StageContext<'_>,
-    b: &mut Builder,
-    s: &mut Section,
-    model: &str,
-) -> Result<(), BoxError> {
-    let h = History::read(&ctx.input(model, outputs::HISTORY)?)?;
-    let col = |f: fn(&contracts::EpochRecord) -> f64| h.epochs.iter().map(f).collect::<Vec<_>>();
-    let (acc, val_acc, loss, val_loss) = (
-        col(|r| r.accuracy),
-        col(|r| r.val_accuracy),
-        col(|r| r.loss),
-        col(|r| r.val_loss),
-    );
-    let a = curves(
-        &format!("{model}: accuracy"),
-        "accuracy",
-        &[("training", acc.clone()), ("validation", val_acc.clone())],
-    )?;
-    let l = curves(
-        &format!("{model}: loss"),
-        "loss",
-        &[("training", loss.clone()), ("validation", val_loss.clone())],
-    )?;
-    b.file(
-        format!("curves_{model}_accuracy.svg"),
-        a.clone().into_bytes(),
-    );
-    b.file(format!("curves_{model}_loss.svg"), l.clone().into_bytes());
-    s.svg(&a);
-    s.svg(&l);
-    b.metrics["models"][model]["history"] =
-        json!({"accuracy": acc, "val_accuracy": val_acc, "loss": loss, "val_loss": val_loss});
-    Ok(())
-}
-
-/// The logistic regression's validation grid.
-fn grid_table(b: &mut Builder, s: &mut Section, model: &str, grid: &Value, best: Option<&Value>) {
-    let rows: Vec<Vec<String>> = grid
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    ["C", "solver", "val_accuracy", "n_iter", "converged"]
-                        .iter()
-                        .map(|k| {
-                            r.get(*k)
-                                .map(|v| v.to_string().trim_matches('"').to_string())
-                                .unwrap_or_default()
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    s.text(&format!(
-        "Grid on the validation split; chosen: {}.",
-        best.map(Value::to_string).unwrap_or_default()
-    ));
-    s.table(
-        &["C", "solver", "val accuracy", "iterations", "converged"],
-        rows,
-    );
-    b.metrics["models"][model]["grid"] = grid.clone();
-}
-
-/// Our accuracies beside the study's.
-fn comparison_section(b: &mut Builder, rows: &[(&str, ModelMetrics)], dataset: &str) -> Section {
-    let mut cmp = Section::new("Comparison with the study");
-    let table: Vec<Vec<String>> = PUBLISHED
-        .iter()
-        .map(|(model, published)| {
-            let ours = rows
-                .iter()
-                .find(|(m, _)| m == model)
-                .map(|(_, m)| format!("{} ({}/{})", pct(m.test_accuracy), m.correct, m.total))
-                .unwrap_or_else(|| "not run".into());
-            vec![model.to_string(), ours, pct(*published)]
-        })
-        .collect();
-    cmp.text(&format!("Ours on {dataset}; the study's on Food-11 (11 classes). Numbers on different datasets are not directly comparable; the ordering (transfer learning far above the scratch CNN) is what carries over."));
-    cmp.table(
-        &["model", "ours: test accuracy", "study (Food-11)"],
-        table.clone(),
-    );
-    b.md.push_str(&format!("## Results on {dataset}\n\n| model | test accuracy (ours) | study, Food-11 |\n|---|---|---|\n"));
-    for r in &table {
-        b.md.push_str(&format!("| {} | {} | {} |\n", r[0], r[1], r[2]));
-    }
-    cmp
-}
-
-/// Class distributions per split.
-fn data_section(b: &mut Builder, m: &ManifestMeta) -> Result<Section, BoxError> {
-    let mut data = Section::new("Data");
-    for split in contracts::SPLITS {
-        let v: Vec<usize> = m
-            .class_counts
+/// The line under the title: what the data is, how much, and the answer in one sentence.
+fn header(m: &ManifestMeta, dataset: &str, results: &[ModelResult]) -> String {
+    let count = |split: &str| -> u64 {
+        m.class_counts
             .get(split)
             .and_then(Value::as_array)
-            .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
-            .unwrap_or_default();
-        if v.len() == m.classes.len() {
-            let svg = bars(
-                &format!("{split}: images per class ({})", v.iter().sum::<usize>()),
-                &m.classes,
-                &v,
-            )?;
-            b.file(format!("classes_{split}.svg"), svg.clone().into_bytes());
-            data.svg(&svg);
-        }
+            .map(|a| a.iter().filter_map(Value::as_u64).sum())
+            .unwrap_or(0)
+    };
+    let mut s = format!(
+        "<p>Dataset: <b>{}</b>: {} training, {} validation, {} evaluation images.</p>\n",
+        esc(dataset),
+        count("training"),
+        count("validation"),
+        count("evaluation")
+    );
+    if m.synthetic {
+        s.push_str("<p class=\"synthetic\">SYNTHETIC demo data: generated pictures of shapes and textures under varied scale, rotation, position, lighting, clutter and occlusion, so that the pipeline runs on a fresh clone. The numbers show the method, not food classification. Set <code>dataset.root</code> to a real dataset for the study itself.</p>\n");
     }
-    b.metrics["dataset"]["class_counts"] = m.class_counts.clone();
-    Ok(data)
+    let get = |id: &str| {
+        results
+            .iter()
+            .find(|r| r.model == id)
+            .map(|r| r.mean_std().0)
+    };
+    if let (Some(scratch), Some(best)) = (
+        get(ids::SCRATCH_CNN),
+        [get(ids::HEAD_NN), get(ids::LOGREG)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max),
+    ) {
+        let verdict = if best > scratch {
+            format!(
+                "Transfer learning from ImageNet (VGG16 features) reaches <b>{}</b>, <b>{:.1} points</b> above the CNN trained from scratch ({}).",
+                pct(best),
+                100.0 * (best - scratch),
+                pct(scratch)
+            )
+        } else {
+            format!(
+                "Here the CNN trained from scratch ({}) is not beaten by the transfer-learning models ({}).",
+                pct(scratch),
+                pct(best)
+            )
+        };
+        s.push_str(&format!("<p class=\"answer\">{verdict}</p>\n"));
+    }
+    s
 }
 
-/// The first images of the evaluation split, spread over classes: a grid (`samples.png`) and
-/// tiles in the page.
-fn samples(
+/// The first screen: the comparison figure and the key numbers.
+fn overview(b: &mut Builder, results: &[ModelResult]) -> Section {
+    let mut sec = Section::new("overview", "Overview");
+    let bars: Vec<svg::Bar<'_>> = results
+        .iter()
+        .map(|r| {
+            let (mean, std) = r.mean_std();
+            svg::Bar {
+                model: r.model,
+                mean,
+                std,
+                values: r.accuracies(),
+                study: PUBLISHED.iter().find(|(m, _)| *m == r.model).map(|p| p.1),
+            }
+        })
+        .collect();
+    let fig = b.svg("comparison", svg::comparison(&bars));
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let m = r.primary();
+            vec![
+                r.model.to_string(),
+                r.accuracy_text(),
+                format!("{} / {}", m.correct, m.total),
+                format!("<!--SECONDS:{}-->", r.model),
+                PUBLISHED
+                    .iter()
+                    .find(|(p, _)| *p == r.model)
+                    .map(|p| pct(p.1))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    sec.raw("<div class=\"first\">");
+    sec.figure(
+        &fig,
+        "Figure 1: test accuracy of each model (bars; with a seed sweep the mean, ± one standard deviation, and each seed as a dot) beside the study's published accuracy on Food-11 (grey).",
+    );
+    sec.raw("<div>");
+    sec.table(
+        &[
+            "model",
+            "test accuracy",
+            "correct / total",
+            "training time",
+            "study (Food-11)",
+        ],
+        &rows,
+        &[],
+    );
+    sec.text("The study's numbers are on Food-11 (11 classes); on other data compare the ordering, not the numbers.");
+    sec.raw("</div></div>\n");
+    b.md.push_str(
+        "| model | test accuracy | correct / total | study, Food-11 |\n|---|---|---|---|\n",
+    );
+    for r in rows.iter() {
+        b.md.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[4]));
+    }
+    sec
+}
+
+/// Confusion matrices in one row (one colour scale), per-class F1 of all models, curves.
+fn side_by_side(b: &mut Builder, results: &[ModelResult], classes: &[String]) -> Section {
+    let mut sec = Section::new("models", "Models side by side");
+    sec.raw("<div class=\"row\">");
+    for r in results {
+        let fig = b.svg(
+            &format!("confusion_{}", r.model),
+            svg::confusion(r.model, classes, &r.primary().confusion),
+        );
+        sec.figure(
+            &fig,
+            &format!(
+                "Confusion matrix of {} on the evaluation split: each row is a true class, shaded by the share of its images predicted as each column; counts in the cells (hover for details).",
+                r.model
+            ),
+        );
+    }
+    sec.raw("</div>");
+    sec.figure(
+        &svg::ramp_legend(),
+        "Colour scale of every confusion matrix (share of the true class).",
+    );
+    let f1: Vec<(&str, Vec<f64>)> = results
+        .iter()
+        .map(|r| {
+            (
+                r.model,
+                r.primary().per_class.iter().map(|c| c.f1).collect(),
+            )
+        })
+        .collect();
+    let fig = b.svg("f1_per_class", svg::f1_grouped(classes, &f1));
+    sec.figure(
+        &fig,
+        "Per-class F1 score of every model on the evaluation split.",
+    );
+    sec.raw("<div class=\"row\">");
+    for r in results {
+        let Some(h) = &r.history else { continue };
+        let col =
+            |f: fn(&contracts::EpochRecord) -> f64| h.epochs.iter().map(f).collect::<Vec<_>>();
+        let (acc, vacc, loss, vloss) = (
+            col(|e| e.accuracy),
+            col(|e| e.val_accuracy),
+            col(|e| e.loss),
+            col(|e| e.val_loss),
+        );
+        // The epoch with the lowest validation loss (the first on ties), as training defines it.
+        let best = vloss
+            .iter()
+            .enumerate()
+            .fold(None::<(usize, f64)>, |b, (i, &v)| match b {
+                Some((_, bv)) if bv <= v => b,
+                _ => Some((i, v)),
+            })
+            .map(|(i, _)| i + 1)
+            .unwrap_or(0);
+        let fig = b.svg(
+            &format!("curves_{}", r.model),
+            svg::curves(r.model, (&acc, &vacc), (&loss, &vloss), best),
+        );
+        sec.figure(
+            &fig,
+            &format!(
+                "Training curves of {}: accuracy and loss per epoch on the training batches (solid) and the validation split (dashed); the dotted line marks the epoch with the lowest validation loss.",
+                r.model
+            ),
+        );
+        b.metrics["models"][r.model]["history"] = json!({"accuracy": acc, "val_accuracy": vacc, "loss": loss, "val_loss": vloss, "best_epoch": best});
+    }
+    sec.raw("</div>");
+    let rows: Vec<Vec<String>> = classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            std::iter::once(name.clone())
+                .chain(results.iter().map(|r| {
+                    let s = &r.primary().per_class[c];
+                    format!("{:.2} / {:.2} / {:.2}", s.precision, s.recall, s.f1)
+                }))
+                .collect()
+        })
+        .collect();
+    let head: Vec<String> = std::iter::once("class".to_string())
+        .chain(results.iter().map(|r| format!("{}: P / R / F1", r.model)))
+        .collect();
+    sec.table(
+        &head.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+        &[],
+    );
+    sec
+}
+
+/// The most confident wrong predictions of every model, and the most confused classes.
+fn mistakes(
     ctx: &StageContext<'_>,
     b: &mut Builder,
-    data: &mut Section,
-    p: &Params,
+    results: &[ModelResult],
     classes: &[String],
-) -> Result<(), BoxError> {
+    p: &Params,
+) -> Result<Section, BoxError> {
+    let mut sec = Section::new("mistakes", "Mistakes");
+    let images = EvalImages::open(ctx)?;
+    for r in results {
+        let (_, _, preds) = &r.seeds[0];
+        let k = preds.n_classes.max(1);
+        let mut wrong: Vec<(usize, f32)> = (0..preds.pred.len())
+            .filter(|&i| preds.pred[i] != preds.labels[i])
+            .map(|i| (i, preds.probs[i * k + preds.pred[i] as usize]))
+            .collect();
+        wrong.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut tiles = Vec::new();
+        for &(i, conf) in wrong.iter().take(p.mistakes) {
+            if let Some(jpeg) = images.thumb(preds.index[i])? {
+                let name = |c: i64| classes.get(c as usize).cloned().unwrap_or_default();
+                tiles.push((
+                    jpeg,
+                    "image/jpeg",
+                    vec![
+                        format!("true: {}", name(preds.labels[i])),
+                        format!("predicted: {}", name(preds.pred[i])),
+                        format!("confidence {}", pct(conf as f64)),
+                    ],
+                ));
+            }
+        }
+        sec.raw(&format!(
+            "<h3>{}: the {} most confident wrong predictions (of {} wrong)</h3>\n",
+            esc(r.model),
+            tiles.len(),
+            wrong.len()
+        ));
+        sec.raw(&gallery(&tiles, 112));
+        let pairs = confused_pairs(&r.primary().confusion, 5);
+        b.metrics["models"][r.model]["confused_pairs"] = json!(pairs
+            .iter()
+            .map(|(t, q, c)| json!({"true": classes[*t], "predicted": classes[*q], "count": c}))
+            .collect::<Vec<_>>());
+        let rows: Vec<Vec<String>> = pairs
+            .iter()
+            .map(|(t, q, c)| {
+                let support: usize = r.primary().confusion[*t].iter().sum();
+                vec![
+                    classes[*t].clone(),
+                    classes[*q].clone(),
+                    format!(
+                        "{c} ({} of the class)",
+                        pct(*c as f64 / support.max(1) as f64)
+                    ),
+                ]
+            })
+            .collect();
+        sec.table(&["true class", "predicted as", "images"], &rows, &[]);
+    }
+    Ok(sec)
+}
+
+/// The logistic regression's validation grid, the chosen row highlighted.
+fn grid_section(b: &mut Builder, results: &[ModelResult]) -> Option<Section> {
+    let r = results.iter().find(|r| r.meta.grid.is_some())?;
+    let grid = r.meta.grid.as_ref()?.as_array()?;
+    let best = r.meta.best.as_ref();
+    let mut chosen = Vec::new();
+    let rows: Vec<Vec<String>> = grid
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let c = g["C"].as_f64().unwrap_or(f64::NAN);
+            let solver = g["solver"].as_str().unwrap_or("").to_string();
+            if best.is_some_and(|bst| {
+                bst["C"].as_f64() == Some(c) && bst["solver"].as_str() == Some(&solver)
+            }) {
+                chosen.push(i);
+            }
+            vec![
+                format!("{c}"),
+                solver,
+                pct(g["val_accuracy"].as_f64().unwrap_or(f64::NAN)),
+                g["n_iter"].to_string(),
+                if g["converged"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            ]
+        })
+        .collect();
+    let mut sec = Section::new("grid", "Logistic regression: model selection");
+    sec.text("Every candidate is fitted on the training split and scored on the validation split; the highlighted row is the one chosen (highest validation accuracy, the first in grid order among equals).");
+    sec.table(
+        &[
+            "C",
+            "solver",
+            "validation accuracy",
+            "iterations",
+            "converged",
+        ],
+        &rows,
+        &chosen,
+    );
+    b.metrics["models"][r.model]["grid"] = Value::Array(grid.clone());
+    Some(sec)
+}
+
+/// Per-seed results of a sweep, beside a reference's when given.
+fn seeds_section(
+    b: &mut Builder,
+    results: &[ModelResult],
+    reference: Option<&Value>,
+) -> Option<Section> {
+    let swept = results.iter().any(|r| r.seeds.len() > 1);
+    if !swept && reference.is_none() {
+        return None;
+    }
+    let refs = |m: &str| -> Option<Vec<f64>> {
+        let v = reference?.get("models")?.get(m)?.as_array()?;
+        Some(v.iter().filter_map(Value::as_f64).collect())
+    };
+    let rows: Vec<svg::SeedRow<'_>> = results
+        .iter()
+        .map(|r| svg::SeedRow {
+            model: r.model,
+            ours: r.accuracies(),
+            reference: refs(r.model),
+        })
+        .collect();
+    let mut sec = Section::new("seeds", "Seeds");
+    let fig = b.svg("seeds", svg::seed_strip(&rows));
+    let source = reference
+        .and_then(|r| r.get("source"))
+        .and_then(Value::as_str)
+        .unwrap_or("a reference run");
+    sec.figure(
+        &fig,
+        &format!(
+            "Test accuracy per seed (dots), mean (tick) ± one sample standard deviation (bar): ours in colour{}.",
+            if reference.is_some() {
+                format!(", {source} in grey")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let mut table_rows = Vec::new();
+    for r in results {
+        let seeds: Vec<String> = r
+            .seeds
+            .iter()
+            .map(|(s, m, _)| match s {
+                Some(s) => format!("{s}: {}", pct(m.test_accuracy)),
+                None => pct(m.test_accuracy),
+            })
+            .collect();
+        let (m, s) = mean_std(&r.accuracies());
+        let reference_text = refs(r.model)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let (rm, rs) = mean_std(&v);
+                format!("{} ± {:.1} ({} seeds)", pct(rm), 100.0 * rs, v.len())
+            })
+            .unwrap_or_else(|| "-".into());
+        table_rows.push(vec![
+            r.model.to_string(),
+            format!("{} ± {:.1}", pct(m), 100.0 * s),
+            seeds.join(", "),
+            reference_text,
+        ]);
+    }
+    sec.table(
+        &[
+            "model",
+            "ours: mean ± sd",
+            "ours per seed",
+            "reference: mean ± sd",
+        ],
+        &table_rows,
+        &[],
+    );
+    Some(sec)
+}
+
+/// Class distributions per split and sample images.
+fn data_section(
+    ctx: &StageContext<'_>,
+    b: &mut Builder,
+    m: &ManifestMeta,
+    p: &Params,
+) -> Result<Section, BoxError> {
+    let mut sec = Section::new("data", "Data");
+    let splits: Vec<(&str, Vec<usize>)> = contracts::SPLITS
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                m.class_counts
+                    .get(*s)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let fig = b.svg(
+        "class_distribution",
+        svg::class_distribution(&m.classes, &splits),
+    );
+    sec.figure(&fig, "Images per class in each split.");
+    b.metrics["dataset"]["class_counts"] = m.class_counts.clone();
+    // Samples: the first images of the evaluation split, spread over it.
     let eval = ImagesReader::new(ctx.input(ids::PREPROCESS, outputs::EVALUATION)?);
     let c0 = eval.chunk(0)?;
-    let imgs = c0.images();
-    let labels = c0.labels()?;
-    let size = c0.height;
+    let (imgs, labels, size) = (c0.images(), c0.labels()?, c0.height);
     let per = size * size * 3;
     let n = labels.len();
-    let picks: Vec<usize> = (0..p.samples).map(|i| i * n / p.samples).collect();
     let side = (p.samples as f64).sqrt() as usize;
     let mut grid = vec![255u8; side * side * per];
     let mut tiles = Vec::new();
-    for (k, &i) in picks.iter().enumerate() {
+    for k in 0..p.samples.min(n) {
+        let i = k * n / p.samples;
         let img = &imgs[i * per..(i + 1) * per];
         let (gx, gy) = (k % side, k / side);
         for y in 0..size {
             let dst = ((gy * size + y) * side * size + gx * size) * 3;
             grid[dst..dst + size * 3].copy_from_slice(&img[y * size * 3..(y + 1) * size * 3]);
         }
+        let (px, h) = half(img, size);
         tiles.push((
-            tile_png(img, size)?,
-            classes.get(labels[i] as usize).cloned().unwrap_or_default(),
+            encode_jpeg(&px, h, h)?,
+            "image/jpeg",
+            vec![m
+                .classes
+                .get(labels[i] as usize)
+                .cloned()
+                .unwrap_or_default()],
         ));
     }
-    b.file(
+    b.files.insert(
         "samples.png".into(),
         encode_png(&grid, side * size, side * size)?,
     );
-    data.images(&tiles, side);
-    Ok(())
+    sec.raw("<figure class=\"fig\">");
+    sec.raw(&gallery(&tiles, 112));
+    sec.raw(&format!(
+        "<figcaption>Figure: {} evaluation images as the models see them ({size}x{size} after preprocessing), with their class.</figcaption></figure>\n",
+        tiles.len()
+    ));
+    Ok(sec)
 }
 
 /// Files skipped by the loader and by preprocess, and images shared between splits.
@@ -369,20 +757,35 @@ fn skipped_section(
     for split in contracts::SPLITS {
         skipped.extend(ImagesReader::new(ctx.input(ids::PREPROCESS, split)?).skipped()?);
     }
-    let mut sk = Section::new(&format!("Skipped files ({})", skipped.len()));
+    let mut sec = Section::new("skipped", &format!("Skipped files ({})", skipped.len()));
     if skipped.is_empty() {
-        sk.text("No input file was skipped.");
+        sec.text("No input file was skipped.");
     } else {
-        sk.table(
-            &["file", "reason"],
-            skipped
-                .iter()
-                .map(|s| vec![s.path.clone(), s.reason.clone()])
-                .collect(),
-        );
+        let rows: Vec<Vec<String>> = skipped
+            .iter()
+            .map(|s| vec![s.path.clone(), s.reason.clone()])
+            .collect();
+        sec.table(&["file", "reason"], &rows, &[]);
     }
-    if m.leakage.as_array().is_some_and(|a| !a.is_empty()) {
-        sk.text(&format!("Identical images found in more than one split (kept, but they inflate test accuracy): {}", m.leakage));
+    if let Some(groups) = m.leakage.as_array().filter(|a| !a.is_empty()) {
+        let rows: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                vec![g
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" = ")
+                    })
+                    .unwrap_or_default()]
+            })
+            .collect();
+        sec.text(
+            "Identical images found in more than one split (kept, but they inflate test accuracy):",
+        );
+        sec.table(&["identical files"], &rows, &[]);
     }
     b.metrics["skipped"] = json!(skipped);
     b.metrics["leakage"] = m.leakage.clone();
@@ -390,7 +793,26 @@ fn skipped_section(
         "\n{} input files skipped. Report: index.html in the report folder.\n",
         skipped.len()
     ));
-    Ok(sk)
+    Ok(sec)
+}
+
+/// `metrics.json`'s entry of a model: the shown seed's metrics and every seed's.
+fn model_metrics(b: &mut Builder, r: &ModelResult) {
+    let m = r.primary();
+    let (mean, std) = mean_std(&r.accuracies());
+    let mm = &mut b.metrics["models"][r.model];
+    mm["test_accuracy"] = json!(m.test_accuracy);
+    mm["correct"] = json!(m.correct);
+    mm["total"] = json!(m.total);
+    mm["confusion"] = json!(m.confusion);
+    mm["per_class"] = json!(m.per_class);
+    mm["seeds"] = json!(r
+        .seeds
+        .iter()
+        .map(|(s, m, _)| json!({"seed": s, "test_accuracy": m.test_accuracy, "correct": m.correct, "total": m.total}))
+        .collect::<Vec<_>>());
+    mm["mean"] = json!(mean);
+    mm["std"] = json!(if r.seeds.len() > 1 { std } else { 0.0 });
 }
 
 impl Stage for Report {
@@ -409,50 +831,67 @@ impl Stage for Report {
     fn resources(&self) -> pipeline::Resources {
         pipeline::Resources::cpus(1)
     }
+    /// In a seed sweep the report reads every seed's predictions (mean and spread).
+    fn aggregates_seeds(&self) -> bool {
+        true
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let manifest = ManifestMeta::read(&ctx.input(ids::LOADER, outputs::MANIFEST)?)?;
         let classes = manifest.classes.clone();
         let dataset = describe_dataset(&manifest);
+        let reference: Option<Value> = match ctx.setting(REFERENCE_SETTING) {
+            Ok(Some(path)) => Some(
+                serde_json::from_slice(
+                    &std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+                .map_err(|e| format!("{}: not a reference results file: {e}", path.display()))?,
+            ),
+            _ => None,
+        };
         let mut b = Builder {
             files: BTreeMap::new(),
             metrics: json!({"dataset": {"synthetic": manifest.synthetic, "classes": classes, "description": dataset}, "models": {}}),
-            md: String::new(),
+            md: format!("## Results on {dataset}\n\n"),
         };
-        let mut sections = Vec::new();
-        let mut rows = Vec::new();
+        let mut results = Vec::new();
         for model in MODELS {
             if ctx.has_input(model, outputs::PREDICTIONS) {
-                let (s, m) = model_section(ctx, &mut b, model, &classes)?;
-                sections.push(s);
-                rows.push((model, m));
+                results.push(read_model(ctx, model, &classes)?);
             }
         }
-        let cmp = comparison_section(&mut b, &rows, &dataset);
-        let mut data = data_section(&mut b, &manifest)?;
-        samples(ctx, &mut b, &mut data, &p, &classes)?;
-        let sk = skipped_section(ctx, &mut b, &manifest)?;
-
-        let mut all = vec![cmp];
-        all.extend(sections);
-        all.push(data);
-        all.push(sk);
+        for r in &results {
+            model_metrics(&mut b, r);
+        }
+        if let Some(r) = &reference {
+            b.metrics["reference"] = r.clone();
+        }
+        let mut sections = vec![
+            overview(&mut b, &results),
+            side_by_side(&mut b, &results, &classes),
+            mistakes(ctx, &mut b, &results, &classes, &p)?,
+        ];
+        sections.extend(grid_section(&mut b, &results));
+        sections.extend(seeds_section(&mut b, &results, reference.as_ref()));
+        sections.push(data_section(ctx, &mut b, &manifest, &p)?);
+        sections.push(skipped_section(ctx, &mut b, &manifest)?);
         let html = page(
-            "Transfer learning by feature extraction: report",
-            &dataset,
-            &all,
+            "Transfer learning by feature extraction",
+            &header(&manifest, &dataset, &results),
+            &sections,
         );
-        b.file("index.html".into(), html.into_bytes());
-        b.file("summary.md".into(), b.md.clone().into_bytes());
-        b.file(
+        b.files.insert("index.html".into(), html.into_bytes());
+        b.files
+            .insert("summary.md".into(), b.md.clone().into_bytes());
+        b.files.insert(
             "metrics.json".into(),
             serde_json::to_vec_pretty(&b.metrics)?,
         );
         ReportBundle {
             files: b.files,
-            models: json!(rows
+            models: json!(results
                 .iter()
-                .map(|(m, x)| json!({"model": m, "test_accuracy": x.test_accuracy}))
+                .map(|r| json!({"model": r.model, "test_accuracy": r.primary().test_accuracy, "mean": r.mean_std().0}))
                 .collect::<Vec<_>>()),
         }
         .write(ctx)
@@ -460,7 +899,8 @@ impl Stage for Report {
 }
 
 /// Writes the report artifact's files into `out`, adding this run's provenance to
-/// `metrics.json` (`stages`) and `index.html`. Returns the Markdown summary.
+/// `metrics.json` (`stages`) and `index.html` (the run section, the training times). Returns
+/// the Markdown summary.
 pub fn write_folder(
     bundle: &ReportBundle,
     out: &Path,
@@ -474,15 +914,29 @@ pub fn write_folder(
         match file.as_str() {
             "metrics.json" => {
                 let mut m: Value = serde_json::from_slice(&bytes)?;
-                m["stages"] = provenance.iter().map(|p| (p.stage.clone(), json!({"seconds": p.seconds, "cached": p.cached, "key": p.key, "params": p.params}))).collect::<serde_json::Map<_, _>>().into();
+                m["stages"] = provenance.iter().map(|p| (p.stage.clone(), json!({"seconds": p.seconds, "cached": p.cached, "key": p.key, "params": p.params, "threads": p.threads, "cpu_seconds": p.cpu_seconds, "peak_rss_bytes": p.peak_rss_bytes}))).collect::<serde_json::Map<_, _>>().into();
                 m["run"] = extra.clone();
                 bytes = serde_json::to_vec_pretty(&m)?;
             }
             "index.html" => {
-                let html = String::from_utf8_lossy(&bytes).replace(
+                let mut html = String::from_utf8_lossy(&bytes).replace(
                     "<!--PROVENANCE-->",
                     &crate::html::provenance(provenance, extra),
                 );
+                for model in MODELS {
+                    let time = provenance
+                        .iter()
+                        .find(|p| p.stage == model)
+                        .map(|p| {
+                            if p.cached {
+                                format!("{} (cached)", seconds(p.seconds))
+                            } else {
+                                seconds(p.seconds)
+                            }
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    html = html.replace(&format!("&lt;!--SECONDS:{model}--&gt;"), &time);
+                }
                 bytes = html.into_bytes();
             }
             "summary.md" => summary = String::from_utf8_lossy(&bytes).into_owned(),
@@ -492,4 +946,21 @@ pub fn write_folder(
         std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_for_readers() {
+        assert_eq!(seconds(0.3572416), "0.36 s");
+        assert_eq!(seconds(28.81), "28.8 s");
+        assert_eq!(seconds(744.2), "12 min 24 s");
+        assert_eq!(pct(0.9848484848484849), "98.5%");
+        assert_eq!(
+            params_text(&json!({"lr": 0.001, "mode": "x"})),
+            "lr=0.001, mode=x"
+        );
+    }
 }
