@@ -451,6 +451,17 @@ fn a_new_seed_reruns_only_the_stages_that_use_it_and_a_sweep_reports_the_spread(
         html.contains("mean ± sd of 3 seeds"),
         "the report shows the spread"
     );
+    // Each seed's correct count, not the first seed's beside the mean.
+    let counts: Vec<String> = metrics["models"]["head-nn"]["seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["correct"].as_u64().unwrap().to_string())
+        .collect();
+    assert!(
+        html.contains(&format!("{} of ", counts.join(", "))),
+        "{counts:?}"
+    );
     // The stage's latest stays the first seed's (what `predict` and `why` use).
     assert_eq!(
         p.store()

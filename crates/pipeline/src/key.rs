@@ -73,15 +73,24 @@ impl KeyInputs {
                 _ => {}
             }
         }
+        let (mut changed, mut added) = (Vec::new(), Vec::new());
         for (k, v) in &self.inputs {
             match old.inputs.get(k) {
                 Some(o) if o == v => {}
-                Some(_) => out.push(format!("input changed: {k}")),
-                None => out.push(format!("input added: {k}")),
+                Some(_) => changed.push(k.as_str()),
+                None => added.push(k.as_str()),
             }
         }
-        for k in old.inputs.keys().filter(|k| !self.inputs.contains_key(*k)) {
-            out.push(format!("input removed: {k}"));
+        let removed: Vec<&str> = old
+            .inputs
+            .keys()
+            .filter(|k| !self.inputs.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        for (what, names) in [("changed", changed), ("added", added), ("removed", removed)] {
+            if !names.is_empty() {
+                out.push(format!("input {what}: {}", name_list(&names)));
+            }
         }
         for (k, v) in &self.externals {
             match old.externals.get(k) {
@@ -131,6 +140,20 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
             out.insert(prefix.to_string(), other.to_string());
         }
     }
+}
+
+/// `a, b, c`, or with many names the first three and how many more (a seed sweep's report
+/// has dozens of inputs).
+fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    if names.len() <= SHOWN + 1 {
+        return names.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        names[..SHOWN].join(", "),
+        names.len() - SHOWN
+    )
 }
 
 #[cfg(test)]
@@ -191,6 +214,23 @@ mod tests {
                 "code changed",
                 "params changed: lr 0.001 -> 0.01",
                 "input changed: a.out"
+            ]
+        );
+    }
+
+    #[test]
+    fn many_input_changes_read_as_one_line() {
+        let old = ki();
+        let mut new = ki();
+        for i in 0..6 {
+            new.inputs.insert(format!("b{i}.out"), "d".into());
+        }
+        new.inputs.insert("a.out".into(), "d9".into());
+        assert_eq!(
+            new.diff(&old),
+            [
+                "input changed: a.out",
+                "input added: b0.out, b1.out, b2.out and 3 more"
             ]
         );
     }

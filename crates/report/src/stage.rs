@@ -204,6 +204,15 @@ impl ModelResult {
         let (m, s) = mean_std(&self.accuracies());
         (m, (self.seeds.len() > 1).then_some(s))
     }
+    /// `correct / total`, or with a sweep each seed's count: `21, 27, 31 of 220`.
+    fn correct_text(&self) -> String {
+        let m = self.primary();
+        if self.seeds.len() < 2 {
+            return format!("{} / {}", m.correct, m.total);
+        }
+        let counts: Vec<String> = self.seeds.iter().map(|s| s.1.correct.to_string()).collect();
+        format!("{} of {}", counts.join(", "), m.total)
+    }
     fn accuracy_text(&self) -> String {
         match self.mean_std() {
             (m, Some(s)) => format!(
@@ -355,11 +364,10 @@ fn overview(b: &mut Builder, results: &[ModelResult]) -> Section {
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
-            let m = r.primary();
             vec![
                 r.model.to_string(),
                 r.accuracy_text(),
-                format!("{} / {}", m.correct, m.total),
+                r.correct_text(),
                 format!("<!--SECONDS:{}-->", r.model),
                 PUBLISHED
                     .iter()
@@ -400,6 +408,13 @@ fn overview(b: &mut Builder, results: &[ModelResult]) -> Section {
 /// Confusion matrices in one row (one colour scale), per-class F1 of all models, curves.
 fn side_by_side(b: &mut Builder, results: &[ModelResult], classes: &[String]) -> Section {
     let mut sec = Section::new("models", "Models side by side");
+    if let Some(r) = results.iter().find(|r| r.seeds.len() > 1) {
+        if let Some(seed) = r.seeds[0].0 {
+            sec.text(&format!(
+                "A seed sweep: the figures of this section and of the mistakes show seed {seed}, the first of the sweep; the overview and the seeds section show every seed."
+            ));
+        }
+    }
     sec.raw("<div class=\"row\">");
     for r in results {
         let fig = b.svg(
