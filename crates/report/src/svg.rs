@@ -73,6 +73,14 @@ impl Svg {
         ));
     }
 
+    /// Text that ends at (x, y), rotated `deg` degrees (column labels).
+    pub fn rotated(&mut self, x: f64, y: f64, s: &str, deg: f64, size: f64, fill: &str) {
+        self.body.push_str(&format!(
+            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" font-size=\"{size}\" fill=\"{fill}\" transform=\"rotate({deg:.0} {x:.1} {y:.1})\">{}</text>",
+            esc(s)
+        ));
+    }
+
     pub fn bold(&mut self, x: f64, y: f64, s: &str, anchor: &str, size: f64) {
         self.body.push_str(&format!(
             "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" font-size=\"{size}\" font-weight=\"bold\" fill=\"#222\">{}</text>",
@@ -225,17 +233,18 @@ pub fn comparison(bars: &[Bar<'_>]) -> String {
 pub fn confusion(model: &str, classes: &[String], m: &[Vec<usize>]) -> String {
     let k = classes.len().max(1);
     let cell = (300.0 / k as f64).clamp(14.0, 34.0);
-    let left = 8.0
-        + 7.0
-            * classes
-                .iter()
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(4)
-                .min(22) as f64;
+    let longest = classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(4)
+        .min(22) as f64;
+    let left = 8.0 + 7.0 * longest;
     let top = 34.0;
+    // Column labels, rotated 50 degrees, below the matrix.
+    let labels = 8.0 + 6.0 * longest * 0.77;
     let w = left + cell * k as f64 + 12.0;
-    let h = top + cell * k as f64 + 36.0;
+    let h = top + cell * k as f64 + labels + 26.0;
     let mut s = Svg::new(w, h);
     s.bold(8.0, 18.0, model, "start", 14.0);
     for (t, row) in m.iter().enumerate() {
@@ -276,14 +285,12 @@ pub fn confusion(model: &str, classes: &[String], m: &[Vec<usize>]) -> String {
             }
         }
     }
-    s.text(
-        left,
-        h - 16.0,
-        "predicted class → (columns in the rows' order)",
-        "start",
-        11.0,
-        "#555",
-    );
+    for (p, class) in classes.iter().enumerate() {
+        let name: String = class.chars().take(22).collect();
+        let x = left + cell * (p as f64 + 0.5) + 3.0;
+        s.rotated(x, top + cell * k as f64 + 8.0, &name, -50.0, 10.0, "#222");
+    }
+    s.text(left, h - 10.0, "predicted class →", "start", 11.0, "#555");
     s.text(8.0, top - 6.0, "true class ↓", "start", 11.0, "#555");
     s.finish()
 }
