@@ -260,10 +260,10 @@ impl OutputWriter<'_> {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(&tmp)(e).into());
         }
-        ctx.store.commit_blob(&tmp, &digest)?;
+        let stored = ctx.store.commit_blob(&tmp, &digest)?;
         self.chunks.push(ChunkRef {
             digest: digest.clone(),
-            bytes: bytes.len() as u64,
+            bytes: stored,
             tensors: infos,
         });
         Ok(digest)

@@ -197,18 +197,22 @@ impl Store {
     }
 
     /// Moves a finished, fsynced temp file into place under its digest, if no blob of that
-    /// digest exists (create-if-absent: same digest, same content, so the first one stays).
-    pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<(), StoreError> {
+    /// digest exists (create-if-absent: same digest, same content, so the first one stays),
+    /// and returns the size of the blob now in place. That size can differ from the temp
+    /// file's: the digest leaves out the run-specific metadata (creation time, producer), so
+    /// an earlier run's blob of the same content may have a header of another length, and the
+    /// run record must name the file that is there.
+    pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<u64, StoreError> {
         let dest = self.blob_path(digest);
-        if dest.exists() {
+        if let Ok(md) = fs::metadata(&dest) {
             let _ = fs::remove_file(tmp);
-            return Ok(());
+            return Ok(md.len());
         }
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         fs::rename(tmp, &dest).map_err(io_err(&dest))?;
         sync_dir(dir);
-        Ok(())
+        fs::metadata(&dest).map(|m| m.len()).map_err(io_err(&dest))
     }
 
     /// Removes a blob found corrupt, so that it is rebuilt rather than read again.
