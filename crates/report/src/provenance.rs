@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One stage of the run that wrote the report folder.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StageProvenance {
     pub stage: String,
     pub seconds: f64,

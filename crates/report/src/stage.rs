@@ -939,18 +939,10 @@ pub fn write_folder(
                     &crate::html::provenance(provenance, extra),
                 );
                 for model in MODELS {
-                    let time = provenance
-                        .iter()
-                        .find(|p| p.stage == model)
-                        .map(|p| {
-                            if p.cached {
-                                format!("{} (cached)", seconds(p.seconds))
-                            } else {
-                                seconds(p.seconds)
-                            }
-                        })
-                        .unwrap_or_else(|| "-".into());
-                    html = html.replace(&format!("&lt;!--SECONDS:{model}--&gt;"), &time);
+                    html = html.replace(
+                        &format!("&lt;!--SECONDS:{model}--&gt;"),
+                        &training_time(model, provenance),
+                    );
                 }
                 bytes = html.into_bytes();
             }
@@ -963,9 +955,51 @@ pub fn write_folder(
     Ok(summary)
 }
 
+/// A model's training time for the overview table: its stage's seconds, or in a seed sweep
+/// (stages `model (seed N)`) the mean per seed.
+fn training_time(model: &str, provenance: &[StageProvenance]) -> String {
+    let sweep = format!("{model} (seed ");
+    let runs: Vec<&StageProvenance> = provenance
+        .iter()
+        .filter(|p| p.stage == model || p.stage.starts_with(&sweep))
+        .collect();
+    let cached = if runs.iter().any(|p| p.cached) {
+        " (cached)"
+    } else {
+        ""
+    };
+    match runs.as_slice() {
+        [] => "-".into(),
+        [p] => format!("{}{cached}", seconds(p.seconds)),
+        many => {
+            let mean = many.iter().map(|p| p.seconds).sum::<f64>() / many.len() as f64;
+            format!("{} per seed{cached}", seconds(mean))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn training_time_of_a_sweep_is_per_seed() {
+        let p = |stage: &str, seconds: f64, cached: bool| StageProvenance {
+            stage: stage.into(),
+            seconds,
+            cached,
+            ..Default::default()
+        };
+        let single = [p("head-nn", 1.5, false)];
+        assert_eq!(training_time("head-nn", &single), "1.5 s");
+        let sweep = [
+            p("head-nn (seed 1)", 2.0, true),
+            p("head-nn (seed 2)", 4.0, false),
+            p("logreg", 30.0, false),
+        ];
+        assert_eq!(training_time("head-nn", &sweep), "3.0 s per seed (cached)");
+        assert_eq!(training_time("scratch-cnn", &sweep), "-");
+    }
 
     #[test]
     fn numbers_for_readers() {

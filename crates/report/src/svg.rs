@@ -198,7 +198,14 @@ pub fn comparison(bars: &[Bar<'_>]) -> String {
             Some(sd) => format!("{} ± {:.1}", pct(b.mean), 100.0 * sd),
             None => pct(b.mean),
         };
-        s.text(x(b.mean) + 6.0, y + 15.0, &label, "start", 12.0, "#222");
+        // Right of the bar, the whisker and every seed's dot.
+        let end = b
+            .values
+            .iter()
+            .copied()
+            .chain([b.mean, b.mean + b.std.unwrap_or(0.0)])
+            .fold(f64::MIN, f64::max);
+        s.text(x(end) + 6.0, y + 15.0, &label, "start", 12.0, "#222");
         if let Some(st) = b.study {
             s.rect(
                 left,
