@@ -240,12 +240,7 @@ pub fn comparison(bars: &[Bar<'_>]) -> String {
 pub fn confusion(model: &str, classes: &[String], m: &[Vec<usize>]) -> String {
     let k = classes.len().max(1);
     let cell = (300.0 / k as f64).clamp(14.0, 34.0);
-    let longest = classes
-        .iter()
-        .map(|c| c.chars().count())
-        .max()
-        .unwrap_or(4)
-        .min(22) as f64;
+    let longest = longest_label(classes, 22);
     let left = 8.0 + 7.0 * longest;
     let top = 34.0;
     // Column labels, rotated 50 degrees, below the matrix.
@@ -302,6 +297,16 @@ pub fn confusion(model: &str, classes: &[String], m: &[Vec<usize>]) -> String {
     s.finish()
 }
 
+/// Characters in the longest class name, at most `cap` (names are cut there); 4 without classes.
+fn longest_label(classes: &[String], cap: usize) -> f64 {
+    classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(4)
+        .min(cap) as f64
+}
+
 /// The colour legend shared by every confusion matrix.
 pub fn ramp_legend() -> String {
     let mut s = Svg::new(260.0, 40.0);
@@ -318,14 +323,7 @@ pub fn ramp_legend() -> String {
 pub fn f1_grouped(classes: &[String], models: &[(&str, Vec<f64>)]) -> String {
     let per = models.len().max(1) as f64;
     let band = 8.0 * per + 8.0;
-    let left = 10.0
-        + 7.0
-            * classes
-                .iter()
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(4)
-                .min(24) as f64;
+    let left = 10.0 + 7.0 * longest_label(classes, 24);
     let width = 380.0;
     let h = 40.0 + band * classes.len() as f64 + 30.0;
     let mut s = Svg::new(left + width + 60.0, h);
@@ -467,14 +465,7 @@ pub fn curves(
 pub fn class_distribution(classes: &[String], splits: &[(&str, Vec<usize>)]) -> String {
     let per = splits.len().max(1) as f64;
     let band = 7.0 * per + 8.0;
-    let left = 10.0
-        + 7.0
-            * classes
-                .iter()
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(4)
-                .min(24) as f64;
+    let left = 10.0 + 7.0 * longest_label(classes, 24);
     let width = 360.0;
     let max = splits
         .iter()
