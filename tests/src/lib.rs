@@ -66,6 +66,19 @@ impl Project {
         s
     }
 
+    /// Runs with the given options (targets, shard, gather), quietly; panics on failure.
+    pub fn run_opts(&self, opts: RunOptions, set: &[&str]) -> RunSummary {
+        let s = pipeline::run(
+            &self.config(set),
+            &xtask::registry(),
+            &opts,
+            &Progress::silent(),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        s.check().unwrap_or_else(|e| panic!("{e:#}"));
+        s
+    }
+
     pub fn store(&self) -> pipeline::Store {
         pipeline::Store::open(&self.path().join("cache")).expect("store")
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use pipeline::{
-    plan, run, Artifact, Chunk, Config, Dtype, Progress, Registry, RunOptions, RunSummary,
+    plan, run, Artifact, Chunk, Config, Dtype, Progress, Registry, RunOptions, RunSummary, Shard,
     StageOutcome, StageState, Store,
 };
 
@@ -45,6 +45,10 @@ pub enum CoreCommand {
         /// Older runs to keep per stage, besides the latest.
         #[arg(long, default_value_t = 0)]
         keep: usize,
+        /// Keep unreferenced blobs younger than this many seconds (a run on another machine
+        /// may have stored them, its record still to come).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        grace: u64,
     },
     /// Re-hash every cached blob that a run record names; report corrupt or missing ones.
     Verify {
@@ -91,6 +95,25 @@ pub struct RunArgs {
     /// seed (everything else once); the report shows each model's mean and spread.
     #[arg(long, value_name = "SEEDS", value_parser = parse_seeds)]
     pub seeds: Option<SeedList>,
+    /// Run one shard of a shardable stage (`preprocess`, `vgg-extract`): `3/8` is shard 3 of
+    /// 8, counted from 0. Writes the shard's blobs and a partial record; `--gather 8` then
+    /// writes the stage's record. This is what each task of a SLURM job array runs.
+    #[arg(long, value_name = "I/N", conflicts_with_all = ["gather", "seeds"])]
+    pub shard: Option<Shard>,
+    /// Gather the N shards of a stage into its run record (every shard must be done).
+    #[arg(long, value_name = "N", conflicts_with = "seeds")]
+    pub gather: Option<usize>,
+    /// Where stages run: `local` (this process) or `slurm` (job arrays submitted with
+    /// `sbatch`; see `[executor]` in pipeline.toml). Default: the config's `executor.kind`.
+    #[arg(long, value_name = "KIND", value_parser = ["local", "slurm"])]
+    pub executor: Option<String>,
+    /// With `--executor slurm`: shards per shardable stage (default: `executor.shards`).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// With `--executor slurm`: wait until the submitted jobs have ended, then print the
+    /// stages' status (exit 1 if any stayed incomplete).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// The seeds of a sweep, in the order given (one value for clap, not one per seed).
@@ -136,7 +159,20 @@ impl RunArgs {
             no_wait: self.no_wait,
             fetch: self.fetch,
             seeds: self.seeds.clone().map(|s| s.0).unwrap_or_default(),
+            shard: self.shard,
+            gather: self.gather,
+            job: batch_job(),
         }
+    }
+}
+
+/// The batch scheduler's job this process runs in, from SLURM's environment (`12` or, in a
+/// job array, `12_3`).
+fn batch_job() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+        (Some(j), Some(t)) => Some(format!("{j}_{t}")),
+        _ => var("SLURM_JOB_ID"),
     }
 }
 
@@ -181,6 +217,9 @@ pub fn execute(
     }
     let config = Config::load(&globals.config, &globals.set)?;
     match cmd {
+        CoreCommand::Run(args) if crate::slurm::wanted(&config, &args)? => {
+            crate::slurm::submit(&config, registry, globals, &args, &progress)?;
+        }
         CoreCommand::Run(args) => {
             let opts = args.options();
             let summary = run(&config, registry, &opts, &progress)?;
@@ -231,12 +270,14 @@ pub fn execute(
                 ArtifactsCommand::Show { reference } => artifacts_show(&store, &reference)?,
             }
         }
-        CoreCommand::Gc { keep } => {
+        CoreCommand::Gc { keep, grace } => {
             let store = Store::open(&config.cache)?;
+            // Before waiting for the local lock: a live run anywhere refuses gc at once.
+            store.refuse_if_leased()?;
             let _lock = store.lock(true, |h| {
                 progress.warn(format!("waiting for the cache lock (held by {h})"))
             })?;
-            let (recs, blobs, bytes) = store.gc(keep)?;
+            let (recs, blobs, bytes) = store.gc(keep, std::time::Duration::from_secs(grace))?;
             let (left, n) = store.blob_usage();
             println!(
                 "removed {recs} run records and {blobs} blobs ({}); {n} blobs ({}) remain",
@@ -337,8 +378,13 @@ fn status(config: &Config, registry: &Registry, store: &Store, json: bool) -> an
                     }
                 )
             }
-            StageState::Stale { reasons, .. } => {
-                println!("{:<14} stale  {}", e.stage, reasons.join("; "))
+            StageState::Stale { reasons, key } => {
+                println!("{:<14} stale  {}", e.stage, reasons.join("; "));
+                if let Some(key) = key {
+                    for line in crate::slurm::shard_status(store, &e.stage, key)? {
+                        println!("{:<14}        {line}", "");
+                    }
+                }
             }
         }
     }

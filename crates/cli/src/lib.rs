@@ -6,6 +6,7 @@
 
 mod commands;
 mod globals;
+mod slurm;
 mod table;
 mod terminal;
 mod timeline;
@@ -14,6 +15,7 @@ pub use commands::{
     execute, print_summary, ArtifactsCommand, CoreCommand, Hooks, NoHooks, RunArgs,
 };
 pub use globals::{GlobalArgs, Globals};
+pub use slurm::ExecutorSettings;
 pub use table::{human_bytes, seconds};
 pub use terminal::Terminal;
 

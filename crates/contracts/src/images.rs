@@ -1,7 +1,9 @@
 //! `preprocess.{training,validation,evaluation}`: u8 RGB images, channels-last, in chunks.
 
+use std::collections::BTreeMap;
+
 use pipeline::{Chunk, InputArtifact, OutputWriter, StageContext, Tensor};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::manifest::Skipped;
 use crate::{meta, tensor_err, Result};
@@ -20,6 +22,43 @@ pub struct ImagesMeta {
     pub count: usize,
     pub skipped: Vec<Skipped>,
     pub synthetic: bool,
+}
+
+impl ImagesMeta {
+    /// The artifact metadata this writes (what [`ImagesWriter::finish`] stores).
+    pub fn to_meta(&self) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            (meta::CLASSES.to_string(), json!(self.classes)),
+            (COUNT.to_string(), json!(self.count)),
+            (meta::SKIPPED.to_string(), json!(self.skipped)),
+            (meta::SYNTHETIC.to_string(), json!(self.synthetic)),
+            (LAYOUT.to_string(), json!(LAYOUT_VALUE)),
+        ])
+    }
+
+    /// Reads it back from an images artifact's metadata (e.g. of one shard, to gather them).
+    pub fn from_meta(m: &BTreeMap<String, Value>) -> std::result::Result<ImagesMeta, String> {
+        fn field<T: serde::de::DeserializeOwned>(
+            m: &BTreeMap<String, Value>,
+            k: &str,
+        ) -> std::result::Result<T, String> {
+            let v = m
+                .get(k)
+                .ok_or_else(|| format!("images metadata has no `{k}`"))?;
+            serde_json::from_value(v.clone()).map_err(|e| format!("images metadata `{k}`: {e}"))
+        }
+        if m.get(LAYOUT) != Some(&json!(LAYOUT_VALUE)) {
+            return Err(format!(
+                "images metadata: `{LAYOUT}` is not `{LAYOUT_VALUE}`"
+            ));
+        }
+        Ok(ImagesMeta {
+            classes: field(m, meta::CLASSES)?,
+            count: field(m, COUNT)?,
+            skipped: field(m, meta::SKIPPED)?,
+            synthetic: field(m, meta::SYNTHETIC)?,
+        })
+    }
 }
 
 /// Writes one split, chunk by chunk.
@@ -54,11 +93,9 @@ impl<'c> ImagesWriter<'c> {
     }
 
     pub fn finish(mut self, m: &ImagesMeta) -> Result<()> {
-        self.w.set_meta(meta::CLASSES, json!(m.classes));
-        self.w.set_meta(COUNT, json!(m.count));
-        self.w.set_meta(meta::SKIPPED, json!(m.skipped));
-        self.w.set_meta(meta::SYNTHETIC, json!(m.synthetic));
-        self.w.set_meta(LAYOUT, json!(LAYOUT_VALUE));
+        for (k, v) in m.to_meta() {
+            self.w.set_meta(&k, v);
+        }
         self.w.finish()?;
         Ok(())
     }
@@ -89,6 +126,17 @@ impl<'a> ImagesReader<'a> {
 
     pub fn chunks(&self) -> usize {
         self.input.len()
+    }
+
+    /// Images in chunk `i`, from the artifact's description (the chunk is not read).
+    pub fn chunk_rows(&self, i: usize) -> usize {
+        self.input
+            .artifact
+            .chunks
+            .get(i)
+            .and_then(|c| c.tensors.iter().find(|t| t.name == IMAGES))
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0)
     }
 
     pub fn chunk(&self, i: usize) -> Result<ImagesChunk> {

@@ -13,6 +13,7 @@ use crate::digest::{artifact_digest, chunk_digest};
 use crate::error::{io_err, BoxError};
 use crate::fsutil::write_synced;
 use crate::progress::Progress;
+use crate::shard::Shard;
 use crate::store::Store;
 use crate::tensor::{Dtype, Tensor};
 
@@ -34,6 +35,8 @@ pub struct StageContext<'a> {
     pub(crate) items: Mutex<Option<(u64, String)>>,
     /// The seeds of a sweep (`run --seeds`), in order; empty without one.
     pub(crate) sweep: Vec<u64>,
+    /// The shard to compute (`run --shard I/N`), for a shardable stage.
+    pub(crate) shard: Option<Shard>,
 }
 
 impl<'a> StageContext<'a> {
@@ -53,6 +56,11 @@ impl<'a> StageContext<'a> {
             )
             .into()
         })
+    }
+    /// The shard this execution computes (`run --shard I/N`), or `None` for all units. Only a
+    /// stage that declares `Stage::shardable` is ever run with one.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
     }
     pub fn device(&self) -> &str {
         &self.device

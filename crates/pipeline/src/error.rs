@@ -18,10 +18,22 @@ pub enum StoreError {
         "cache {path} is locked by another run ({holder}); rerun without --no-wait to wait for it"
     )]
     Locked { path: PathBuf, holder: String },
+    #[error("{}", leased_message(path, holders))]
+    Leased { path: PathBuf, holders: Vec<String> },
     #[error("blob {digest} is corrupt ({reason}); it was removed and will be rebuilt")]
     Corrupt { digest: String, reason: String },
     #[error("blob {digest} is missing from the cache")]
     Missing { digest: String },
+}
+
+fn leased_message(path: &Path, holders: &[String]) -> String {
+    format!(
+        "refused: {} run(s) hold a live lease on the cache {} ({}); gc runs only while no run is live (a lease of a killed run expires after {}s)",
+        holders.len(),
+        path.display(),
+        holders.join("; "),
+        crate::lease::LEASE_TTL.as_secs()
+    )
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -62,6 +62,32 @@ pub trait Stage: Send + Sync {
         false
     }
 
+    /// Whether the stage can run in shards (`run STAGE --shard I/N`): its outputs are chunks
+    /// of independent work units (images) in a fixed order, and it computes only the units of
+    /// `StageContext::shard`'s range when one is set (see [`crate::Shard::range`]). The
+    /// gather concatenates the shards' chunks in shard order and merges their metadata with
+    /// [`Stage::merge_shard_meta`]: the result must equal an unsharded run's, byte for byte.
+    fn shardable(&self) -> bool {
+        false
+    }
+
+    /// The metadata of output `output` of an unsharded run, from its shards' (in shard
+    /// order). The default requires every shard to carry the same metadata.
+    fn merge_shard_meta(
+        &self,
+        output: &str,
+        parts: &[BTreeMap<String, Value>],
+    ) -> Result<BTreeMap<String, Value>, BoxError> {
+        let first = parts.first().ok_or("no shards to gather")?;
+        if let Some(i) = parts.iter().position(|p| p != first) {
+            return Err(format!(
+                "output `{output}`: shard {i} carries other metadata than shard 0; this stage's shards cannot be gathered"
+            )
+            .into());
+        }
+        Ok(first.clone())
+    }
+
     /// What the stage needs by default (`resources` in `pipeline.toml` overrides it): every
     /// core unless the stage says otherwise.
     fn resources(&self) -> Resources {

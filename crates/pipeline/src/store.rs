@@ -7,11 +7,18 @@
 //! latest/<stage>.json             the stage's most recent run record (for `why`)
 //! last-run.json                   what the most recent `run` did, stage by stage (timeline)
 //! stat-cache.json                 file digests by (size, mtime, inode), to skip re-hashing
+//! runs/<stage>/shards/<key>/I-of-N.json         a shard's partial record (`run --shard I/N`)
+//! runs/<stage>/shards/<key>/I-of-N.failed.json  why that shard's last attempt failed
 //! tmp/                            files being written (uniquely named per writer)
-//! lock                            advisory lock held by the process that runs stages
+//! leases/                         one file per live run, renewed by a heartbeat
+//! lock                            advisory lock: the single-machine fast path
 //! ```
 //! Invariants: a blob is never rewritten; a run record is written (atomically) only after every
-//! blob it names is durable; a damaged record counts as absent and is moved aside.
+//! blob it names is durable; a damaged record counts as absent and is moved aside. Blob and
+//! record writes take no lock, so that many processes and machines can write one cache:
+//! temp names are unique per host, pid and call, blobs are created only if absent, and no
+//! writer empties `tmp/` (only temp files of dead processes of its own host, or older than a
+//! day, are removed). Where exclusion is needed (`gc`), leases stand in for the lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -24,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, StoreError};
 use crate::fsutil::{sync_dir, temp_path, write_atomic};
+use crate::lease::{self, Lease, LeaseInfo};
 use crate::record::RunRecord;
+use crate::shard::Shard;
 
 /// Temp files older than this are left-overs of dead writers and may be deleted.
 const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
@@ -42,6 +51,16 @@ pub struct Store {
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
+}
+
+/// Why a shard's last attempt failed, for `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardFailure {
+    pub error: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    pub finished_ms: u64,
 }
 
 /// One stage of the most recent run, for the timeline.
@@ -70,7 +89,7 @@ pub struct LastRun {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["blobs", "runs", "latest", "tmp"] {
+        for sub in ["blobs", "runs", "latest", "tmp", "leases"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -210,7 +229,19 @@ impl Store {
         }
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+        // Create-if-absent even against a writer on another machine: a hard link fails with
+        // "exists" where a rename would silently replace the other writer's file (whose size
+        // its record may already name).
+        match fs::hard_link(tmp, &dest) {
+            Ok(()) => {
+                let _ = fs::remove_file(tmp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(tmp);
+            }
+            // A file system without hard links: rename (atomic, last writer's file stays).
+            Err(_) => fs::rename(tmp, &dest).map_err(io_err(&dest))?,
+        }
         sync_dir(dir);
         fs::metadata(&dest).map(|m| m.len()).map_err(io_err(&dest))
     }
@@ -267,6 +298,123 @@ impl Store {
         }
     }
 
+    fn shard_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("runs").join(stage).join("shards").join(key)
+    }
+
+    /// The partial record of one shard of a stage run (written last by `run --shard`).
+    pub(crate) fn write_shard_record(
+        &self,
+        rec: &RunRecord,
+        shard: Shard,
+    ) -> Result<(), StoreError> {
+        let dir = self.shard_dir(&rec.stage, &rec.key);
+        let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
+        let p = dir.join(format!("{}.json", shard.file_stem()));
+        write_atomic(&p, &bytes).map_err(io_err(&p))?;
+        let _ = fs::remove_file(dir.join(format!("{}.failed.json", shard.file_stem())));
+        Ok(())
+    }
+
+    /// The partial record of `shard` of the run with `key`, if that shard completed.
+    pub fn read_shard_record(
+        &self,
+        stage: &str,
+        key: &str,
+        shard: Shard,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let p = self
+            .shard_dir(stage, key)
+            .join(format!("{}.json", shard.file_stem()));
+        self.read_json(&p)
+    }
+
+    /// Notes why a shard's attempt failed (for `status`); a later success removes it.
+    pub(crate) fn write_shard_failure(
+        &self,
+        stage: &str,
+        key: &str,
+        shard: Shard,
+        failure: &ShardFailure,
+    ) -> Result<(), StoreError> {
+        let p = self
+            .shard_dir(stage, key)
+            .join(format!("{}.failed.json", shard.file_stem()));
+        let bytes = serde_json::to_vec_pretty(failure).expect("serialises");
+        write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    pub fn read_shard_failure(
+        &self,
+        stage: &str,
+        key: &str,
+        shard: Shard,
+    ) -> Result<Option<ShardFailure>, StoreError> {
+        let p = self
+            .shard_dir(stage, key)
+            .join(format!("{}.failed.json", shard.file_stem()));
+        self.read_json(&p)
+    }
+
+    /// The shard counts that shards of the run with `key` were started with (`N` of each
+    /// `I-of-N` record or failure note), ascending.
+    pub fn shard_counts(&self, stage: &str, key: &str) -> Vec<usize> {
+        let mut out = BTreeSet::new();
+        if let Ok(rd) = fs::read_dir(self.shard_dir(stage, key)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.split('.').next().unwrap_or("");
+                if let Some((_, n)) = stem.split_once("-of-") {
+                    if let Ok(n) = n.parse::<usize>() {
+                        out.insert(n);
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Every shard record in the store (their blobs are live until the gather).
+    fn shard_records(&self) -> Vec<(PathBuf, RunRecord)> {
+        let mut out = Vec::new();
+        let Ok(stages) = fs::read_dir(self.root.join("runs")) else {
+            return out;
+        };
+        for st in stages.flatten() {
+            let Ok(keys) = fs::read_dir(st.path().join("shards")) else {
+                continue;
+            };
+            for k in keys.flatten() {
+                let Ok(files) = fs::read_dir(k.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let p = f.path();
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if name.is_some_and(|n| n.ends_with(".json") && !n.ends_with(".failed.json")) {
+                        if let Ok(Some(r)) = self.read_json::<RunRecord>(&p) {
+                            out.push((p, r));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes a run lease (see [`crate::lease`]): `what` the run does and its scheduler job.
+    pub fn lease(&self, what: &str, job: Option<&str>) -> Result<Lease, StoreError> {
+        lease::acquire(&self.root.join("leases"), what, job)
+    }
+
+    /// The run leases that are live now (other runs, here or on other machines).
+    pub fn live_leases(&self) -> Vec<LeaseInfo> {
+        lease::live(&self.root.join("leases"))
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    }
+
     /// Every run record in the store.
     pub fn records(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
@@ -312,10 +460,28 @@ impl Store {
         (bytes, n)
     }
 
-    /// Deletes run records beyond the newest `keep + 1` of each stage (the latest always stays)
-    /// and every blob that no remaining record refers to. Returns (records removed, blobs
-    /// removed, bytes freed).
-    pub fn gc(&self, keep: usize) -> Result<(usize, usize, u64), StoreError> {
+    /// Fails with [`StoreError::Leased`] while any run holds a live lease (removing the
+    /// leases of dead runs on the way).
+    pub fn refuse_if_leased(&self) -> Result<(), StoreError> {
+        lease::remove_dead(&self.root.join("leases"));
+        let live_leases = self.live_leases();
+        if live_leases.is_empty() {
+            return Ok(());
+        }
+        let now = crate::clock::now_ms();
+        Err(StoreError::Leased {
+            path: self.root.clone(),
+            holders: live_leases.iter().map(|l| l.describe(now)).collect(),
+        })
+    }
+
+    /// Deletes run records beyond the newest `keep + 1` of each stage (the latest always stays),
+    /// shard records of runs already gathered, and every blob that no remaining record refers
+    /// to and that is older than `grace` (a writer elsewhere may have just stored it, with its
+    /// record still to come). Refused while another run holds a live lease. Returns (records
+    /// removed, blobs removed, bytes freed).
+    pub fn gc(&self, keep: usize, grace: Duration) -> Result<(usize, usize, u64), StoreError> {
+        self.refuse_if_leased()?;
         let mut by_stage: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
         for r in self.records()? {
             by_stage.entry(r.stage.clone()).or_default().push(r);
@@ -339,13 +505,32 @@ impl Store {
                 }
             }
         }
+        for (p, r) in self.shard_records() {
+            if self.record_path(&r.stage, &r.key).exists() {
+                // Gathered: the full record names the same blobs.
+                let _ = fs::remove_file(&p);
+                if let Some(dir) = p.parent() {
+                    let _ = fs::remove_dir(dir);
+                }
+                continue;
+            }
+            for a in r.outputs.values() {
+                live.extend(a.chunks.iter().map(|c| c.digest.clone()));
+            }
+        }
+        let now = SystemTime::now();
         let (mut removed_blobs, mut freed) = (0, 0);
         for_each_blob(&self.root.join("blobs"), |p, md| {
             let digest = p
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default();
-            if !live.contains(&digest) && fs::remove_file(p).is_ok() {
+            let young = md
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_none_or(|age| age < grace);
+            if !live.contains(&digest) && !young && fs::remove_file(p).is_ok() {
                 removed_blobs += 1;
                 freed += md.len();
             }

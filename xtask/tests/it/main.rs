@@ -284,3 +284,82 @@ fn a_diverging_network_fails_its_stage_and_records_nothing() {
         "nothing recorded"
     );
 }
+
+/// The VGG16 weights in `../shared` (or `$SHARED_DIR`), if present.
+fn shared_weights() -> Option<PathBuf> {
+    let shared = std::env::var_os("SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let w = shared.join("weights/vgg16_notop.safetensors");
+    if w.exists() {
+        Some(w)
+    } else {
+        assert!(
+            std::env::var_os("REQUIRE_SHARED").is_none(),
+            "REQUIRE_SHARED is set but {} is missing",
+            w.display()
+        );
+        eprintln!("SKIPPED: {} not found (set SHARED_DIR)", w.display());
+        None
+    }
+}
+
+#[test]
+fn slurm_sharded_extraction_of_the_synthetic_set_equals_a_local_run() {
+    if !fixtures::slurm_up() {
+        return;
+    }
+    let Some(w) = shared_weights() else { return };
+    let weights = format!("weights.path={}", w.display());
+    let local = project();
+    let o = xtask(
+        local.path(),
+        &["-q", "run", "vgg-extract", "--set", &weights],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let cluster = project();
+    let run = || {
+        xtask(
+            cluster.path(),
+            &[
+                "run",
+                "vgg-extract",
+                "--executor",
+                "slurm",
+                "--shards",
+                "3",
+                "--wait",
+                "--set",
+                &weights,
+            ],
+        )
+    };
+    let o = run();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let out = text(&o.stdout);
+    assert!(out.contains("3 of 3 shards (array 0-2)"), "{out}");
+    for stage in ["preprocess", "vgg-extract"] {
+        let (a, b) = (
+            record_file(local.path(), stage),
+            record_file(cluster.path(), stage),
+        );
+        for (name, art) in a["outputs"].as_object().unwrap() {
+            assert_eq!(
+                art["digest"], b["outputs"][name]["digest"],
+                "{stage}.{name} differs"
+            );
+        }
+    }
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("nothing submitted"),
+        "{}",
+        text(&o.stdout)
+    );
+}

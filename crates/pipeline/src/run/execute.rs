@@ -13,6 +13,7 @@ use crate::clock::now_ms;
 use crate::context::StageContext;
 use crate::key::KeyInputs;
 use crate::progress::Progress;
+use crate::shard::Shard;
 use crate::stage::Stage;
 use crate::store::Store;
 use crate::usage;
@@ -34,6 +35,8 @@ pub(crate) struct Job<'r> {
     pub sweep: Vec<u64>,
     /// Whether the stage starts alone (its peak memory can then be measured from a reset).
     pub alone: bool,
+    /// The shard to compute, in a sharded run.
+    pub shard: Option<Shard>,
 }
 
 /// What an execution returns to the scheduler.
@@ -47,6 +50,7 @@ pub(crate) struct Finished {
     pub cpu_seconds: f64,
     pub peak_rss_bytes: u64,
     pub items: Option<(u64, String)>,
+    pub shard: Option<Shard>,
     pub result: Result<BTreeMap<String, Artifact>, String>,
 }
 
@@ -71,6 +75,7 @@ pub(crate) fn execute(job: Job<'_>, store: &Store, progress: &Progress) -> Finis
         outputs: Mutex::new(BTreeMap::new()),
         items: Mutex::new(None),
         sweep: job.sweep,
+        shard: job.shard,
     };
     let (result, cpu_seconds) = match rayon::ThreadPoolBuilder::new()
         .num_threads(job.threads)
@@ -113,6 +118,7 @@ pub(crate) fn execute(job: Job<'_>, store: &Store, progress: &Progress) -> Finis
         cpu_seconds,
         peak_rss_bytes: usage::peak_rss_bytes(),
         items: ctx.items.lock().ok().and_then(|i| i.clone()),
+        shard: job.shard,
         result,
     }
 }

@@ -8,6 +8,7 @@
 //! and the outcome).
 
 mod execute;
+mod gather;
 mod prepare;
 mod record;
 mod schedule;
@@ -23,6 +24,7 @@ use crate::error::Error;
 use crate::plan::{resolve, Registry};
 use crate::progress::Progress;
 use crate::record::{RunRecord, Usage};
+use crate::shard::Shard;
 use crate::store::{LastRun, Store};
 
 /// What `run` should do.
@@ -47,6 +49,77 @@ pub struct RunOptions {
     /// aggregates the seeds) runs once per seed; the first seed's results are the stages'
     /// latest. Empty: the config's seed.
     pub seeds: Vec<u64>,
+    /// Run one shard of the one target stage (`run STAGE --shard I/N`): its upstream must be
+    /// complete; it writes the shard's blobs and a partial record, not the stage's record.
+    pub shard: Option<Shard>,
+    /// Gather the target stage's `N` shards into its run record (`run STAGE --gather N`).
+    pub gather: Option<usize>,
+    /// The batch scheduler's job this run is (e.g. `SLURM_JOB_ID`), for its lease.
+    pub job: Option<String>,
+}
+
+impl RunOptions {
+    /// What the run does, in words (for its lease).
+    fn describe(&self) -> String {
+        let targets = if self.targets.is_empty() {
+            "all".to_string()
+        } else {
+            self.targets.join(" ")
+        };
+        match (self.shard, self.gather) {
+            (Some(s), _) => format!("run {targets} --shard {s}"),
+            (None, Some(n)) => format!("run {targets} --gather {n}"),
+            _ => format!("run {targets}"),
+        }
+    }
+
+    /// Checks the shard options against the selection; returns the sharded stage.
+    fn check_shard_options(&self, registry: &Registry) -> Result<Option<String>, Error> {
+        if self.shard.is_none() && self.gather.is_none() {
+            return Ok(None);
+        }
+        let flag = if self.shard.is_some() {
+            "--shard"
+        } else {
+            "--gather"
+        };
+        if self.shard.is_some() && self.gather.is_some() {
+            return Err(Error::Other(
+                "`--shard` and `--gather` exclude each other".into(),
+            ));
+        }
+        let [target] = self.targets.as_slice() else {
+            return Err(Error::Other(format!(
+                "`{flag}` applies to one stage: `run STAGE {flag} ...`"
+            )));
+        };
+        if !self.seeds.is_empty() || self.downstream || self.force {
+            return Err(Error::Other(format!(
+                "`{flag}` cannot be combined with `--seeds`, `--downstream` or `--force`"
+            )));
+        }
+        if let Some(n) = self.gather {
+            Shard::new(0, n).map_err(Error::Other)?;
+        }
+        match registry.get(target) {
+            Some(st) if !st.shardable() => {
+                let able: Vec<&str> = registry
+                    .ids()
+                    .into_iter()
+                    .filter(|id| registry.get(id).is_some_and(|s| s.shardable()))
+                    .collect();
+                Err(Error::Other(format!(
+                    "stage `{target}` cannot run in shards (shardable: {})",
+                    if able.is_empty() {
+                        "none".to_string()
+                    } else {
+                        able.join(", ")
+                    }
+                )))
+            }
+            _ => Ok(Some(target.clone())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,8 +200,18 @@ pub fn run(
     let started_ms = crate::clock::now_ms();
     let resolved = resolve(config, registry)?;
     let selection = select::Selection::new(config, opts)?;
+    let sharded = opts.check_shard_options(registry)?;
     let store = Store::open(&config.cache)?;
-    let _lock = if opts.dry_run {
+    // Every run says it is live with a lease (what `gc` on any machine checks). Shards and
+    // gathers of one stage run side by side from many processes and machines: they write
+    // only content-addressed blobs and their own records, so they take no lock; other runs
+    // also take the local lock (the fast path on one machine).
+    let _lease = if opts.dry_run {
+        None
+    } else {
+        Some(store.lease(&opts.describe(), opts.job.as_deref())?)
+    };
+    let _lock = if opts.dry_run || sharded.is_some() {
         None
     } else {
         Some(store.lock(!opts.no_wait, |holder| {
@@ -148,7 +231,7 @@ pub fn run(
         progress.warn(n);
     }
     let done = done?;
-    if !opts.dry_run {
+    if !opts.dry_run && sharded.is_none() {
         store.write_last_run(&LastRun {
             started_ms,
             finished_ms: crate::clock::now_ms(),

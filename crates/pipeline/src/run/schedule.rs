@@ -17,10 +17,11 @@ use crate::plan::{fresh_record, key_inputs, stage_settings, stale_reasons, Resol
 use crate::progress::Progress;
 use crate::record::RunRecord;
 use crate::run::execute::{execute, Finished, Job};
-use crate::run::record::{record_success, timeline_entry};
+use crate::run::record::{record_shard_success, record_success, timeline_entry};
 use crate::run::select::Selection;
 use crate::run::{RunOptions, StageOutcome};
-use crate::store::{Store, TimelineEntry};
+use crate::shard::Shard;
+use crate::store::{ShardFailure, Store, TimelineEntry};
 
 enum Slot {
     Waiting,
@@ -89,6 +90,17 @@ pub(crate) struct Scheduler<'c, 'r> {
     running: BTreeMap<usize, Share>,
     timeline: Vec<TimelineEntry>,
     failed_any: bool,
+    /// `run STAGE --shard I/N` or `--gather N`: the stage, and which.
+    sharding: Option<(String, Sharding)>,
+    /// The scheduler job of this run (for a shard's failure note).
+    job: Option<String>,
+}
+
+/// What a sharded run does to its one stage.
+#[derive(Clone, Copy)]
+enum Sharding {
+    Shard(Shard),
+    Gather(usize),
 }
 
 /// The nodes of the selected stages, in topological order.
@@ -157,6 +169,12 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             running: BTreeMap::new(),
             timeline: Vec::new(),
             failed_any: false,
+            sharding: match (opts.shard, opts.gather, opts.targets.first()) {
+                (Some(sh), _, Some(t)) => Some((t.clone(), Sharding::Shard(sh))),
+                (None, Some(n), Some(t)) => Some((t.clone(), Sharding::Gather(n))),
+                _ => None,
+            },
+            job: opts.job.clone(),
         }
     }
 
@@ -294,12 +312,78 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                 return Ok(Step::Changed);
             }
         }
+        let mut shard = None;
+        if let Some((target, how)) = self.sharding.clone() {
+            if sc.id != target {
+                let e = format!(
+                    "`{}` is not complete, and a sharded run of `{target}` runs only that stage: run `{}` first (or its gather)",
+                    sc.id, sc.id
+                );
+                progress.warn(format!("stage `{}`: {e}", sc.id));
+                self.outcomes.insert(n, StageOutcome::Failed { error: e });
+                self.slots.insert(n, Slot::Failed);
+                self.failed_any = true;
+                return Ok(Step::Changed);
+            }
+            match how {
+                Sharding::Shard(sh) => {
+                    if let Some(rec) = store.read_shard_record(&sc.id, &ki.key(), sh)? {
+                        progress.println(format!("{:>9} {} shard {sh} (cached)", "fresh", sc.id));
+                        self.outcomes.insert(
+                            n,
+                            StageOutcome::Cached {
+                                seconds: rec.seconds,
+                            },
+                        );
+                        self.slots.insert(n, Slot::Done(Box::new(rec)));
+                        return Ok(Step::Changed);
+                    }
+                    shard = Some(sh);
+                }
+                Sharding::Gather(count) if !self.dry_run => {
+                    let t0 = std::time::Instant::now();
+                    match super::gather::gather(store, *stage, &ki, count) {
+                        Ok(rec) => {
+                            store.write_record(&rec)?;
+                            progress.println(format!(
+                                "{:>9} {}: {count} shards gathered in {:.1}s",
+                                "done",
+                                sc.id,
+                                t0.elapsed().as_secs_f64()
+                            ));
+                            self.timeline.push(timeline_entry(&rec, "ran"));
+                            self.outcomes.insert(
+                                n,
+                                StageOutcome::Ran {
+                                    seconds: t0.elapsed().as_secs_f64(),
+                                    reasons: vec![format!("gathered {count} shards")],
+                                    threads: 1,
+                                    usage: rec.usage.clone().unwrap_or_default(),
+                                },
+                            );
+                            self.slots.insert(n, Slot::Done(Box::new(rec)));
+                        }
+                        Err(e) => {
+                            progress.warn(format!("stage `{}`: {e}", sc.id));
+                            self.outcomes.insert(n, StageOutcome::Failed { error: e });
+                            self.slots.insert(n, Slot::Failed);
+                            self.failed_any = true;
+                        }
+                    }
+                    return Ok(Step::Changed);
+                }
+                Sharding::Gather(_) => {}
+            }
+        }
         let reasons = if forced {
             vec!["forced".to_string()]
         } else {
             stale_reasons(store, &ki)?
         };
-        let name = self.name(n);
+        let name = match shard {
+            Some(sh) => format!("{} shard {sh}", self.name(n)),
+            None => self.name(n),
+        };
         if self.dry_run {
             progress.println(format!("{:>9} {name}: {}", "would run", reasons.join("; ")));
             self.outcomes.insert(n, StageOutcome::WouldRun { reasons });
@@ -339,6 +423,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             device: self.config.device.clone(),
             sweep: self.sweep.clone(),
             alone: self.running.is_empty(),
+            shard,
         };
         self.start(job, share, progress, spawn);
         Ok(Step::Changed)
@@ -478,6 +563,49 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         let share = self.running.remove(&n);
         let name = self.name(n);
         let id = self.config.stages[self.nodes[n].stage].id.clone();
+        if let Some(sh) = f.shard {
+            let key = f.key_inputs.key();
+            return match &f.result {
+                Ok(_) => {
+                    let shared = share.is_some_and(|s| s.overlapped);
+                    let rec = record_shard_success(store, &id, f, shared, sh)?;
+                    progress.println(format!(
+                        "{:>9} {name} shard {sh} in {:.1}s",
+                        "done", rec.seconds
+                    ));
+                    self.outcomes.insert(
+                        n,
+                        StageOutcome::Ran {
+                            seconds: rec.seconds,
+                            reasons: vec![format!("shard {sh}")],
+                            threads: rec.threads,
+                            usage: rec.usage.clone().unwrap_or_default(),
+                        },
+                    );
+                    self.slots.insert(n, Slot::Done(Box::new(rec)));
+                    Ok(())
+                }
+                Err(e) => {
+                    progress.warn(format!("stage `{name}` shard {sh} failed: {e}"));
+                    store.write_shard_failure(
+                        &id,
+                        &key,
+                        sh,
+                        &ShardFailure {
+                            error: e.clone(),
+                            host: crate::fsutil::hostname(),
+                            job: self.job.clone(),
+                            finished_ms: f.finished_ms,
+                        },
+                    )?;
+                    self.outcomes
+                        .insert(n, StageOutcome::Failed { error: e.clone() });
+                    self.slots.insert(n, Slot::Failed);
+                    self.failed_any = true;
+                    Ok(())
+                }
+            };
+        }
         match &f.result {
             Ok(_) => {
                 let shared = share.is_some_and(|s| s.overlapped);

@@ -483,15 +483,23 @@ fn gc_keeps_live_runs_and_frees_the_rest() {
         before.lines().last().unwrap().starts_with("cache "),
         "{before}"
     );
-    let o = e.ok(&["gc", "--keep", "1"]);
+    let o = e.ok(&["gc", "--keep", "1", "--grace", "0"]);
     assert!(
         o.stdout().starts_with("removed 0 run records and 0 blobs"),
         "{}",
         o.stdout()
     );
-    let o = e.ok(&["gc"]);
+    // Within the grace period nothing unreferenced is deleted (a writer elsewhere may have
+    // just stored it); with none, the old runs' blobs go.
+    let o = e.ok(&["gc", "--keep", "0"]);
     assert!(
-        o.stdout().starts_with("removed 3 run records and 5 blobs"),
+        o.stdout().starts_with("removed 3 run records and 0 blobs"),
+        "{}",
+        o.stdout()
+    );
+    let o = e.ok(&["gc", "--grace", "0"]);
+    assert!(
+        o.stdout().starts_with("removed 0 run records and 5 blobs"),
         "{}",
         o.stdout()
     );
@@ -912,4 +920,308 @@ fn equal_output_under_new_params_stays_fresh() {
     let again = e.ok(&["run", "all", set[0], set[1]]);
     assert!(again.ran().is_empty(), "{}", again.stdout());
     assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+}
+
+// 12: shards, many writers, leases; the SLURM executor on a real cluster.
+
+/// Digest of every output of every stage's latest record.
+fn digests(e: &Env, stages: &[&str]) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for st in stages {
+        let r = e.record(st).unwrap_or_else(|| panic!("{st} has no record"));
+        for (name, a) in r["outputs"].as_object().unwrap() {
+            v.push((
+                format!("{st}.{name}"),
+                a["digest"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    v
+}
+
+const SHARDED: &str = r#"
+cache = "cache"
+jobs = 2
+
+[stage.gen]
+params = { n = 20, chunks = 5, scale = 0.5 }
+
+[stage.square]
+needs = ["gen"]
+
+[stage.sum]
+needs = ["square"]
+"#;
+
+#[test]
+fn sharded_runs_give_an_unsharded_runs_artifacts_and_gather_checks_every_shard() {
+    let local = Env::new(SHARDED);
+    local.ok(&["run", "all"]);
+    let want = digests(&local, &["square", "sum"]);
+    for n in ["2", "3", "7"] {
+        let e = Env::new(SHARDED);
+        e.ok(&["run", "gen"]);
+        let count: usize = n.parse().unwrap();
+        for i in 0..count {
+            let o = e.ok(&["run", "square", "--shard", &format!("{i}/{n}")]);
+            assert_eq!(o.ran(), vec!["square".to_string()], "{}", o.stdout());
+        }
+        // A shard already done is not run again.
+        let o = e.ok(&["run", "square", "--shard", &format!("0/{n}")]);
+        assert_eq!(o.ran(), Vec::<String>::new());
+        assert!(e.record("square").is_none(), "no record before the gather");
+        e.ok(&["run", "square", "--gather", n]);
+        let o = e.ok(&["run", "all"]);
+        assert_eq!(o.ran(), vec!["sum".to_string()], "{}", o.stdout());
+        assert_eq!(digests(&e, &["square", "sum"]), want, "{n} shards");
+    }
+    // A missing shard: the gather names it and records nothing.
+    let e = Env::new(SHARDED);
+    e.ok(&["run", "gen"]);
+    e.ok(&["run", "square", "--shard", "0/3"]);
+    e.ok(&["run", "square", "--shard", "2/3"]);
+    let o = e.run(&["run", "square", "--gather", "3"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr()
+            .contains("1 of 3 shards have no record (shard 1)"),
+        "{}",
+        o.stderr()
+    );
+    assert!(e.record("square").is_none());
+    let st = e.ok(&["status"]).stdout();
+    assert!(
+        st.contains("shards of 3: 2 done, 0 running, 0 failed, 1 not started"),
+        "{st}"
+    );
+    // Bad uses are one-line errors.
+    let o = e.run(&["run", "gen", "--shard", "0/2"]);
+    assert!(
+        o.stderr()
+            .contains("stage `gen` cannot run in shards (shardable: square)"),
+        "{}",
+        o.stderr()
+    );
+    let o = e.run(&["run", "square", "--shard", "3/3"]);
+    assert!(o.stderr().contains("numbered 0 to 2"), "{}", o.stderr());
+    let o = e.run(&[
+        "run",
+        "sum",
+        "--set",
+        "stage.square.params.scale=2.0",
+        "--shard",
+        "0/1",
+    ]);
+    assert!(!o.0.status.success());
+}
+
+#[test]
+fn a_shard_needs_a_complete_upstream() {
+    let e = Env::new(SHARDED);
+    let o = e.run(&["run", "square", "--shard", "0/2"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr()
+            .contains("`gen` is not complete, and a sharded run of `square` runs only that stage"),
+        "{}",
+        o.stderr()
+    );
+}
+
+#[test]
+fn shards_writing_the_same_blob_at_once_both_succeed() {
+    // scale 0: every chunk of `square` is the same blob, written by both shards at once.
+    let e = Env::new(&SHARDED.replace("scale = 0.5", "scale = 0.0"));
+    e.ok(&["run", "gen"]);
+    let slow = ["--set", "stage.square.params.sleep_ms=150"];
+    let spawn = |i: &str| {
+        let mut a = vec!["run", "square", "--shard", i];
+        a.extend(slow);
+        e.spawn(&a)
+    };
+    let (a, b) = (spawn("0/2"), spawn("1/2"));
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut g = vec!["run", "square", "--gather", "2"];
+    g.extend(slow);
+    e.ok(&g);
+    let r = e.record("square").unwrap();
+    let chunks = r["outputs"]["values"]["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 5);
+    assert!(chunks.iter().all(|c| c["digest"] == chunks[0]["digest"]));
+    e.ok(&["verify"]);
+}
+
+#[test]
+fn gc_is_refused_while_a_run_lease_is_live() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    let mut child = e.spawn(&[
+        "run",
+        "gen",
+        "--set",
+        "stage.gen.params.scale=9.0",
+        "--set",
+        "stage.gen.params.sleep_ms=20000",
+    ]);
+    let leases = e.cache().join("leases");
+    wait_for("the run's lease", || {
+        fs::read_dir(&leases)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+    let o = e.run(&["gc", "--grace", "0"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("refused: 1 run(s) hold a live lease")
+            && o.stderr().contains("`run gen`"),
+        "{}",
+        o.stderr()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The killed run's lease names a dead process of this host: no longer live.
+    let o = e.ok(&["gc", "--grace", "0"]);
+    assert!(o.stdout().starts_with("removed"), "{}", o.stdout());
+}
+
+fn slurm(e: &Env, extra: &[&str]) -> Out {
+    let mut a = vec![
+        "run",
+        "all",
+        "--executor",
+        "slurm",
+        "--shards",
+        "3",
+        "--wait",
+    ];
+    a.extend(extra);
+    e.run(&a)
+}
+
+#[test]
+fn slurm_job_arrays_give_a_local_runs_artifacts_and_a_rerun_submits_nothing() {
+    if !fixtures::slurm_up() {
+        return;
+    }
+    let local = Env::new(SHARDED);
+    local.ok(&["run", "all"]);
+    let e = Env::new(SHARDED);
+    let o = slurm(&e, &[]);
+    assert!(o.0.status.success(), "{}\n{}", o.stdout(), o.stderr());
+    let out = o.stdout();
+    assert!(out.contains("submitted 4 job(s)"), "{out}");
+    assert!(out.contains("3 of 3 shards (array 0-2)"), "{out}");
+    assert_eq!(
+        digests(&e, &["gen", "square", "sum"]),
+        digests(&local, &["gen", "square", "sum"])
+    );
+    let o = slurm(&e, &[]);
+    assert!(o.0.status.success(), "{}", o.stderr());
+    assert!(o.stdout().contains("nothing submitted"), "{}", o.stdout());
+}
+
+#[test]
+fn slurm_a_failed_shard_cancels_the_gather_and_the_rerun_submits_only_it() {
+    if !fixtures::slurm_up() {
+        return;
+    }
+    let e = Env::new(SHARDED);
+    let marker = e.path().join("fail");
+    fs::write(e.path().join("fail-1"), "").unwrap();
+    let set = format!(
+        "stage.square.params.fail_marker={:?}",
+        marker.display().to_string()
+    );
+    let o = slurm(&e, &["--set", &set]);
+    assert!(!o.0.status.success(), "{}", o.stdout());
+    let out = o.stdout();
+    assert!(
+        out.contains("shards of 3: 2 done, 0 running, 1 failed, 0 not started")
+            && out.contains("failed: shard 1 (job "),
+        "{out}\n{}",
+        o.stderr()
+    );
+    assert!(e.record("square").is_none(), "the gather must not have run");
+    assert!(e.record("sum").is_none());
+    fs::remove_file(e.path().join("fail-1")).unwrap();
+    let o = slurm(&e, &["--set", &set]);
+    assert!(o.0.status.success(), "{}\n{}", o.stdout(), o.stderr());
+    assert!(
+        o.stdout().contains("1 of 3 shards (array 1)"),
+        "{}",
+        o.stdout()
+    );
+    assert!(
+        !o.stdout().contains("  gen "),
+        "gen was fresh: {}",
+        o.stdout()
+    );
+    let local = Env::new(SHARDED);
+    local.ok(&["run", "all", "--set", &set]);
+    assert_eq!(
+        digests(&e, &["square", "sum"]),
+        digests(&local, &["square", "sum"])
+    );
+}
+
+#[test]
+fn slurm_gc_is_refused_while_a_job_holds_a_lease() {
+    if !fixtures::slurm_up() {
+        return;
+    }
+    let e = Env::new(SHARDED);
+    let o = e.ok(&[
+        "run",
+        "all",
+        "--executor",
+        "slurm",
+        "--shards",
+        "2",
+        "--set",
+        "stage.square.params.sleep_ms=2000",
+    ]);
+    assert!(o.stdout().contains("submitted 4 job(s)"), "{}", o.stdout());
+    let leases = e.cache().join("leases");
+    let shard_lease = || {
+        fs::read_dir(&leases)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| {
+                fs::read_to_string(f.path())
+                    .is_ok_and(|t| t.contains("--shard") && t.contains("\"job\""))
+            })
+    };
+    let t0 = Instant::now();
+    while !shard_lease() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no shard job started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = e.run(&["gc", "--grace", "0"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("hold a live lease") && o.stderr().contains("--shard"),
+        "{}",
+        o.stderr()
+    );
+    let t0 = Instant::now();
+    while e.record("sum").is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the jobs did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The last job may still be removing its lease.
+    let t0 = Instant::now();
+    while !e.run(&["gc", "--grace", "0"]).0.status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "gc still refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
