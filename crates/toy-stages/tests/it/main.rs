@@ -620,7 +620,7 @@ fn malformed_pipelines_get_clear_messages() {
     "#]]
     .assert_eq(&error_of("cahce = \"c\"\n", &[]));
     expect![[r#"
-        error: pipeline.toml:2:10: stage `gen` params: unknown field `sclae`, expected one of `n`, `scale`, `chunks`, `sleep_ms`, `fail`, `panic`, `nan`, `mode`, `meet_dir`, `meet_peer`, `meet_timeout_ms`
+        error: pipeline.toml:2:10: stage `gen` params: unknown field `sclae`, expected one of `n`, `scale`, `chunks`, `sleep_ms`, `fail`, `panic`, `nan`, `mode`, `meet_dir`, `meet_peer`, `meet_timeout_ms`, `fail_marker`
     "#]]
     .assert_eq(&error_of("[stage.gen]\nparams = { sclae = 2 }\n", &[]));
     expect![[r#"
