@@ -55,15 +55,7 @@ impl Project {
             targets: targets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let s = pipeline::run(
-            &self.config(set),
-            &xtask::registry(),
-            &opts,
-            &Progress::silent(),
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        s.check().unwrap_or_else(|e| panic!("{e:#}"));
-        s
+        self.run_opts(opts, set)
     }
 
     /// Runs with the given options (targets, shard, gather), quietly; panics on failure.

@@ -302,17 +302,22 @@ impl Store {
         self.root.join("runs").join(stage).join("shards").join(key)
     }
 
+    /// `runs/<stage>/shards/<key>/I-of-N<suffix>`.
+    fn shard_file(&self, stage: &str, key: &str, shard: Shard, suffix: &str) -> PathBuf {
+        self.shard_dir(stage, key)
+            .join(format!("{}{suffix}", shard.file_stem()))
+    }
+
     /// The partial record of one shard of a stage run (written last by `run --shard`).
     pub(crate) fn write_shard_record(
         &self,
         rec: &RunRecord,
         shard: Shard,
     ) -> Result<(), StoreError> {
-        let dir = self.shard_dir(&rec.stage, &rec.key);
         let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
-        let p = dir.join(format!("{}.json", shard.file_stem()));
+        let p = self.shard_file(&rec.stage, &rec.key, shard, ".json");
         write_atomic(&p, &bytes).map_err(io_err(&p))?;
-        let _ = fs::remove_file(dir.join(format!("{}.failed.json", shard.file_stem())));
+        let _ = fs::remove_file(self.shard_file(&rec.stage, &rec.key, shard, ".failed.json"));
         Ok(())
     }
 
@@ -323,10 +328,7 @@ impl Store {
         key: &str,
         shard: Shard,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let p = self
-            .shard_dir(stage, key)
-            .join(format!("{}.json", shard.file_stem()));
-        self.read_json(&p)
+        self.read_json(&self.shard_file(stage, key, shard, ".json"))
     }
 
     /// Notes why a shard's attempt failed (for `status`); a later success removes it.
@@ -337,9 +339,7 @@ impl Store {
         shard: Shard,
         failure: &ShardFailure,
     ) -> Result<(), StoreError> {
-        let p = self
-            .shard_dir(stage, key)
-            .join(format!("{}.failed.json", shard.file_stem()));
+        let p = self.shard_file(stage, key, shard, ".failed.json");
         let bytes = serde_json::to_vec_pretty(failure).expect("serialises");
         write_atomic(&p, &bytes).map_err(io_err(&p))
     }
@@ -350,10 +350,7 @@ impl Store {
         key: &str,
         shard: Shard,
     ) -> Result<Option<ShardFailure>, StoreError> {
-        let p = self
-            .shard_dir(stage, key)
-            .join(format!("{}.failed.json", shard.file_stem()));
-        self.read_json(&p)
+        self.read_json(&self.shard_file(stage, key, shard, ".failed.json"))
     }
 
     /// The shard counts that shards of the run with `key` were started with (`N` of each
