@@ -399,7 +399,7 @@ impl Store {
         out
     }
 
-    /// Takes a run lease (see [`crate::lease`]): `what` the run does and its scheduler job.
+    /// Takes a run lease (a file under `leases/`, refreshed by a heartbeat): `what` the run does and its scheduler job.
     pub fn lease(&self, what: &str, job: Option<&str>) -> Result<Lease, StoreError> {
         lease::acquire(&self.root.join("leases"), what, job)
     }
