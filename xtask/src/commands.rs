@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use contracts::{ids, outputs, ReportBundle};
-use pipeline::{Config, InputArtifact, Progress, RunSummary, StageOutcome, Store};
+use pipeline::{Config, InputArtifact, Progress, RunSummary, StageOutcome};
 
 use crate::predict::{predict, PredictArgs};
 
@@ -118,7 +118,7 @@ impl cli::Hooks for StudyHooks {
         let Some(rec) = summary.records.get(ids::REPORT) else {
             return Ok(());
         };
-        let store = Store::open(&config.cache)?;
+        let store = config.open_store()?;
         let art = rec
             .outputs
             .get(outputs::REPORT)

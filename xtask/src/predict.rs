@@ -55,7 +55,7 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
     let config = Config::load(&globals.config, &globals.set)?;
     let registry = crate::registry();
     let plan = pipeline::plan(&config, &registry)?;
-    let store = Store::open(&config.cache)?;
+    let store = config.open_store()?;
     let model = args.model.as_str();
     let rec = selected_record(&plan, &store, model, model)?;
     let pre = selected_record(&plan, &store, ids::PREPROCESS, model)?;

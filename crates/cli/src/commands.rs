@@ -232,7 +232,7 @@ pub fn execute(
             }
         }
         CoreCommand::Status { json, timeline } => {
-            let store = Store::open(&config.cache)?;
+            let store = config.open_store()?;
             if timeline {
                 crate::timeline::print(&store)?;
             } else {
@@ -264,14 +264,14 @@ pub fn execute(
         }
         CoreCommand::Dag { dot, mermaid } => print_dag(&config, dot, mermaid),
         CoreCommand::Artifacts { command } => {
-            let store = Store::open(&config.cache)?;
+            let store = config.open_store()?;
             match command {
                 ArtifactsCommand::Ls { stage } => artifacts_ls(&config, &store, stage.as_deref())?,
                 ArtifactsCommand::Show { reference } => artifacts_show(&store, &reference)?,
             }
         }
         CoreCommand::Gc { keep, grace } => {
-            let store = Store::open(&config.cache)?;
+            let store = config.open_store()?;
             // Before waiting for the local lock: a live run anywhere refuses gc at once.
             store.refuse_if_leased()?;
             let _lock = store.lock(true, |h| {
@@ -286,7 +286,7 @@ pub fn execute(
             );
         }
         CoreCommand::Verify { repair } => {
-            let store = Store::open(&config.cache)?;
+            let store = config.open_store()?;
             let _lock = if repair {
                 Some(store.lock(true, |h| {
                     progress.warn(format!("waiting for the cache lock (held by {h})"))

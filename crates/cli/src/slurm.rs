@@ -147,9 +147,11 @@ pub(crate) fn submit(
     }
     if !args.dry_run {
         sbatch_version()?;
-        check_shared_cache(&config.cache)?;
+        if config.remote.is_none() {
+            check_shared_cache(&config.cache)?;
+        }
     }
-    let store = Store::open(&config.cache)?;
+    let store = config.open_store()?;
     let p = plan(config, registry)?;
     for n in &p.notices {
         progress.warn(n);

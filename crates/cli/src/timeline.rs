@@ -7,7 +7,7 @@ use crate::table::{human_bytes, seconds};
 /// Prints the last run's timeline (or says there was none).
 pub fn print(store: &Store) -> anyhow::Result<()> {
     let Some(run) = store.last_run()? else {
-        println!("no run has finished on {} yet", store.root().display());
+        println!("no run has finished on {} yet", store.location());
         return Ok(());
     };
     let total = (run.finished_ms.saturating_sub(run.started_ms)) as f64 / 1000.0;

@@ -58,12 +58,7 @@ impl Chunk {
 
     /// Maps a blob without hashing it (its digest was verified earlier in this run).
     pub(crate) fn open_unverified(store: &Store, r: &ChunkRef) -> Result<Chunk, StoreError> {
-        let path = store.blob_path(&r.digest);
-        if !path.exists() {
-            return Err(StoreError::Missing {
-                digest: r.digest.clone(),
-            });
-        }
+        let path = store.fetch_blob(&r.digest)?;
         // SAFETY: `path` is a blob of `store`, immutable once stored (see `map_blob`).
         let mmap = unsafe { map_blob(&path) }?;
         Ok(Chunk { mmap })

@@ -2,7 +2,8 @@
 //! settings.
 //!
 //! ```toml
-//! cache = "data/cache"   # artifact store
+//! cache = "data/cache"   # artifact store: a folder, or "s3://bucket/prefix"
+//! local_cache = "..."    # an S3 cache's local tier (default data/s3-cache/<bucket>/<prefix>)
 //! seed = 1
 //! threads = 0            # the run's CPU budget; 0 = all cores
 //! device = "cpu"
@@ -29,7 +30,15 @@ pub use crate::error::ConfigError;
 use crate::resources::Resources;
 
 /// Top-level keys that are not settings tables.
-const KNOWN_KEYS: [&str; 6] = ["cache", "seed", "threads", "device", "jobs", "stage"];
+const KNOWN_KEYS: [&str; 7] = [
+    "cache",
+    "seed",
+    "threads",
+    "device",
+    "jobs",
+    "local_cache",
+    "stage",
+];
 
 /// Devices this build can run stages on.
 pub const DEVICES: [&str; 1] = ["cpu"];
@@ -38,6 +47,8 @@ pub const DEVICES: [&str; 1] = ["cpu"];
 struct RawConfig {
     #[serde(default = "default_cache")]
     cache: String,
+    #[serde(default)]
+    local_cache: Option<String>,
     #[serde(default = "default_seed")]
     seed: u64,
     #[serde(default)]
@@ -100,7 +111,11 @@ pub struct Config {
     pub file: String,
     /// Folder that relative paths are resolved against: the pipeline file's.
     pub base: PathBuf,
+    /// The cache folder; for an S3 cache, its local tier (read-through copies of blobs, temp
+    /// files, the stat cache).
     pub cache: PathBuf,
+    /// `s3://bucket/prefix` when the cache is in a bucket.
+    pub remote: Option<String>,
     pub seed: u64,
     /// The run's CPU budget; 0 = all cores (see [`Config::cpu_budget`]).
     pub threads: usize,
@@ -125,6 +140,23 @@ fn flatten_settings(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, to
 }
 
 impl Config {
+    /// Opens the configured cache: its folder, or its bucket (with the AWS environment) and
+    /// local tier.
+    pub fn open_store(&self) -> Result<crate::Store, crate::StoreError> {
+        match &self.remote {
+            Some(url) => crate::Store::open_s3(&self.cache, url, &[]),
+            None => crate::Store::open(&self.cache),
+        }
+    }
+
+    /// The cache as the user configured it (a folder or an `s3://` URL), for messages.
+    pub fn cache_label(&self) -> String {
+        match &self.remote {
+            Some(url) => url.clone(),
+            None => self.cache.display().to_string(),
+        }
+    }
+
     /// Reads `file`, applies `overrides` (`KEY=VALUE`), and validates.
     pub fn load(file: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
         let name = file.display().to_string();
@@ -192,7 +224,7 @@ impl Config {
                         None,
                         format!(
                             "unknown setting `{k}` (known: {}; other settings belong in a table such as `[dataset]`)",
-                            KNOWN_KEYS[..5].join(", ")
+                            KNOWN_KEYS[..6].join(", ")
                         ),
                     ))
                 }
@@ -285,11 +317,32 @@ impl Config {
             .into_iter()
             .map(|id| stages.remove(&id).expect("ordered ids exist"))
             .collect();
-        let cache = base.join(&raw.cache);
+        let (cache, remote) = if raw.cache.contains("://") {
+            let (bucket, prefix) = crate::remote::parse_url(&raw.cache).map_err(|m| {
+                err(
+                    None,
+                    format!("cache: {m} (a cache is a folder or s3://bucket/prefix)"),
+                )
+            })?;
+            let local = match &raw.local_cache {
+                Some(l) => base.join(l),
+                None => base.join("data/s3-cache").join(&bucket).join(&prefix),
+            };
+            (local, Some(raw.cache.clone()))
+        } else {
+            if raw.local_cache.is_some() {
+                return Err(err(
+                    None,
+                    "local_cache is the local tier of an S3 cache, but cache is a folder".into(),
+                ));
+            }
+            (base.join(&raw.cache), None)
+        };
         Ok(Config {
             file: label,
             base: base.to_path_buf(),
             cache,
+            remote,
             seed: raw.seed,
             threads: raw.threads,
             device: raw.device.into_inner(),
@@ -475,7 +528,7 @@ fn apply_override(doc: &mut toml_edit::DocumentMut, spec: &str) -> Result<(), St
         let mut names = Vec::new();
         setting_names(doc.as_item(), "", &mut names);
         if !names.iter().any(|n| n == key.trim()) {
-            let known: Vec<String> = KNOWN_KEYS[..5]
+            let known: Vec<String> = KNOWN_KEYS[..6]
                 .iter()
                 .map(|k| k.to_string())
                 .chain(names.into_iter().filter(|n| n.contains('.')))

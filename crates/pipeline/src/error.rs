@@ -24,6 +24,8 @@ pub enum StoreError {
     Corrupt { digest: String, reason: String },
     #[error("blob {digest} is missing from the cache")]
     Missing { digest: String },
+    #[error("S3 cache {url}: {message}")]
+    Remote { url: String, message: String },
 }
 
 fn leased_message(path: &Path, holders: &[String]) -> String {

@@ -1,14 +1,12 @@
 //! Run leases: how processes on many machines that share one cache say "a run is live here"
 //! without a lock (flock cannot be trusted on NFS or Lustre).
 //!
-//! A run creates `leases/<host>.<pid>.<salt>.json` with create-if-absent semantics
-//! (`O_CREAT|O_EXCL`), naming its host, pid, scheduler job and what it runs, and rewrites it
+//! A run creates `leases/<name>.<host>.<pid>.<salt>.json` with create-if-absent semantics
+//! (a hard link on a file system, `If-None-Match: *` on S3), naming its host, pid, scheduler job and what it runs, and rewrites it
 //! every [`HEARTBEAT`] with a new expiry. A lease is live until it expires; one of this host
 //! whose process is gone is dead at once. `gc` refuses while another lease is live.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,9 +14,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::clock::now_ms;
-use crate::error::{io_err, StoreError};
-use crate::fsutil::{hostname, temp_path, write_atomic};
+use crate::error::StoreError;
+use crate::fsutil::{hostname, temp_path};
+
+/// The folder (or key prefix) of the leases, relative to the cache root.
+const DIR: &str = "leases";
 
 /// How often a live run renews its lease.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -68,14 +70,16 @@ impl LeaseInfo {
 /// A held lease: renewed by a background thread, removed when dropped.
 #[derive(Debug)]
 pub struct Lease {
-    path: PathBuf,
+    backend: Backend,
+    rel: String,
     stop: Arc<AtomicBool>,
     beat: Option<JoinHandle<()>>,
 }
 
 impl Lease {
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the lease is: a path, or an `s3://` URL.
+    pub fn location(&self) -> String {
+        self.backend.describe(&self.rel)
     }
 }
 
@@ -86,7 +90,7 @@ impl Drop for Lease {
             t.thread().unpark();
             let _ = t.join();
         }
-        let _ = fs::remove_file(&self.path);
+        let _ = self.backend.delete(&self.rel);
     }
 }
 
@@ -102,27 +106,29 @@ fn info(what: &str, job: Option<&str>) -> LeaseInfo {
     }
 }
 
-/// Creates a lease in `dir` (create-if-absent: a name already taken is never overwritten).
-pub(crate) fn acquire(dir: &Path, what: &str, job: Option<&str>) -> Result<Lease, StoreError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+/// Creates a lease under `leases/` (create-if-absent: a name already taken is never
+/// overwritten).
+pub(crate) fn acquire(
+    backend: &Backend,
+    what: &str,
+    job: Option<&str>,
+) -> Result<Lease, StoreError> {
     let li = info(what, job);
     let bytes = serde_json::to_vec_pretty(&li).expect("leases serialise");
-    let path = loop {
-        // `temp_path` is unique per host, pid and call; the name only needs the `.json` end.
-        let p = temp_path(dir, "lease").with_extension("json");
-        match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(mut f) => {
-                f.write_all(&bytes).map_err(io_err(&p))?;
-                f.sync_all().map_err(io_err(&p))?;
-                break p;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(&p)(e)),
+    let rel = loop {
+        // `temp_path` is unique per host, pid and call; drop its leading dot (temp files are
+        // left out of listings) and give it the `.json` end.
+        let name = temp_path(Path::new(""), "lease").with_extension("json");
+        let name = name.to_string_lossy();
+        let rel = format!("{DIR}/{}", name.trim_start_matches('.'));
+        if backend.create(&rel, &bytes)? {
+            break rel;
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let (p, s, what, job) = (
-        path.clone(),
+    let (b, r, s, what, job) = (
+        backend.clone(),
+        rel.clone(),
         stop.clone(),
         what.to_string(),
         job.map(str::to_string),
@@ -135,41 +141,39 @@ pub(crate) fn acquire(dir: &Path, what: &str, job: Option<&str>) -> Result<Lease
                 return;
             }
             let li = info(&what, job.as_deref());
-            let _ = write_atomic(&p, &serde_json::to_vec_pretty(&li).expect("serialises"));
+            let _ = b.write(&r, &serde_json::to_vec_pretty(&li).expect("serialises"));
         })
         .ok();
-    Ok(Lease { path, stop, beat })
+    Ok(Lease {
+        backend: backend.clone(),
+        rel,
+        stop,
+        beat,
+    })
 }
 
-/// Every lease in `dir` that is live now, with its file. Unreadable leases (being written)
-/// count as live for one TTL after their file's modification time.
-pub(crate) fn live(dir: &Path) -> Vec<(PathBuf, LeaseInfo)> {
+/// Every lease that is live now, with its name. Unreadable leases (being written, on a file
+/// system without atomic rename) count as live for one TTL after their modification time.
+pub(crate) fn live(backend: &Backend) -> Vec<(String, LeaseInfo)> {
     let now = now_ms();
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "json") {
+    for e in backend.list(DIR).unwrap_or_default() {
+        if !e.rel.ends_with(".json") {
             continue;
         }
-        let li = fs::read(&p)
+        let li = backend
+            .read(&e.rel)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice::<LeaseInfo>(&b).ok());
         match li {
-            Some(li) if li.is_live(now) => out.push((p, li)),
+            Some(li) if li.is_live(now) => out.push((e.rel, li)),
             Some(_) => {}
             None => {
-                let young = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age < LEASE_TTL);
+                let young = now.saturating_sub(e.modified_ms) < LEASE_TTL.as_millis() as u64;
                 if young {
                     out.push((
-                        p,
+                        e.rel,
                         LeaseInfo {
                             host: "?".into(),
                             pid: 0,
@@ -183,22 +187,21 @@ pub(crate) fn live(dir: &Path) -> Vec<(PathBuf, LeaseInfo)> {
             }
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
 /// Removes leases that are no longer live (left by killed processes).
-pub(crate) fn remove_dead(dir: &Path) {
+pub(crate) fn remove_dead(backend: &Backend) {
     let now = now_ms();
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if let Some(li) = fs::read(&p)
+    for e in backend.list(DIR).unwrap_or_default() {
+        if let Some(li) = backend
+            .read(&e.rel)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice::<LeaseInfo>(&b).ok())
         {
             if !li.is_live(now) {
-                let _ = fs::remove_file(&p);
+                let _ = backend.delete(&e.rel);
             }
         }
     }
@@ -207,42 +210,43 @@ pub(crate) fn remove_dead(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_held_lease_is_live_and_gone_when_dropped() {
         let d = tempfile::tempdir().unwrap();
-        let l = acquire(d.path(), "run all", Some("12_3")).unwrap();
-        let v = live(d.path());
+        let b = Backend::Local(d.path().to_path_buf());
+        let l = acquire(&b, "run all", Some("12_3")).unwrap();
+        let v = live(&b);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].1.job.as_deref(), Some("12_3"));
         assert_eq!(v[0].1.pid, std::process::id());
         drop(l);
-        assert!(live(d.path()).is_empty());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        assert!(live(&b).is_empty());
+        assert_eq!(fs::read_dir(d.path().join(DIR)).unwrap().count(), 0);
     }
 
     #[test]
     fn expired_and_dead_process_leases_are_not_live() {
-        let d = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let b = Backend::Local(root.path().to_path_buf());
+        let d = root.path().join(DIR);
+        fs::create_dir_all(&d).unwrap();
         let now = now_ms();
         let mut other = info("run all", None);
         other.host = "elsewhere".into();
         other.expires_ms = now - 1;
-        fs::write(d.path().join("a.json"), serde_json::to_vec(&other).unwrap()).unwrap();
+        fs::write(d.join("a.json"), serde_json::to_vec(&other).unwrap()).unwrap();
         let mut dead = info("run all", None);
         dead.pid = u32::MAX - 1; // no such process on this host
-        fs::write(d.path().join("b.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        fs::write(d.join("b.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
         let mut remote = info("run x --shard 1/2", Some("7"));
         remote.host = "elsewhere".into();
-        fs::write(
-            d.path().join("c.json"),
-            serde_json::to_vec(&remote).unwrap(),
-        )
-        .unwrap();
-        let v = live(d.path());
+        fs::write(d.join("c.json"), serde_json::to_vec(&remote).unwrap()).unwrap();
+        let v = live(&b);
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].1.what, "run x --shard 1/2");
-        remove_dead(d.path());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        remove_dead(&b);
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
     }
 }

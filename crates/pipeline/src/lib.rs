@@ -27,6 +27,7 @@
 //! that order.
 
 mod artifact;
+mod backend;
 mod chunk;
 mod clock;
 mod config;
@@ -39,6 +40,7 @@ mod lease;
 mod plan;
 mod progress;
 mod record;
+mod remote;
 mod resources;
 mod rng;
 mod run;

@@ -194,15 +194,7 @@ pub(crate) fn fresh_record(
     let Some(rec) = store.read_record(stage, key)? else {
         return Ok(None);
     };
-    for a in rec.outputs.values() {
-        for c in &a.chunks {
-            match std::fs::metadata(store.blob_path(&c.digest)) {
-                Ok(md) if md.len() == c.bytes => {}
-                _ => return Ok(None),
-            }
-        }
-    }
-    Ok(Some(rec))
+    Ok(store.blobs_present(&rec)?.then_some(rec))
 }
 
 /// Why a stage with these key inputs has no usable record.
@@ -240,7 +232,7 @@ pub(crate) fn upstream_inputs(
 /// Computes every stage's freshness without running anything.
 pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
     let resolved = resolve(config, registry)?;
-    let store = Store::open(&config.cache)?;
+    let store = config.open_store()?;
     let mut stat = StatCache::load(&store.stat_cache_path());
     let mut done: BTreeMap<String, BTreeMap<String, Artifact>> = BTreeMap::new();
     let mut entries = Vec::new();
@@ -295,7 +287,7 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
     let (cache_bytes, cache_blobs) = store.blob_usage();
     Ok(Plan {
         entries,
-        cache: config.cache.display().to_string(),
+        cache: config.cache_label(),
         cache_bytes,
         cache_blobs,
         notices: store.take_notices(),

@@ -13,6 +13,11 @@
 //! leases/                         one file per live run, renewed by a heartbeat
 //! lock                            advisory lock: the single-machine fast path
 //! ```
+//! With `cache = "s3://bucket/prefix"` the same layout is kept under the prefix of the bucket
+//! (blobs, runs, latest, last-run.json, leases), and the local folder keeps the rest: `blobs/`
+//! as a read-through copy of the bucket's blobs (downloaded on first read, so that readers can
+//! memory-map them), `tmp/`, `stat-cache.json` and `lock`.
+//!
 //! Invariants: a blob is never rewritten; a run record is written (atomically) only after every
 //! blob it names is durable; a damaged record counts as absent and is moved aside. Blob and
 //! record writes take no lock, so that many processes and machines can write one cache:
@@ -29,10 +34,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::error::{io_err, StoreError};
-use crate::fsutil::{sync_dir, temp_path, write_atomic};
+use crate::fsutil::{sync_dir, temp_path, write_synced};
 use crate::lease::{self, Lease, LeaseInfo};
 use crate::record::RunRecord;
+use crate::remote::Remote;
 use crate::shard::Shard;
 
 /// Temp files older than this are left-overs of dead writers and may be deleted.
@@ -41,7 +48,12 @@ const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
 /// A cache folder.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The local folder (the whole cache, or the local tier of an S3 cache).
     root: PathBuf,
+    /// Where records, leases and (for S3) the blobs of record live.
+    backend: Backend,
+    /// Sizes of blobs known to be in the bucket (S3 only; blobs are immutable).
+    known: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Things worth telling the user (damaged records moved aside), taken by the caller.
     notices: Arc<Mutex<Vec<String>>>,
 }
@@ -89,18 +101,58 @@ pub struct LastRun {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["blobs", "runs", "latest", "tmp", "leases"] {
+        Self::open_local(root, &["blobs", "runs", "latest", "tmp", "leases"])
+    }
+
+    fn open_local(root: &Path, subs: &[&str]) -> Result<Store, StoreError> {
+        for sub in subs {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
         Ok(Store {
             root: root.to_path_buf(),
+            backend: Backend::Local(root.to_path_buf()),
+            known: Arc::default(),
             notices: Arc::default(),
         })
     }
 
+    /// A cache in an S3 bucket (`s3://bucket/prefix`) with `local` as its local tier.
+    /// `options` are `object_store` S3 settings over the AWS environment (`aws_endpoint`, ...).
+    pub fn open_s3(
+        local: &Path,
+        url: &str,
+        options: &[(String, String)],
+    ) -> Result<Store, StoreError> {
+        let mut s = Store::open_local(local, &["blobs", "tmp"])?;
+        s.backend = Backend::Remote(Arc::new(Remote::connect(url, options)?));
+        Ok(s)
+    }
+
+    /// The local folder: the whole cache, or an S3 cache's local tier.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The cache as users name it: its folder or its `s3://` URL.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Local(root) => root.display().to_string(),
+            Backend::Remote(r) => r.url().to_string(),
+        }
+    }
+
+    /// Whether the cache's records and blobs live in a bucket.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.backend, Backend::Remote(_))
+    }
+
+    /// Where a blob is kept for good: its local path, or its object's URL on S3.
+    pub fn blob_location(&self, digest: &str) -> String {
+        match &self.backend {
+            Backend::Local(_) => self.blob_path(digest).display().to_string(),
+            Backend::Remote(_) => self.backend.describe(&blob_rel(digest)),
+        }
     }
 
     /// Notices collected since the last call (e.g. damaged records that were moved aside).
@@ -222,6 +274,9 @@ impl Store {
     /// an earlier run's blob of the same content may have a header of another length, and the
     /// run record must name the file that is there.
     pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<u64, StoreError> {
+        if let Backend::Remote(r) = &self.backend {
+            return self.commit_blob_remote(r, tmp, digest);
+        }
         let dest = self.blob_path(digest);
         if let Ok(md) = fs::metadata(&dest) {
             let _ = fs::remove_file(tmp);
@@ -246,66 +301,170 @@ impl Store {
         fs::metadata(&dest).map(|m| m.len()).map_err(io_err(&dest))
     }
 
-    /// Removes a blob found corrupt, so that it is rebuilt rather than read again.
-    pub(crate) fn remove_blob(&self, digest: &str) {
-        let _ = fs::remove_file(self.blob_path(digest));
+    /// S3: uploads the blob if the bucket has none of its digest (create-if-absent), then
+    /// keeps the file as the local copy when it is the bucket's object.
+    fn commit_blob_remote(&self, r: &Remote, tmp: &Path, digest: &str) -> Result<u64, StoreError> {
+        let rel = blob_rel(digest);
+        let bytes = fs::read(tmp).map_err(io_err(tmp))?;
+        let ours = bytes.len() as u64;
+        let size = if r.create(&rel, bytes)? {
+            ours
+        } else {
+            r.head(&rel)?.map(|(n, _)| n).unwrap_or(ours)
+        };
+        let dest = self.blob_path(digest);
+        if size == ours && !dest.exists() {
+            self.place_local(tmp, &dest)?;
+        } else {
+            let _ = fs::remove_file(tmp);
+        }
+        self.remember(digest, size);
+        Ok(size)
     }
 
-    fn record_path(&self, stage: &str, key: &str) -> PathBuf {
-        self.root
-            .join("runs")
-            .join(stage)
-            .join(format!("{key}.json"))
+    fn remember(&self, digest: &str, size: u64) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(digest.to_string(), size);
+        }
+    }
+
+    /// Moves a finished temp file to `dest` unless a file is there already.
+    fn place_local(&self, tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+        let dir = dest.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        match fs::hard_link(tmp, dest) {
+            Ok(()) | Err(_) if dest.exists() => {}
+            Ok(()) => {}
+            Err(_) => fs::rename(tmp, dest).map_err(io_err(dest))?,
+        }
+        let _ = fs::remove_file(tmp);
+        Ok(())
+    }
+
+    /// The size of the stored blob, `None` if the cache has none of that digest. On S3 the
+    /// bucket's object is the one that counts (the local copy may not be downloaded yet).
+    pub(crate) fn blob_size(&self, digest: &str) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Backend::Local(_) => Ok(fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())),
+            Backend::Remote(r) => {
+                if let Some(n) = self.known.lock().ok().and_then(|k| k.get(digest).copied()) {
+                    return Ok(Some(n));
+                }
+                let n = r.head(&blob_rel(digest))?.map(|(n, _)| n);
+                if let Some(n) = n {
+                    self.remember(digest, n);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// The local path of a blob, downloading it first from the bucket if needed (S3).
+    /// [`StoreError::Missing`] if the cache has no blob of that digest.
+    pub(crate) fn fetch_blob(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(path);
+        }
+        let missing = || StoreError::Missing {
+            digest: digest.to_string(),
+        };
+        let Backend::Remote(r) = &self.backend else {
+            return Err(missing());
+        };
+        let bytes = r.get(&blob_rel(digest))?.ok_or_else(missing)?;
+        let tmp = self.temp_file(&format!("{digest}.download"));
+        write_synced(&tmp, &bytes).map_err(io_err(&tmp))?;
+        self.place_local(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Removes a blob found corrupt (its local copy and, on S3, the bucket's object), so that
+    /// it is rebuilt rather than read again.
+    pub(crate) fn remove_blob(&self, digest: &str) {
+        let _ = fs::remove_file(self.blob_path(digest));
+        if let Backend::Remote(r) = &self.backend {
+            let _ = r.delete(&blob_rel(digest));
+            if let Ok(mut k) = self.known.lock() {
+                k.remove(digest);
+            }
+        }
+    }
+
+    fn record_rel(stage: &str, key: &str) -> String {
+        format!("runs/{stage}/{key}.json")
+    }
+
+    fn latest_rel(stage: &str) -> String {
+        format!("latest/{stage}.json")
     }
 
     pub fn read_record(&self, stage: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
-        self.read_json(&self.record_path(stage, key))
+        self.read_json(&Self::record_rel(stage, key))
     }
 
     pub fn latest(&self, stage: &str) -> Result<Option<RunRecord>, StoreError> {
-        self.read_json(&self.root.join("latest").join(format!("{stage}.json")))
+        self.read_json(&Self::latest_rel(stage))
     }
 
     /// Writes the record (last step of a stage run) and makes it the stage's latest.
     pub(crate) fn write_record(&self, rec: &RunRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
-        let p = self.record_path(&rec.stage, &rec.key);
-        write_atomic(&p, &bytes).map_err(io_err(&p))?;
+        self.write_record_only(rec)?;
         self.set_latest(rec)
     }
 
     /// Writes the record without making it the stage's latest (another seed of a sweep).
     pub(crate) fn write_record_only(&self, rec: &RunRecord) -> Result<(), StoreError> {
+        self.put_record(&Self::record_rel(&rec.stage, &rec.key), rec)
+    }
+
+    /// Stores a record. On a folder: an atomic overwrite. On S3: a conditional create, where
+    /// "already exists" means another writer stored the same run first; its record stays if it
+    /// names the same outputs and they are all there, and is replaced otherwise (its blobs
+    /// were removed since).
+    fn put_record(&self, rel: &str, rec: &RunRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
-        let p = self.record_path(&rec.stage, &rec.key);
-        write_atomic(&p, &bytes).map_err(io_err(&p))
+        if !self.is_remote() || self.backend.create(rel, &bytes)? {
+            return if self.is_remote() {
+                Ok(())
+            } else {
+                self.backend.write(rel, &bytes)
+            };
+        }
+        if let Some(there) = self.read_json::<RunRecord>(rel)? {
+            if there.outputs == rec.outputs && self.blobs_present(&there)? {
+                return Ok(());
+            }
+        }
+        self.backend.write(rel, &bytes)
     }
 
     pub(crate) fn set_latest(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
-        let p = self.root.join("latest").join(format!("{}.json", rec.stage));
-        write_atomic(&p, &bytes).map_err(io_err(&p))
+        self.backend.write(&Self::latest_rel(&rec.stage), &bytes)
     }
 
     /// Forgets a run (its outputs turned out corrupt): the stage becomes stale.
     pub(crate) fn invalidate(&self, stage: &str, key: &str) {
-        let _ = fs::remove_file(self.record_path(stage, key));
-        let latest = self.root.join("latest").join(format!("{stage}.json"));
-        if let Ok(Some(l)) = self.read_json::<RunRecord>(&latest) {
+        let _ = self.backend.delete(&Self::record_rel(stage, key));
+        if let Ok(Some(l)) = self.latest(stage) {
             if l.key == key {
-                let _ = fs::remove_file(latest);
+                let _ = self.backend.delete(&Self::latest_rel(stage));
             }
         }
     }
 
-    fn shard_dir(&self, stage: &str, key: &str) -> PathBuf {
-        self.root.join("runs").join(stage).join("shards").join(key)
+    fn shard_dir(stage: &str, key: &str) -> String {
+        format!("runs/{stage}/shards/{key}")
     }
 
     /// `runs/<stage>/shards/<key>/I-of-N<suffix>`.
-    fn shard_file(&self, stage: &str, key: &str, shard: Shard, suffix: &str) -> PathBuf {
-        self.shard_dir(stage, key)
-            .join(format!("{}{suffix}", shard.file_stem()))
+    fn shard_file(stage: &str, key: &str, shard: Shard, suffix: &str) -> String {
+        format!(
+            "{}/{}{suffix}",
+            Self::shard_dir(stage, key),
+            shard.file_stem()
+        )
     }
 
     /// The partial record of one shard of a stage run (written last by `run --shard`).
@@ -314,11 +473,26 @@ impl Store {
         rec: &RunRecord,
         shard: Shard,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(rec).expect("records serialise");
-        let p = self.shard_file(&rec.stage, &rec.key, shard, ".json");
-        write_atomic(&p, &bytes).map_err(io_err(&p))?;
-        let _ = fs::remove_file(self.shard_file(&rec.stage, &rec.key, shard, ".failed.json"));
+        self.put_record(&Self::shard_file(&rec.stage, &rec.key, shard, ".json"), rec)?;
+        let _ = self.backend.delete(&Self::shard_file(
+            &rec.stage,
+            &rec.key,
+            shard,
+            ".failed.json",
+        ));
         Ok(())
+    }
+
+    /// Whether every blob `rec` names is stored with the size it records.
+    pub(crate) fn blobs_present(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+        for a in rec.outputs.values() {
+            for c in &a.chunks {
+                if self.blob_size(&c.digest)? != Some(c.bytes) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The partial record of `shard` of the run with `key`, if that shard completed.
@@ -328,7 +502,7 @@ impl Store {
         key: &str,
         shard: Shard,
     ) -> Result<Option<RunRecord>, StoreError> {
-        self.read_json(&self.shard_file(stage, key, shard, ".json"))
+        self.read_json(&Self::shard_file(stage, key, shard, ".json"))
     }
 
     /// Notes why a shard's attempt failed (for `status`); a later success removes it.
@@ -339,9 +513,9 @@ impl Store {
         shard: Shard,
         failure: &ShardFailure,
     ) -> Result<(), StoreError> {
-        let p = self.shard_file(stage, key, shard, ".failed.json");
         let bytes = serde_json::to_vec_pretty(failure).expect("serialises");
-        write_atomic(&p, &bytes).map_err(io_err(&p))
+        self.backend
+            .write(&Self::shard_file(stage, key, shard, ".failed.json"), &bytes)
     }
 
     pub fn read_shard_failure(
@@ -350,63 +524,56 @@ impl Store {
         key: &str,
         shard: Shard,
     ) -> Result<Option<ShardFailure>, StoreError> {
-        self.read_json(&self.shard_file(stage, key, shard, ".failed.json"))
+        self.read_json(&Self::shard_file(stage, key, shard, ".failed.json"))
     }
 
     /// The shard counts that shards of the run with `key` were started with (`N` of each
     /// `I-of-N` record or failure note), ascending.
     pub fn shard_counts(&self, stage: &str, key: &str) -> Vec<usize> {
         let mut out = BTreeSet::new();
-        if let Ok(rd) = fs::read_dir(self.shard_dir(stage, key)) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stem = name.split('.').next().unwrap_or("");
-                if let Some((_, n)) = stem.split_once("-of-") {
-                    if let Ok(n) = n.parse::<usize>() {
-                        out.insert(n);
-                    }
+        for e in self
+            .backend
+            .list(&Self::shard_dir(stage, key))
+            .unwrap_or_default()
+        {
+            let name = e.rel.rsplit('/').next().unwrap_or("");
+            let stem = name.split('.').next().unwrap_or("");
+            if let Some((_, n)) = stem.split_once("-of-") {
+                if let Ok(n) = n.parse::<usize>() {
+                    out.insert(n);
                 }
             }
         }
         out.into_iter().collect()
     }
 
-    /// Every shard record in the store (their blobs are live until the gather).
-    fn shard_records(&self) -> Vec<(PathBuf, RunRecord)> {
+    /// Every shard record in the store, by name (their blobs are live until the gather).
+    fn shard_records(&self) -> Result<Vec<(String, RunRecord)>, StoreError> {
         let mut out = Vec::new();
-        let Ok(stages) = fs::read_dir(self.root.join("runs")) else {
-            return out;
-        };
-        for st in stages.flatten() {
-            let Ok(keys) = fs::read_dir(st.path().join("shards")) else {
-                continue;
-            };
-            for k in keys.flatten() {
-                let Ok(files) = fs::read_dir(k.path()) else {
-                    continue;
-                };
-                for f in files.flatten() {
-                    let p = f.path();
-                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                    if name.is_some_and(|n| n.ends_with(".json") && !n.ends_with(".failed.json")) {
-                        if let Ok(Some(r)) = self.read_json::<RunRecord>(&p) {
-                            out.push((p, r));
-                        }
-                    }
+        for e in self.backend.list("runs")? {
+            // runs/<stage>/shards/<key>/<I-of-N>.json
+            let parts: Vec<&str> = e.rel.split('/').collect();
+            if parts.len() == 5
+                && parts[2] == "shards"
+                && parts[4].ends_with(".json")
+                && !parts[4].ends_with(".failed.json")
+            {
+                if let Some(r) = self.read_json::<RunRecord>(&e.rel)? {
+                    out.push((e.rel, r));
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Takes a run lease (a file under `leases/`, refreshed by a heartbeat): `what` the run does and its scheduler job.
     pub fn lease(&self, what: &str, job: Option<&str>) -> Result<Lease, StoreError> {
-        lease::acquire(&self.root.join("leases"), what, job)
+        lease::acquire(&self.backend, what, job)
     }
 
     /// The run leases that are live now (other runs, here or on other machines).
     pub fn live_leases(&self) -> Vec<LeaseInfo> {
-        lease::live(&self.root.join("leases"))
+        lease::live(&self.backend)
             .into_iter()
             .map(|(_, l)| l)
             .collect()
@@ -415,16 +582,12 @@ impl Store {
     /// Every run record in the store.
     pub fn records(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
-        let runs = self.root.join("runs");
-        for d in fs::read_dir(&runs).map_err(io_err(&runs))?.flatten() {
-            if !d.path().is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(d.path()).map_err(io_err(&d.path()))?.flatten() {
-                if f.path().extension().is_some_and(|e| e == "json") {
-                    if let Some(r) = self.read_json(&f.path())? {
-                        out.push(r);
-                    }
+        for e in self.backend.list("runs")? {
+            // runs/<stage>/<key>.json
+            let parts: Vec<&str> = e.rel.split('/').collect();
+            if parts.len() == 3 && parts[2].ends_with(".json") {
+                if let Some(r) = self.read_json(&e.rel)? {
+                    out.push(r);
                 }
             }
         }
@@ -436,38 +599,39 @@ impl Store {
 
     /// Records what a run did (for `status --timeline` and the report's timeline).
     pub fn write_last_run(&self, run: &LastRun) -> Result<(), StoreError> {
-        let p = self.root.join("last-run.json");
         let bytes = serde_json::to_vec_pretty(run).expect("last run serialises");
-        write_atomic(&p, &bytes).map_err(io_err(&p))
+        self.backend.write("last-run.json", &bytes)
     }
 
     /// What the most recent run did, if any run finished on this cache.
     pub fn last_run(&self) -> Result<Option<LastRun>, StoreError> {
-        self.read_json(&self.root.join("last-run.json"))
+        self.read_json("last-run.json")
     }
 
     /// Total size of the blobs, in bytes, and their count.
     pub fn blob_usage(&self) -> (u64, usize) {
-        let mut bytes = 0;
-        let mut n = 0;
-        for_each_blob(&self.root.join("blobs"), |_, md| {
-            bytes += md.len();
-            n += 1;
-        });
-        (bytes, n)
+        let blobs = self.stored_blobs().unwrap_or_default();
+        (blobs.iter().map(|b| b.size).sum(), blobs.len())
+    }
+
+    /// The stored blobs (the bucket's, on S3): digest, size, modification time.
+    fn stored_blobs(&self) -> Result<Vec<crate::backend::Entry>, StoreError> {
+        let mut v = self.backend.list("blobs")?;
+        v.retain(|e| e.rel.ends_with(".safetensors"));
+        Ok(v)
     }
 
     /// Fails with [`StoreError::Leased`] while any run holds a live lease (removing the
     /// leases of dead runs on the way).
     pub fn refuse_if_leased(&self) -> Result<(), StoreError> {
-        lease::remove_dead(&self.root.join("leases"));
+        lease::remove_dead(&self.backend);
         let live_leases = self.live_leases();
         if live_leases.is_empty() {
             return Ok(());
         }
         let now = crate::clock::now_ms();
         Err(StoreError::Leased {
-            path: self.root.clone(),
+            path: PathBuf::from(self.location()),
             holders: live_leases.iter().map(|l| l.describe(now)).collect(),
         })
     }
@@ -497,17 +661,19 @@ impl Store {
                         live.extend(a.chunks.iter().map(|c| c.digest.clone()));
                     }
                 } else {
-                    let _ = fs::remove_file(self.record_path(&r.stage, &r.key));
+                    let _ = self.backend.delete(&Self::record_rel(&r.stage, &r.key));
                     removed_records += 1;
                 }
             }
         }
-        for (p, r) in self.shard_records() {
-            if self.record_path(&r.stage, &r.key).exists() {
+        for (rel, r) in self.shard_records()? {
+            if self.read_record(&r.stage, &r.key)?.is_some() {
                 // Gathered: the full record names the same blobs.
-                let _ = fs::remove_file(&p);
-                if let Some(dir) = p.parent() {
-                    let _ = fs::remove_dir(dir);
+                let _ = self.backend.delete(&rel);
+                if let (Backend::Local(root), Some((dir, _))) =
+                    (&self.backend, rel.rsplit_once('/'))
+                {
+                    let _ = fs::remove_dir(root.join(dir));
                 }
                 continue;
             }
@@ -515,69 +681,73 @@ impl Store {
                 live.extend(a.chunks.iter().map(|c| c.digest.clone()));
             }
         }
-        let now = SystemTime::now();
+        let now = crate::clock::now_ms();
+        let grace_ms = grace.as_millis() as u64;
         let (mut removed_blobs, mut freed) = (0, 0);
-        for_each_blob(&self.root.join("blobs"), |p, md| {
-            let digest = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let young = md
-                .modified()
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_none_or(|age| age < grace);
-            if !live.contains(&digest) && !young && fs::remove_file(p).is_ok() {
+        for b in self.stored_blobs()? {
+            let digest = digest_of(&b.rel);
+            let young = now.saturating_sub(b.modified_ms) < grace_ms;
+            if !live.contains(&digest) && !young && self.backend.delete(&b.rel).is_ok() {
                 removed_blobs += 1;
-                freed += md.len();
+                freed += b.size;
+                if self.is_remote() {
+                    let _ = fs::remove_file(self.blob_path(&digest));
+                }
             }
-        });
+        }
+        if self.is_remote() {
+            // Local copies of blobs that no kept record names.
+            for b in Backend::Local(self.root.clone()).list("blobs")? {
+                let digest = digest_of(&b.rel);
+                let young = now.saturating_sub(b.modified_ms) < grace_ms;
+                if !live.contains(&digest) && !young {
+                    let _ = fs::remove_file(self.blob_path(&digest));
+                }
+            }
+        }
         Ok((removed_records, removed_blobs, freed))
     }
 
     /// Reads a JSON file of the store. A file that exists but does not parse (truncated by a
     /// crash of something outside our write protocol, or edited by hand) counts as absent: it
     /// is moved aside to `<name>.damaged`, and a notice says so once.
-    fn read_json<T: for<'de> Deserialize<'de>>(
-        &self,
-        path: &Path,
-    ) -> Result<Option<T>, StoreError> {
-        match fs::read(path) {
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(v) => Ok(Some(v)),
-                Err(e) => {
-                    let aside = path.with_extension("json.damaged");
-                    let moved = fs::rename(path, &aside).is_ok();
-                    self.notice(format!(
-                        "{} is damaged ({e}); {}; the stage counts as not run",
-                        path.display(),
-                        if moved {
-                            format!("moved it aside to {}", aside.display())
-                        } else {
-                            "ignored it".to_string()
-                        }
-                    ));
-                    Ok(None)
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(path)(e)),
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, rel: &str) -> Result<Option<T>, StoreError> {
+        let Some(b) = self.backend.read(rel)? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&b) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                let aside = format!("{rel}.damaged");
+                let moved =
+                    self.backend.write(&aside, &b).is_ok() && self.backend.delete(rel).is_ok();
+                self.notice(format!(
+                    "{} is damaged ({e}); {}; the stage counts as not run",
+                    self.backend.describe(rel),
+                    if moved {
+                        format!("moved it aside to {}", self.backend.describe(&aside))
+                    } else {
+                        "ignored it".to_string()
+                    }
+                ));
+                Ok(None)
+            }
         }
     }
 }
 
-fn for_each_blob(dir: &Path, mut f: impl FnMut(&Path, &fs::Metadata)) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for sub in rd.flatten() {
-        let Ok(files) = fs::read_dir(sub.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            if let Ok(md) = file.metadata() {
-                f(&file.path(), &md);
-            }
-        }
-    }
+/// `blobs/ab/<digest>.safetensors`.
+fn blob_rel(digest: &str) -> String {
+    let prefix = digest.get(..2).unwrap_or("00");
+    format!("blobs/{prefix}/{digest}.safetensors")
+}
+
+/// The digest in a blob's name.
+fn digest_of(rel: &str) -> String {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.strip_suffix(".safetensors")
+        .unwrap_or(name)
+        .to_string()
 }
 
 /// Memory-maps a stored blob.

@@ -43,21 +43,18 @@ pub(crate) fn gather(
     for (i, r) in parts.iter().enumerate() {
         for a in r.outputs.values() {
             for c in &a.chunks {
-                let p = store.blob_path(&c.digest);
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.len() == c.bytes => {}
-                    Ok(m) => {
+                let p = store.blob_location(&c.digest);
+                match store.blob_size(&c.digest).map_err(|e| e.to_string())? {
+                    Some(n) if n == c.bytes => {}
+                    Some(n) => {
                         return Err(format!(
-                            "cannot gather: blob {} of shard {i}/{count} has {} bytes, its record says {}",
-                            p.display(),
-                            m.len(),
+                            "cannot gather: blob {p} of shard {i}/{count} has {n} bytes, its record says {}",
                             c.bytes
                         ))
                     }
-                    Err(_) => {
+                    None => {
                         return Err(format!(
-                            "cannot gather: blob {} of shard {i}/{count} is missing (is the cache on a file system every node shares?)",
-                            p.display()
+                            "cannot gather: blob {p} of shard {i}/{count} is missing (is the cache on a file system every node shares?)"
                         ))
                     }
                 }

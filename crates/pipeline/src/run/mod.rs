@@ -25,7 +25,7 @@ use crate::plan::{resolve, Registry};
 use crate::progress::Progress;
 use crate::record::{RunRecord, Usage};
 use crate::shard::Shard;
-use crate::store::{LastRun, Store};
+use crate::store::LastRun;
 
 /// What `run` should do.
 #[derive(Debug, Clone, Default)]
@@ -201,7 +201,7 @@ pub fn run(
     let resolved = resolve(config, registry)?;
     let selection = select::Selection::new(config, opts)?;
     let sharded = opts.check_shard_options(registry)?;
-    let store = Store::open(&config.cache)?;
+    let store = config.open_store()?;
     // Every run says it is live with a lease (what `gc` on any machine checks). Shards and
     // gathers of one stage run side by side from many processes and machines: they write
     // only content-addressed blobs and their own records, so they take no lock; other runs

@@ -26,13 +26,29 @@ params = { n = 4 }
 
 struct Env {
     dir: tempfile::TempDir,
+    /// Set for every command (the AWS settings of an S3 cache).
+    vars: Vec<(&'static str, String)>,
 }
 
 impl Env {
     fn new(toml: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("pipeline.toml"), toml).unwrap();
-        Env { dir }
+        Env {
+            dir,
+            vars: Vec::new(),
+        }
+    }
+    /// A project whose cache is `url` (an S3 prefix), with its local tier in `local/`.
+    fn s3(toml: &str, url: &str, vars: Vec<(&'static str, String)>) -> Env {
+        let toml = toml.replace(
+            "cache = \"cache\"",
+            &format!("cache = \"{url}\"\nlocal_cache = \"local\""),
+        );
+        assert!(toml.contains("s3://"), "the template names its cache");
+        let mut e = Env::new(&toml);
+        e.vars = vars;
+        e
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -40,6 +56,9 @@ impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_toy-runner"));
         c.current_dir(self.path()).args(args);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
         c
     }
     fn run(&self, args: &[&str]) -> Out {
@@ -163,7 +182,10 @@ fn moving_the_project_keeps_the_cache_valid() {
         .status()
         .unwrap();
     assert!(status.success());
-    let e2 = Env { dir: moved };
+    let e2 = Env {
+        dir: moved,
+        vars: Vec::new(),
+    };
     assert_eq!(e2.ok(&["run", "all"]).ran(), Vec::<String>::new());
 }
 
@@ -616,7 +638,7 @@ fn malformed_pipelines_get_clear_messages() {
     "#]]
     .assert_eq(&error_of("[stage.gen]\nneeds = [\"sum\"]\n[stage.square]\nneeds = [\"gen\"]\n[stage.sum]\nneeds = [\"square\"]\n", &[]));
     expect![[r#"
-        error: pipeline.toml: unknown setting `cahce` (known: cache, seed, threads, device, jobs; other settings belong in a table such as `[dataset]`)
+        error: pipeline.toml: unknown setting `cahce` (known: cache, seed, threads, device, jobs, local_cache; other settings belong in a table such as `[dataset]`)
     "#]]
     .assert_eq(&error_of("cahce = \"c\"\n", &[]));
     expect![[r#"
@@ -643,7 +665,7 @@ fn malformed_pipelines_get_clear_messages() {
         "{status}"
     );
     expect![[r#"
-        error: pipeline.toml: --set bogus.key=1: the pipeline file has no setting `bogus.key` (settings: cache, seed, threads, device, jobs)
+        error: pipeline.toml: --set bogus.key=1: the pipeline file has no setting `bogus.key` (settings: cache, seed, threads, device, jobs, local_cache)
     "#]]
     .assert_eq(&error_of("[stage.gen]\n", &["--set", "bogus.key=1"]));
     expect![[r#"
@@ -1223,5 +1245,270 @@ fn slurm_gc_is_refused_while_a_job_holds_a_lease() {
     while !e.run(&["gc", "--grace", "0"]).0.status.success() {
         assert!(t0.elapsed() < Duration::from_secs(30), "gc still refused");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// The cache on S3 (against the test server; skipped without one, required in CI).
+
+/// Artifact digests as `artifacts ls` prints them (works on any cache).
+fn listed(e: &Env) -> Vec<String> {
+    let mut v: Vec<String> = e
+        .ok(&["artifacts", "ls"])
+        .stdout()
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn s3_cache_gives_a_local_caches_artifacts_and_a_rerun_executes_nothing() {
+    let Some(s3) = fixtures::s3::s3_up("toy-equal") else {
+        return;
+    };
+    let local = Env::new(BASE);
+    local.ok(&["run", "all"]);
+    let e = Env::s3(BASE, &s3.url(""), s3.env());
+    let o = e.ok(&["run", "all"]);
+    assert_eq!(o.ran(), ["gen", "gen2", "square", "sum"], "{}", o.stdout());
+    assert_eq!(listed(&e), listed(&local));
+    let o = e.ok(&["run", "all"]);
+    assert!(o.ran().is_empty(), "{}", o.stdout());
+    // The bucket holds the records and blobs; the local tier only copies of blobs.
+    let keys = s3.list("");
+    assert!(
+        keys.iter().any(|k| k.starts_with("runs/square/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("latest/sum.json")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().filter(|k| k.starts_with("blobs/")).count() >= 7);
+    assert!(!e.path().join("local/runs").exists());
+    // Another machine: an empty local tier on the same prefix runs nothing, and reading an
+    // artifact downloads its blobs.
+    let other = Env::s3(BASE, &s3.url(""), s3.env());
+    let o = other.ok(&["run", "all"]);
+    assert!(o.ran().is_empty(), "{}", o.stdout());
+    assert_eq!(other.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    assert!(other.path().join("local/blobs").read_dir().unwrap().count() > 0);
+    let status = other.ok(&["status"]).stdout();
+    assert!(status.contains("sum            fresh"), "{status}");
+    assert!(
+        status.contains(&format!("cache {}", s3.url(""))),
+        "{status}"
+    );
+    let v = other.ok(&["verify"]).stdout();
+    assert!(v.contains("checked 7 blobs") && v.contains("0 bad"), "{v}");
+    let t = other.ok(&["status", "--timeline"]).stdout();
+    assert!(t.contains("sum"), "{t}");
+}
+
+#[test]
+fn s3_cache_errors_are_one_clear_line() {
+    let Some(s3) = fixtures::s3::s3_up("toy-errors") else {
+        return;
+    };
+    let mut vars = s3.env();
+    vars[0].1 = "http://127.0.0.1:9".into(); // nothing listens there
+    let e = Env::s3(BASE, &s3.url(""), vars);
+    let o = e.run(&["status"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains(&format!(
+            "S3 cache {}: the bucket does not answer",
+            s3.url("")
+        )) && o.stderr().contains("AWS_ENDPOINT_URL"),
+        "{}",
+        o.stderr()
+    );
+    let bad = Env::new(&BASE.replace("cache = \"cache\"", "cache = \"s3://Bad_Bucket/x\""));
+    let o = bad.run(&["status"]);
+    assert!(
+        o.stderr().contains("`Bad_Bucket` is not a bucket name"),
+        "{}",
+        o.stderr()
+    );
+    let gs = Env::new(&BASE.replace("cache = \"cache\"", "cache = \"gs://bucket/x\""));
+    assert!(gs.run(&["status"]).stderr().contains("is not an s3:// URL"));
+}
+
+#[test]
+fn s3_killed_run_leaves_nothing_taken_for_a_result() {
+    let Some(s3) = fixtures::s3::s3_up("toy-killed") else {
+        return;
+    };
+    let e = Env::s3(
+        &BASE.replace(
+            "[stage.square]\n",
+            "[stage.square]\nparams = { sleep_ms = 400 }\n",
+        ),
+        &s3.url(""),
+        s3.env(),
+    );
+    let mut child = e.spawn(&["run", "all", "--jobs", "1"]);
+    wait_for("gen to complete", || {
+        s3.list("runs/gen").iter().any(|k| k.ends_with(".json"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !s3.list("runs/square").iter().any(|k| k.ends_with(".json")),
+        "no record for the killed stage"
+    );
+    let status = e.ok(&["status"]).stdout();
+    assert!(status.contains("gen            fresh"), "{status}");
+    assert!(status.contains("square         stale"), "{status}");
+    let o = e.ok(&["run", "all"]);
+    assert_eq!(o.outcome("gen"), "cached");
+    assert!(o.ran().contains(&"square".to_string()));
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+}
+
+#[test]
+fn s3_corrupted_object_is_detected_and_rebuilt() {
+    let Some(s3) = fixtures::s3::s3_up("toy-corrupt") else {
+        return;
+    };
+    let e = Env::s3(BASE, &s3.url(""), s3.env());
+    e.ok(&["run", "all"]);
+    let rec: serde_json::Value = serde_json::from_slice(&s3.get("latest/gen.json")).unwrap();
+    let d = rec["outputs"]["values"]["chunks"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = format!("blobs/{}/{d}.safetensors", &d[..2]);
+    let mut bytes = s3.get(&key);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40; // a flipped bit in the tensor data, same size
+    s3.put(&key, bytes.clone());
+    // A machine that has no local copy reads the bucket's object.
+    let other = Env::s3(BASE, &s3.url(""), s3.env());
+    let v = other.run(&["verify"]);
+    assert!(!v.0.status.success());
+    assert!(
+        v.stdout().contains(&d[..12]) || v.stderr().contains(&d[..12]),
+        "{}{}",
+        v.stdout(),
+        v.stderr()
+    );
+    let o = other.ok(&["run", "all", "--set", "stage.square.params.sleep_ms=1"]);
+    assert!(o.stderr().contains("is corrupt"), "{}", o.stderr());
+    assert!(
+        o.ran().contains(&"gen".to_string()) && o.ran().contains(&"square".to_string()),
+        "{}",
+        o.stdout()
+    );
+    assert_eq!(other.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    assert_ne!(s3.get(&key), bytes, "the object was rebuilt");
+    assert!(other.ok(&["verify"]).stdout().contains("0 bad"));
+}
+
+#[test]
+fn s3_two_concurrent_runs_on_one_prefix_both_finish() {
+    let Some(s3) = fixtures::s3::s3_up("toy-concurrent") else {
+        return;
+    };
+    let toml = BASE.replace(
+        "[stage.square]\n",
+        "[stage.square]\nparams = { sleep_ms = 100 }\n",
+    );
+    let local = Env::new(&toml);
+    local.ok(&["run", "all"]);
+    // Two machines (two local tiers) on one prefix, at once.
+    let a = Env::s3(&toml, &s3.url(""), s3.env());
+    let b = Env::s3(&toml, &s3.url(""), s3.env());
+    let (ca, cb) = std::thread::scope(|sc| {
+        let ha = sc.spawn(|| a.cmd(&["run", "all"]).output().unwrap());
+        let hb = sc.spawn(|| b.cmd(&["run", "all"]).output().unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    for (name, o) in [("a", &ca), ("b", &cb)] {
+        assert!(
+            o.status.success(),
+            "run {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(listed(&a), listed(&local));
+    assert_eq!(listed(&b), listed(&local));
+    assert_eq!(b.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+    assert!(a.ok(&["run", "all"]).ran().is_empty());
+}
+
+#[test]
+fn s3_gc_is_refused_while_a_run_lease_is_live() {
+    let Some(s3) = fixtures::s3::s3_up("toy-gc") else {
+        return;
+    };
+    let e = Env::s3(BASE, &s3.url(""), s3.env());
+    e.ok(&["run", "all"]);
+    e.ok(&["run", "all", "--set", "stage.gen.params.scale=2.0"]);
+    let mut child = e.spawn(&[
+        "run",
+        "gen",
+        "--set",
+        "stage.gen.params.scale=9.0",
+        "--set",
+        "stage.gen.params.sleep_ms=20000",
+    ]);
+    wait_for("the run's lease", || !s3.list("leases").is_empty());
+    let o = e.run(&["gc", "--grace", "0"]);
+    assert!(!o.0.status.success());
+    assert!(
+        o.stderr().contains("refused: 1 run(s) hold a live lease")
+            && o.stderr().contains("`run gen`"),
+        "{}",
+        o.stderr()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = s3.list("blobs").len();
+    let o = e.ok(&["gc", "--keep", "0", "--grace", "0"]);
+    assert!(o.stdout().starts_with("removed"), "{}", o.stdout());
+    assert!(
+        s3.list("leases").is_empty(),
+        "the dead run's lease was removed"
+    );
+    assert!(
+        s3.list("blobs").len() < before,
+        "unreferenced objects were deleted"
+    );
+    let o = e.ok(&["run", "all", "--set", "stage.gen.params.scale=2.0"]);
+    assert!(
+        o.ran().is_empty(),
+        "gc kept what the latest runs name: {}",
+        o.stdout()
+    );
+}
+
+#[test]
+fn s3_conditional_writes_retry_on_409_and_304() {
+    let Some(s3) = fixtures::s3::s3_up("toy-conflict") else {
+        return;
+    };
+    let local = Env::new(BASE);
+    local.ok(&["run", "all"]);
+    for status in [409, 304] {
+        // The first creates of blobs meet a conflict (409) or a "not modified" (304) while
+        // no object is there: taken for "already stored", the blobs would never be uploaded.
+        let proxy = fixtures::s3::ConflictProxy::start(&s3.endpoint, status, 5, "/blobs/");
+        let mut vars = s3.env();
+        vars[0].1 = proxy.endpoint.clone();
+        let url = s3.url(&format!("s{status}"));
+        let e = Env::s3(BASE, &url, vars);
+        let o = e.ok(&["run", "all"]);
+        assert_eq!(o.ran().len(), 4, "{}", o.stdout());
+        assert_eq!(proxy.injected(), 5, "answers made up");
+        assert_eq!(listed(&e), listed(&local), "after {status} answers");
+        // Another machine, straight to the server: every blob is in the bucket.
+        let other = Env::s3(BASE, &url, s3.env());
+        let o = other.ok(&["run", "all"]);
+        assert!(o.ran().is_empty(), "{}", o.stdout());
+        let v = other.ok(&["verify"]).stdout();
+        assert!(v.contains("checked 7 blobs") && v.contains("0 bad"), "{v}");
     }
 }
