@@ -576,3 +576,55 @@ fn sharded_preprocess_and_extraction_equal_an_unsharded_run_byte_for_byte() {
     let s = sharded.run(&["logreg"], &set);
     assert_eq!(s.ran(), vec!["logreg"]);
 }
+
+/// Every output digest of every stage but the report (whose page shows the run's timings).
+fn study_digests(store: &pipeline::Store, stages: &[&str]) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for st in stages.iter().filter(|s| **s != "report") {
+        let rec = store
+            .latest(st)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{st} never ran"));
+        for (name, a) in &rec.outputs {
+            v.push((format!("{st}.{name}"), a.digest.clone()));
+        }
+    }
+    v
+}
+
+#[test]
+fn s3_cache_runs_the_study_on_a_food_slice_as_a_local_cache_does() {
+    let Some(shared) = shared() else { return };
+    let Some(s3) = fixtures::s3::s3_up("study-food") else {
+        return;
+    };
+    let (local, set) = seeded_project(&shared);
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    let first = local.run(&[], &set);
+    let stages: Vec<&str> = first.records.keys().map(String::as_str).collect();
+    assert_eq!(stages.len(), 7, "{stages:?}");
+    let want = study_digests(&local.store(), &stages);
+    // The same project with its cache in the bucket (settings from an `[s3]` table).
+    let toml = std::fs::read_to_string(local.path().join("pipeline.toml"))
+        .unwrap()
+        .replace(
+            "cache = \"cache\"",
+            &format!("cache = \"{}\"\nlocal_cache = \"local\"", s3.url("")),
+        )
+        + &format!(
+            "\n[s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nregion = \"us-east-1\"\n",
+            s3.endpoint
+        );
+    let remote = Project::new(&toml);
+    std::fs::create_dir_all(remote.path().join("ds")).unwrap();
+    food_slice(&shared, &remote.path().join("ds"), 3);
+    let s = remote.run(&[], &set);
+    assert_eq!(s.ran().len(), 7);
+    let store = remote.config(&set).open_store().unwrap();
+    assert!(store.is_remote());
+    assert_eq!(study_digests(&store, &stages), want);
+    assert!(!remote.path().join("cache").exists(), "no local cache folder");
+    let again = remote.run(&[], &set);
+    assert!(again.ran().is_empty(), "{:?}", again.ran());
+    assert!(s3.list("runs/report").iter().any(|k| k.ends_with(".json")));
+}

@@ -4,6 +4,7 @@
 //! ```toml
 //! cache = "data/cache"   # artifact store: a folder, or "s3://bucket/prefix"
 //! local_cache = "..."    # an S3 cache's local tier (default data/s3-cache/<bucket>/<prefix>)
+//! [s3]                   # optional S3 settings over the AWS environment: endpoint, region, ...
 //! seed = 1
 //! threads = 0            # the run's CPU budget; 0 = all cores
 //! device = "cpu"
@@ -142,9 +143,25 @@ fn flatten_settings(prefix: &str, t: &toml::Table, out: &mut BTreeMap<String, to
 impl Config {
     /// Opens the configured cache: its folder, or its bucket (with the AWS environment) and
     /// local tier.
+    /// The settings of an `[s3]` table (`endpoint`, `region`, ... as `object_store` names
+    /// them) apply over the environment.
     pub fn open_store(&self) -> Result<crate::Store, crate::StoreError> {
         match &self.remote {
-            Some(url) => crate::Store::open_s3(&self.cache, url, &[]),
+            Some(url) => {
+                let options: Vec<(String, String)> = self
+                    .settings
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let key = k.strip_prefix("s3.")?;
+                        let value = match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        Some((key.to_string(), value))
+                    })
+                    .collect();
+                crate::Store::open_s3(&self.cache, url, &options)
+            }
             None => crate::Store::open(&self.cache),
         }
     }

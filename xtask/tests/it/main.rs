@@ -363,3 +363,102 @@ fn slurm_sharded_extraction_of_the_synthetic_set_equals_a_local_run() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn s3_cache_runs_the_whole_default_study_and_every_command_works_on_it() {
+    let Some(s3) = fixtures::s3::s3_up("xtask-study") else {
+        return;
+    };
+    let Some(w) = shared_weights() else { return };
+    let weights = format!("weights.path={}", w.display());
+    let local = project();
+    let o = xtask(local.path(), &["-q", "run", "all", "--set", &weights]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Two machines on one bucket prefix: each project has its own local tier.
+    let on_s3 = || {
+        let dir = project();
+        let p = dir.path().join("pipeline.toml");
+        let toml = fs::read_to_string(&p).unwrap().replace(
+            "cache = \"cache\"",
+            &format!("cache = \"{}\"\nlocal_cache = \"local\"", s3.url("")),
+        );
+        fs::write(&p, toml).unwrap();
+        dir
+    };
+    let x = |dir: &Path, args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.current_dir(dir).args(args);
+        for (k, v) in s3.env() {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let a = on_s3();
+    let o = x(a.path(), &["run", "all", "--set", &weights]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stages = [
+        "loader",
+        "preprocess",
+        "vgg-extract",
+        "head-nn",
+        "logreg",
+        "scratch-cnn",
+    ];
+    for stage in stages {
+        let want = record_file(local.path(), stage);
+        let got: serde_json::Value =
+            serde_json::from_slice(&s3.get(&format!("latest/{stage}.json"))).unwrap();
+        for (name, art) in want["outputs"].as_object().unwrap() {
+            assert_eq!(
+                art["digest"], got["outputs"][name]["digest"],
+                "{stage}.{name} differs from the local cache's"
+            );
+        }
+    }
+    let o = x(a.path(), &["run", "all", "--set", &weights]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        !out.lines().any(|l| l.split_whitespace().nth(1) == Some("ran")),
+        "the second run executed something:\n{out}"
+    );
+    // The other machine: status, artifacts, verify and predict, from the bucket.
+    let b = on_s3();
+    let status = text(&x(b.path(), &["status", "--set", &weights]).stdout);
+    for stage in stages.iter().chain(&["report"]) {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(stage) && l.contains(" fresh ")),
+            "{stage} not fresh:\n{status}"
+        );
+    }
+    assert!(status.contains(&format!("cache {}", s3.url(""))), "{status}");
+    let ls = text(&x(b.path(), &["artifacts", "ls", "logreg"]).stdout);
+    assert!(ls.starts_with("logreg."), "{ls}");
+    let show = x(b.path(), &["artifacts", "show", "head-nn.model"]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let v = x(b.path(), &["verify"]);
+    assert!(
+        v.status.success() && text(&v.stdout).contains("0 bad"),
+        "{}{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
+    let imgs = images(b.path());
+    let img_args: Vec<&str> = imgs.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["predict", "--model", "logreg", "--set", &weights];
+    args.extend(&img_args);
+    let remote = x(b.path(), &args);
+    assert!(remote.status.success(), "{}", text(&remote.stderr));
+    let here = xtask(local.path(), &args);
+    assert!(here.status.success(), "{}", text(&here.stderr));
+    let strip = |o: &Output| {
+        text(&o.stdout)
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&remote), strip(&here), "predictions from the bucket's model");
+    assert_eq!(strip(&remote).len(), 2);
+}
