@@ -623,7 +623,10 @@ fn s3_cache_runs_the_study_on_a_food_slice_as_a_local_cache_does() {
     let store = remote.config(&set).open_store().unwrap();
     assert!(store.is_remote());
     assert_eq!(study_digests(&store, &stages), want);
-    assert!(!remote.path().join("cache").exists(), "no local cache folder");
+    assert!(
+        !remote.path().join("cache").exists(),
+        "no local cache folder"
+    );
     let again = remote.run(&[], &set);
     assert!(again.ran().is_empty(), "{:?}", again.ran());
     assert!(s3.list("runs/report").iter().any(|k| k.ends_with(".json")));

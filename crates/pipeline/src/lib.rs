@@ -22,9 +22,9 @@
 //!   by side only while their threads fit the run's CPU budget.
 //!
 //! Modules depend on each other in one direction only: `error`, `tensor`, `clock`, `fsutil`,
-//! `resources` and `artifact` are leaves; `digest`, `key`, `statcache`, `record`, `store`,
-//! `chunk`, `progress`, `context`, `stage`, `config`, `plan`, `run`, `verify` build on them in
-//! that order.
+//! `resources` and `artifact` are leaves; `digest`, `key`, `statcache`, `record`, `remote`,
+//! `backend`, `lease`, `shard`, `store`, `chunk`, `progress`, `context`, `stage`, `config`,
+//! `plan`, `run`, `verify` build on them in that order.
 
 mod artifact;
 mod backend;

@@ -379,6 +379,21 @@ impl Store {
         Ok(path)
     }
 
+    /// S3: a fresh download of the bucket's object into a temp file (for `verify`, which
+    /// checks what other machines will read, not this machine's copy); `None` if the bucket
+    /// has no such object. The caller deletes the file.
+    pub(crate) fn download_blob(&self, digest: &str) -> Result<Option<PathBuf>, StoreError> {
+        let Backend::Remote(r) = &self.backend else {
+            return Ok(Some(self.blob_path(digest)).filter(|p| p.exists()));
+        };
+        let Some(bytes) = r.get(&blob_rel(digest))? else {
+            return Ok(None);
+        };
+        let tmp = self.temp_file(&format!("{digest}.verify"));
+        write_synced(&tmp, &bytes).map_err(io_err(&tmp))?;
+        Ok(Some(tmp))
+    }
+
     /// Removes a blob found corrupt (its local copy and, on S3, the bucket's object), so that
     /// it is rebuilt rather than read again.
     pub(crate) fn remove_blob(&self, digest: &str) {

@@ -1,4 +1,5 @@
-//! `verify`: re-hash every blob that a kept run record names, and (with repair) forget the
+//! `verify`: re-hash every blob that a kept run record names (on S3, the bucket's object,
+//! freshly downloaded), and (with repair) forget the
 //! records whose blobs are corrupt or missing, so that the next run rebuilds them.
 
 use std::collections::BTreeMap;
@@ -55,10 +56,26 @@ pub fn verify(
     let checked: Vec<Option<BlobProblem>> = by_digest
         .par_iter()
         .map(|(digest, (r, records))| {
-            let reason = match Chunk::open_unverified(store, r) {
-                Err(StoreError::Missing { .. }) => Some("missing".to_string()),
-                Err(e) => Some(e.to_string()),
-                Ok(chunk) => chunk.check(r).err(),
+            let reason = if store.is_remote() {
+                // The bucket's object, as another machine would read it.
+                match store.download_blob(digest) {
+                    Ok(None) => Some("missing".to_string()),
+                    Err(e) => Some(e.to_string()),
+                    Ok(Some(tmp)) => {
+                        let reason = match Chunk::open_file(&tmp) {
+                            Ok(chunk) => chunk.check(r).err(),
+                            Err(e) => Some(e.to_string()),
+                        };
+                        let _ = std::fs::remove_file(&tmp);
+                        reason
+                    }
+                }
+            } else {
+                match Chunk::open_unverified(store, r) {
+                    Err(StoreError::Missing { .. }) => Some("missing".to_string()),
+                    Err(e) => Some(e.to_string()),
+                    Ok(chunk) => chunk.check(r).err(),
+                }
             };
             bar.inc(1);
             reason.map(|reason| {

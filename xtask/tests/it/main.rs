@@ -419,7 +419,8 @@ fn s3_cache_runs_the_whole_default_study_and_every_command_works_on_it() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(
-        !out.lines().any(|l| l.split_whitespace().nth(1) == Some("ran")),
+        !out.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("ran")),
         "the second run executed something:\n{out}"
     );
     // The other machine: status, artifacts, verify and predict, from the bucket.
@@ -433,7 +434,10 @@ fn s3_cache_runs_the_whole_default_study_and_every_command_works_on_it() {
             "{stage} not fresh:\n{status}"
         );
     }
-    assert!(status.contains(&format!("cache {}", s3.url(""))), "{status}");
+    assert!(
+        status.contains(&format!("cache {}", s3.url(""))),
+        "{status}"
+    );
     let ls = text(&x(b.path(), &["artifacts", "ls", "logreg"]).stdout);
     assert!(ls.starts_with("logreg."), "{ls}");
     let show = x(b.path(), &["artifacts", "show", "head-nn.model"]);
@@ -459,6 +463,10 @@ fn s3_cache_runs_the_whole_default_study_and_every_command_works_on_it() {
             .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
             .collect::<Vec<_>>()
     };
-    assert_eq!(strip(&remote), strip(&here), "predictions from the bucket's model");
+    assert_eq!(
+        strip(&remote),
+        strip(&here),
+        "predictions from the bucket's model"
+    );
     assert_eq!(strip(&remote).len(), 2);
 }

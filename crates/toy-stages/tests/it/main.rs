@@ -1385,6 +1385,15 @@ fn s3_corrupted_object_is_detected_and_rebuilt() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40; // a flipped bit in the tensor data, same size
     s3.put(&key, bytes.clone());
+    // `verify` checks the bucket's object even where a good local copy exists.
+    let v = e.run(&["verify"]);
+    assert!(!v.0.status.success(), "{}", v.stdout());
+    assert!(
+        format!("{}{}", v.stdout(), v.stderr()).contains(&d[..12]),
+        "{}{}",
+        v.stdout(),
+        v.stderr()
+    );
     // A machine that has no local copy reads the bucket's object.
     let other = Env::s3(BASE, &s3.url(""), s3.env());
     let v = other.run(&["verify"]);
