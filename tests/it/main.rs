@@ -631,3 +631,89 @@ fn s3_cache_runs_the_study_on_a_food_slice_as_a_local_cache_does() {
     assert!(again.ran().is_empty(), "{:?}", again.ran());
     assert!(s3.list("runs/report").iter().any(|k| k.ends_with(".json")));
 }
+
+/// `xtask/pipelines/best.toml` with its paths inside a temporary project.
+fn best_toml() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../xtask/pipelines/best.toml"
+    ))
+    .unwrap()
+    .replace("cache = \"../../data/cache\"", "cache = \"cache\"")
+    .replace("out = \"../../data/report-best\"", "out = \"report\"")
+    .replace("root = \"\"", "root = \"ds\"")
+}
+
+#[test]
+fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
+    let Some(shared) = shared() else { return };
+    let p = Project::new(&best_toml());
+    let ds = p.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    food_slice(&shared, &ds, 3);
+    let weights = format!(
+        "weights.path={}",
+        shared.join("weights/vgg16_notop.safetensors").display()
+    );
+    // The recipe's own training (30 epochs, early stopping, the best epoch): 4 epochs on six
+    // rows per class leave the head at chance.
+    let set = [weights.as_str(), "threads=2"];
+    let s = p.run(&[], &set);
+    assert!(s.ran().contains(&"describe"), "{:?}", s.ran());
+    let cfg = p.config(&set);
+    let params = |id: &str| {
+        let st = cfg.stages.iter().find(|s| s.id == id).unwrap();
+        serde_json::to_value(&st.params).unwrap()
+    };
+    let vgg: vgg_extract::Params = serde_json::from_value(params("vgg-extract")).unwrap();
+    let views = vgg.views.len();
+    let d: describe::Params = serde_json::from_value(params("describe")).unwrap();
+    // The descriptors: training rows per view (augmented), one row per image elsewhere, each
+    // of the parts' summed widths, with unit norm when `l2` is on.
+    let width: usize = d
+        .parts
+        .iter()
+        .map(|part| match part.as_str() {
+            "pool5" => 7 * 7 * 512,
+            x if x.starts_with("conv3_3") => 256,
+            _ => 512,
+        })
+        .sum();
+    for (split, per_image) in [("training", views), ("validation", 1), ("evaluation", 1)] {
+        let a = p.artifact("describe", split);
+        let chunk = p.chunk(&a, 0);
+        let (shape, x) = chunk.f32("features").unwrap();
+        assert_eq!(shape[1..], [1, 1, width], "{split}");
+        assert_eq!(shape[0], 30 * per_image, "{split}");
+        if d.l2 {
+            for row in x.chunks(width) {
+                let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-4, "{split}: norm {norm}");
+            }
+        }
+    }
+    for model in ["head-nn", "logreg"] {
+        let preds = p.artifact(model, "predictions");
+        let pr = contracts::Predictions::read(&pipeline::InputArtifact::new(&preds, &p.store()))
+            .unwrap();
+        assert_eq!(pr.labels.len(), 30);
+        // 10 classes: chance is 10%; 3 photos per class (6 training rows) give more.
+        assert!(pr.accuracy() > 0.2, "{model}: {}", pr.accuracy());
+    }
+    // predict reads the recipe: views, taps and descriptor as the stages computed them.
+    let globals = cli::Globals {
+        config: p.path().join("pipeline.toml"),
+        set: set.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+    };
+    let img = ds.join("evaluation/0_0.jpg");
+    for model in ["head-nn", "logreg"] {
+        let args = xtask::PredictArgs {
+            images: vec![img.clone()],
+            model: model.to_string(),
+        };
+        xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{model}: {e:#}"));
+    }
+    // A second run executes nothing.
+    assert!(p.run(&[], &set).ran().is_empty());
+}

@@ -48,6 +48,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Download the VGG16 ImageNet weights to `weights.path` (or import them from a file).
     Fetch(FetchArgs),
+    /// Run a ladder of recipes (each adds one ingredient) and tabulate what each bought.
+    Ablation(crate::AblationArgs),
 }
 
 /// `fetch`'s arguments.
@@ -67,6 +69,7 @@ impl Command {
             Command::Core(c) => cli::execute(c, globals, &crate::registry(), &StudyHooks),
             Command::Predict(args) => predict(&args, globals),
             Command::Fetch(args) => fetch(&args, globals),
+            Command::Ablation(args) => crate::ablation(&args, globals),
         }
     }
 }

@@ -99,7 +99,7 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
             }
             ids::HEAD_NN => {
                 let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-                let (f, [_, _, oc]) = features(&config, &plan, &store, model, &pixels, n, size)?;
+                let (f, oc) = features(&config, &plan, &store, &rec, model, &pixels, n, size)?;
                 let x = head_nn::global_average_pool(&f, n, oc)?;
                 let weights = nn_train::Weights { tensors: w };
                 (head_nn::predict(&weights, &x)?.probabilities, classes)
@@ -109,7 +109,7 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
                 let classes: Vec<String> = serde_json::from_value(m.classes.clone())
                     .context("the logreg model has no class list")?;
                 let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
-                let (f, _) = features(&config, &plan, &store, model, &pixels, n, size)?;
+                let (f, _) = features(&config, &plan, &store, &rec, model, &pixels, n, size)?;
                 let p = lr.predict_proba(&f)?;
                 (p.into_iter().map(|v| v as f32).collect(), classes)
             }
@@ -145,25 +145,67 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
     Ok(())
 }
 
-/// pool5 features of preprocessed images, with the extraction stage's own convention and the
-/// configured weights.
+/// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
+/// extraction stage's own convention and the configured weights, or, when the model read
+/// `describe`, the descriptors of its recipe (views averaged, as for evaluation). Returns the
+/// rows and their channel count (the last axis).
+#[allow(clippy::too_many_arguments)]
 fn features(
     config: &Config,
     plan: &Plan,
     store: &Store,
+    rec: &RunRecord,
     model: &str,
     pixels: &[u8],
     n: usize,
     size: usize,
-) -> anyhow::Result<(Vec<f32>, [usize; 3])> {
-    let rec = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
-    let p: vgg_extract::Params = serde_json::from_value(rec.key_inputs.params.clone())?;
+) -> anyhow::Result<(Vec<f32>, usize)> {
+    let vgg = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
+    let p: vgg_extract::Params = serde_json::from_value(vgg.key_inputs.params.clone())?;
     let wpath = config
         .setting_path("weights.path")
         .context("`weights.path` is empty")?;
     vgg_weights::validate(&wpath)?;
     let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
-    let x = p.convention.from_rgb(pixels);
-    let (oh, ow, oc) = net.output_shape(size, size)?;
-    Ok((net.forward(&x, n, size, size)?, [oh, ow, oc]))
+    let described = rec
+        .key_inputs
+        .inputs
+        .keys()
+        .any(|k| k.starts_with(&format!("{}.", ids::DESCRIBE)));
+    let (_, _, oc) = net.output_shape(size, size)?;
+    if !described {
+        let original = vgg_extract::Params {
+            views: vec![vgg_extract::View::Original],
+            taps: Vec::new(),
+            ..p
+        };
+        let mut v = vgg_extract::extract(&net, &original, pixels, (n, size, size), &mut |_| {})?;
+        return Ok((v.remove(0).features, oc));
+    }
+    let d = selected_record(plan, store, ids::DESCRIBE, model)?;
+    let dp: describe::Params = serde_json::from_value(d.key_inputs.params.clone())?;
+    let parts = dp.parsed_parts().map_err(anyhow::Error::msg)?;
+    let views = vgg_extract::extract(&net, &p, pixels, (n, size, size), &mut |_| {})?;
+    let data: Vec<describe::ViewData<'_>> = views
+        .iter()
+        .filter(|v| dp.views.is_empty() || dp.views.iter().any(|w| w == v.view.name()))
+        .map(|v| describe::ViewData {
+            pool5: &v.features,
+            pool5_channels: oc,
+            taps: p
+                .taps
+                .iter()
+                .zip(&v.taps)
+                .flat_map(|(layer, t)| {
+                    [
+                        (contracts::tap_tensor(layer, "avg"), &t.avg[..]),
+                        (contracts::tap_tensor(layer, "max"), &t.max[..]),
+                    ]
+                })
+                .collect(),
+        })
+        .collect();
+    let (x, dim) =
+        describe::descriptors(&parts, &dp, n, &data, true).map_err(anyhow::Error::msg)?;
+    Ok((x, dim))
 }

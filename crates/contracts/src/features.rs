@@ -1,4 +1,12 @@
-//! `vgg-extract.{training,validation,evaluation}`: f32 feature maps, channels-last.
+//! `vgg-extract.{training,validation,evaluation}`: f32 feature maps, channels-last; also the
+//! `describe` stage's descriptors, stored as `[n, 1, 1, d]` maps so that every reader of
+//! features reads them.
+//!
+//! A chunk holds `features` (pool5 of the original view), `labels` and `index`; with more
+//! views, each view's pool5 as `features@{view}`; with taps, each tapped layer's per-image
+//! global average and maximum as `{layer}.avg` / `{layer}.max` (`[n, c]`, again suffixed
+//! `@{view}` for the other views). The metadata lists the views and taps only when there are
+//! more than the default (the original view, no taps), so a default artifact is unchanged.
 
 use pipeline::{InputArtifact, OutputWriter, StageContext, Tensor};
 use serde_json::{json, Value};
@@ -12,6 +20,28 @@ const CONVENTION: &str = "convention";
 const WEIGHTS_DIGEST: &str = "weights_digest";
 const LAYOUT: &str = "layout";
 const LAYOUT_VALUE: &str = "NHWC f32 pool5 (Keras flatten order)";
+const VIEWS: &str = "views";
+const TAPS: &str = "taps";
+
+/// The view every features artifact has.
+pub const ORIGINAL_VIEW: &str = "original";
+
+/// The name of tensor `base` (`features`, `conv5_3.avg`, ...) of view `view` in a chunk.
+pub fn view_tensor(base: &str, view: &str) -> String {
+    if view == ORIGINAL_VIEW {
+        base.to_string()
+    } else {
+        format!("{base}@{view}")
+    }
+}
+
+/// The tensor of a tapped layer's per-image summary (`stat` = `avg` or `max`), original view.
+pub fn tap_tensor(layer: &str, stat: &str) -> String {
+    format!("{layer}.{stat}")
+}
+
+/// The pool5 maps' tensor name.
+pub const FEATURES_TENSOR: &str = FEATURES;
 
 /// What a split's features artifact says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +52,12 @@ pub struct FeaturesMeta {
     /// The input convention, as serialised by the extractor (e.g. `"caffe"`).
     pub convention: Value,
     pub weights_digest: String,
+    /// The views in the chunks, the original first; empty or just the original: the default.
+    pub views: Vec<String>,
+    /// The tapped layers; empty: none.
+    pub taps: Vec<String>,
+    /// What the `features` tensor holds, when not pool5 maps (a descriptor's recipe).
+    pub layout: Option<String>,
 }
 
 /// Writes one split, chunk by chunk.
@@ -44,12 +80,28 @@ impl<'c> FeaturesWriter<'c> {
         labels: &[i64],
         index: &[i64],
     ) -> Result<()> {
+        self.write_chunk_with(features, shape, labels, index, Vec::new())
+    }
+
+    /// [`write_chunk`](Self::write_chunk) with more tensors (other views, taps; see the
+    /// module's documentation for their names), each with `n` rows.
+    pub fn write_chunk_with(
+        &mut self,
+        features: &[f32],
+        shape: [usize; 4],
+        labels: &[i64],
+        index: &[i64],
+        extra: Vec<(String, Tensor)>,
+    ) -> Result<()> {
         let n = shape[0];
-        self.w.write_chunk(vec![
+        let mut tensors = vec![
             (FEATURES, Tensor::from_f32(&shape, features)),
             (LABELS, Tensor::from_i64(&[n], labels)),
             (INDEX, Tensor::from_i64(&[n], index)),
-        ])?;
+        ];
+        let (names, extra): (Vec<String>, Vec<Tensor>) = extra.into_iter().unzip();
+        tensors.extend(names.iter().map(String::as_str).zip(extra));
+        self.w.write_chunk(tensors)?;
         Ok(())
     }
 
@@ -62,7 +114,14 @@ impl<'c> FeaturesWriter<'c> {
         }
         self.w.set_meta(CONVENTION, m.convention.clone());
         self.w.set_meta(WEIGHTS_DIGEST, json!(m.weights_digest));
-        self.w.set_meta(LAYOUT, json!(LAYOUT_VALUE));
+        self.w
+            .set_meta(LAYOUT, json!(m.layout.as_deref().unwrap_or(LAYOUT_VALUE)));
+        if m.views.iter().any(|v| v != ORIGINAL_VIEW) {
+            self.w.set_meta(VIEWS, json!(m.views));
+        }
+        if !m.taps.is_empty() {
+            self.w.set_meta(TAPS, json!(m.taps));
+        }
         self.w.finish()?;
         Ok(())
     }
@@ -113,12 +172,49 @@ impl<'a> FeaturesReader<'a> {
         self.input.meta(meta::CLASSES).cloned()
     }
 
+    /// The `synthetic` metadata as stored.
+    pub fn synthetic_value(&self) -> Option<Value> {
+        self.input.meta(meta::SYNTHETIC).cloned()
+    }
+
+    /// The digest of the weights the features were computed with.
+    pub fn weights_digest(&self) -> Option<&str> {
+        self.input.meta(WEIGHTS_DIGEST).and_then(Value::as_str)
+    }
+
     pub fn convention(&self) -> Option<&Value> {
         self.input.meta(CONVENTION)
     }
 
     pub fn chunks(&self) -> usize {
         self.input.len()
+    }
+
+    /// The views the chunks hold, the original first.
+    pub fn views(&self) -> Result<Vec<String>> {
+        match self.input.meta(VIEWS) {
+            None => Ok(vec![ORIGINAL_VIEW.to_string()]),
+            Some(v) => Ok(serde_json::from_value(v.clone())?),
+        }
+    }
+
+    /// The tapped layers whose summaries the chunks hold.
+    pub fn taps(&self) -> Result<Vec<String>> {
+        match self.input.meta(TAPS) {
+            None => Ok(Vec::new()),
+            Some(v) => Ok(serde_json::from_value(v.clone())?),
+        }
+    }
+
+    /// What the `features` tensor holds (`NHWC f32 pool5 ...` or a descriptor's recipe).
+    pub fn layout(&self) -> Option<&str> {
+        self.input.meta(LAYOUT).and_then(Value::as_str)
+    }
+
+    /// Tensor `name` of chunk `i` (see [`view_tensor`], [`tap_tensor`]): its shape and values.
+    pub fn chunk_tensor(&self, i: usize, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let c = self.input.chunk(i)?;
+        c.f32(name).map_err(|e| tensor_err(&self.input, e))
     }
 
     pub fn chunk(&self, i: usize) -> Result<FeatureChunk> {

@@ -10,6 +10,7 @@
 //! | `loader` | `manifest` | [`ManifestArtifact`] / [`ManifestReader`] |
 //! | `preprocess` | `training`, `validation`, `evaluation` | [`ImagesWriter`] / [`ImagesReader`] |
 //! | `vgg-extract` | the three splits | [`FeaturesWriter`] / [`FeaturesReader`] |
+//! | `describe` | the three splits (descriptors as `[n, 1, 1, d]`) | [`FeaturesWriter`] / [`FeaturesReader`] |
 //! | `head-nn`, `scratch-cnn` | `model`, `history`, `predictions` | [`NnModel`], [`History`], [`Predictions`] |
 //! | `logreg` | `model`, `predictions` | [`LogRegModel`], [`Predictions`] |
 //! | `report` | `report` | [`ReportBundle`] |
@@ -21,7 +22,10 @@ mod models;
 mod predictions;
 mod report;
 
-pub use features::{FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter};
+pub use features::{
+    tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter,
+    FEATURES_TENSOR, ORIGINAL_VIEW,
+};
 pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
 pub use manifest::{Entry, Manifest, ManifestArtifact, ManifestMeta, ManifestReader, Skipped};
 pub use models::{EpochRecord, History, LogRegModel, NamedTensor, NnModel};
@@ -36,6 +40,9 @@ pub mod ids {
     pub const LOADER: &str = "loader";
     pub const PREPROCESS: &str = "preprocess";
     pub const VGG_EXTRACT: &str = "vgg-extract";
+    /// Descriptors computed from stored features (optional: the classifiers read it when
+    /// they need it, else `vgg-extract`).
+    pub const DESCRIBE: &str = "describe";
     pub const HEAD_NN: &str = "head-nn";
     pub const LOGREG: &str = "logreg";
     pub const SCRATCH_CNN: &str = "scratch-cnn";
@@ -59,6 +66,16 @@ pub mod outputs {
 }
 
 pub use outputs::SPLITS;
+
+/// Where a classifier reads its features: `describe`'s descriptors when the stage needs
+/// `describe`, else `vgg-extract`'s pool5 maps.
+pub fn features_source(ctx: &pipeline::StageContext<'_>) -> &'static str {
+    if ctx.has_input(ids::DESCRIBE, outputs::TRAINING) {
+        ids::DESCRIBE
+    } else {
+        ids::VGG_EXTRACT
+    }
+}
 
 /// The class names an artifact carries in its `classes` metadata.
 pub fn classes(input: &pipeline::InputArtifact<'_>) -> Result<Vec<String>> {

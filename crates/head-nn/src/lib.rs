@@ -37,6 +37,12 @@ pub struct Params {
     pub dropout: f64,
     /// Units of the hidden ReLU layer.
     pub hidden_units: usize,
+    /// Decoupled weight decay (AdamW) of the two kernels: each step multiplies them by
+    /// `1 - learning_rate * weight_decay`. 0: none (the study).
+    pub weight_decay: f64,
+    /// Label smoothing: the loss is `(1 - e)` times the cross-entropy plus `e` times the
+    /// cross-entropy against the uniform distribution. 0: none (the study).
+    pub label_smoothing: f64,
     #[serde(flatten)]
     pub adam: AdamConfig,
     #[serde(flatten)]
@@ -48,6 +54,8 @@ impl Default for Params {
         Params {
             dropout: 0.2,
             hidden_units: 100,
+            weight_decay: 0.0,
+            label_smoothing: 0.0,
             adam: AdamConfig::default(),
             training: TrainSettings::default(),
         }
@@ -63,6 +71,20 @@ impl Params {
             return Err(Error::Invalid(format!(
                 "dropout {} not in [0, 1)",
                 self.dropout
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0)
+            || self.weight_decay * self.adam.learning_rate >= 1.0
+        {
+            return Err(Error::Invalid(format!(
+                "weight_decay {} must be >= 0 and below 1 / learning_rate",
+                self.weight_decay
+            )));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Invalid(format!(
+                "label_smoothing {} not in [0, 1)",
+                self.label_smoothing
             )));
         }
         if self.hidden_units == 0 {
@@ -157,6 +179,7 @@ pub fn train<O: Observer + ?Sized>(
         epochs: params.training.epochs,
         batch_size: params.training.batch_size,
         learning_rate: params.adam.learning_rate,
+        patience: params.training.patience,
     };
     let mut shuffle = Rng::new(seed, nn_train::STREAM_SHUFFLE);
     nn_train::fit(&mut run, tr.y.len(), cfg, &mut shuffle, observer)

@@ -20,6 +20,10 @@ pub struct Head {
     dim: usize,
     n_classes: usize,
     dropout: f64,
+    /// Decoupled weight decay of the kernels per step, as a fraction of the learning rate.
+    weight_decay: f64,
+    learning_rate: f64,
+    label_smoothing: f64,
     adam: Adam,
 }
 
@@ -90,6 +94,9 @@ impl Head {
             dim,
             n_classes: c,
             dropout: params.dropout,
+            weight_decay: params.weight_decay,
+            learning_rate: params.adam.learning_rate,
+            label_smoothing: params.label_smoothing,
             adam: Adam::new(params.adam, &sizes),
         })
     }
@@ -142,7 +149,14 @@ impl Head {
         }
         let yt = Tensor::from_slice(y, b, &Device::Cpu)?;
         let logits = self.forward(&xt)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &yt)?;
+        let mut loss = candle_nn::loss::cross_entropy(&logits, &yt)?;
+        if self.label_smoothing > 0.0 {
+            // (1 - e) * cross-entropy + e * the cross-entropy against the uniform distribution
+            // (the mean over rows and classes of -log p).
+            let e = self.label_smoothing;
+            let uniform = candle_nn::ops::log_softmax(&logits, 1)?.mean_all()?.neg()?;
+            loss = (loss.affine(1.0 - e, 0.0)? + uniform.affine(e, 0.0)?)?;
+        }
         let pred = logits.argmax(1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
         let correct = pred.iter().zip(y).filter(|(p, y)| p == y).count();
         let loss_value = loss.to_scalar::<f32>()? as f64 * b as f64;
@@ -154,6 +168,13 @@ impl Head {
             self.b2.clone(),
         ];
         self.adam.step_vars(&vars, &grads)?;
+        if self.weight_decay > 0.0 {
+            // AdamW: the kernels shrink by lr * decay, apart from the gradient step.
+            let keep = 1.0 - self.learning_rate * self.weight_decay;
+            for w in [&self.w1, &self.w2] {
+                w.set(&w.as_tensor().affine(keep, 0.0)?)?;
+            }
+        }
         Ok((loss_value, correct))
     }
 

@@ -1,4 +1,5 @@
-//! The `head-nn` stage adapter: pool5 features -> trained dense head, history, predictions.
+//! The `head-nn` stage adapter: pool5 features (or `describe`'s descriptors, when the stage
+//! needs it) -> trained dense head, history, predictions.
 
 use contracts::{ids, outputs, FeaturesReader};
 use nn_train::{Split, TrainData};
@@ -67,10 +68,11 @@ impl Stage for HeadNn {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
+        let source = contracts::features_source(ctx);
         let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
-            Ok(FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, s)?))
+            Ok(FeaturesReader::new(ctx.input(source, s)?))
         };
-        let tr_in = ctx.input(ids::VGG_EXTRACT, outputs::TRAINING)?;
+        let tr_in = ctx.input(source, outputs::TRAINING)?;
         let (classes, k) = nn_train::class_list(&tr_in)?;
         let tr = pooled(&split(outputs::TRAINING)?)?;
         let va = pooled(&split(outputs::VALIDATION)?)?;

@@ -240,3 +240,76 @@ fn a_diverging_learning_rate_is_an_error_with_its_place() {
         "{err}"
     );
 }
+
+#[test]
+fn label_smoothing_mixes_in_the_cross_entropy_against_uniform() {
+    let (x, y) = toy(6, 3, 5, 9);
+    let e = 0.1;
+    let p = Params {
+        dropout: 0.0,
+        label_smoothing: e,
+        ..Params::default()
+    };
+    let mut head = Head::new(5, 3, &p, 4).unwrap();
+    let logits = head.logits(&x).unwrap();
+    let mut want = 0.0f64;
+    for (row, &label) in logits.chunks(3).zip(&y) {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        let logp: Vec<f64> = row.iter().map(|&v| v as f64 - lse).collect();
+        let ce = -logp[label as usize];
+        let uniform = -logp.iter().sum::<f64>() / 3.0;
+        want += (1.0 - e) * ce + e * uniform;
+    }
+    let (got, _) = head.step(&x, &y, None).unwrap();
+    assert!((got - want).abs() < 1e-4 * want.abs(), "{got} vs {want}");
+    // Without smoothing the loss is the plain cross-entropy: a different number.
+    let plain = Params {
+        label_smoothing: 0.0,
+        ..p.clone()
+    };
+    let (ce, _) = Head::new(5, 3, &plain, 4)
+        .unwrap()
+        .step(&x, &y, None)
+        .unwrap();
+    assert!((ce - want).abs() > 1e-3, "{ce} vs {want}");
+}
+
+#[test]
+fn weight_decay_shrinks_the_kernels_after_each_step() {
+    let (x, y) = toy(8, 2, 4, 3);
+    let plain = Params {
+        dropout: 0.0,
+        ..Params::default()
+    };
+    let decayed = Params {
+        weight_decay: 0.5,
+        ..plain.clone()
+    };
+    let mut a = Head::new(4, 2, &plain, 7).unwrap();
+    let mut b = Head::new(4, 2, &decayed, 7).unwrap();
+    a.step(&x, &y, None).unwrap();
+    b.step(&x, &y, None).unwrap();
+    let (wa, wb) = (a.weights().unwrap(), b.weights().unwrap());
+    let keep = 1.0 - 0.001 * 0.5;
+    for (ta, tb) in wa.tensors.iter().zip(&wb.tensors) {
+        let factor = if ta.name.ends_with("kernel") {
+            keep
+        } else {
+            1.0
+        };
+        for (p, q) in ta.data.iter().zip(&tb.data) {
+            assert!(
+                ((*p as f64) * factor - *q as f64).abs() < 1e-6,
+                "{}: {p} * {factor} vs {q}",
+                ta.name
+            );
+        }
+    }
+    assert!(max_abs_diff(&wa, &wb) > 0.0);
+    let bad = Params {
+        weight_decay: -1.0,
+        ..plain
+    };
+    assert!(bad.validate().is_err());
+}

@@ -1,5 +1,6 @@
 //! The `logreg` stage adapter: flattened pool5 features -> the study's class-balanced logistic
-//! regression, C and solver chosen on the validation split.
+//! regression, C and solver chosen on the validation split (on `describe`'s descriptors
+//! instead, when the stage needs it).
 
 use contracts::{ids, outputs, FeaturesReader, LogRegModel, Predictions, PredictionsMeta};
 use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
@@ -100,8 +101,9 @@ impl Stage for LogReg {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
+        let source = contracts::features_source(ctx);
         let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
-            Ok(FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, s)?))
+            Ok(FeaturesReader::new(ctx.input(source, s)?))
         };
         let tr_reader = split(outputs::TRAINING)?;
         let classes = tr_reader.classes_value().unwrap_or(Value::Null);

@@ -28,6 +28,9 @@ pub struct TrainSettings {
     pub epochs: usize,
     /// Which weights to evaluate: the last epoch's or the one with the lowest validation loss.
     pub evaluate: Evaluate,
+    /// Early stopping: training ends after this many epochs without a lower validation loss
+    /// (0: never; all `epochs` run).
+    pub patience: usize,
 }
 
 impl Default for TrainSettings {
@@ -36,6 +39,7 @@ impl Default for TrainSettings {
             batch_size: 32,
             epochs: 10,
             evaluate: Evaluate::Final,
+            patience: 0,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct FitConfig {
     pub batch_size: usize,
     /// The optimiser's learning rate (named when training diverges).
     pub learning_rate: f64,
+    /// Stop after this many epochs without a lower validation loss (0: never).
+    pub patience: usize,
 }
 
 /// A model that the loop can train.
@@ -234,6 +240,11 @@ pub fn fit<T: Trainable + ?Sized, O: Observer + ?Sized>(
             best = Some((val_loss, epoch, weights.clone()));
         }
         last = Some(weights);
+        if let Some((_, best_epoch, _)) = &best {
+            if cfg.patience > 0 && epoch - best_epoch >= cfg.patience {
+                break;
+            }
+        }
     }
     let (_, best_epoch, best_weights) = best.expect("at least one epoch");
     Ok(TrainOutput {
@@ -287,6 +298,7 @@ mod tests {
             epochs: 4,
             batch_size: 4,
             learning_rate: 0.1,
+            patience: 0,
         };
         let out = fit(&mut m, 10, cfg, &mut Rng::new(1, 2), &mut obs).unwrap();
         assert_eq!(epochs, vec![1, 2, 3, 4]);
@@ -302,6 +314,27 @@ mod tests {
         assert_ne!(m.seen[..3].concat(), m.seen[3..6].concat(), "reshuffled");
         let json = serde_json::to_string(&out.history[0]).unwrap();
         assert!(json.contains("\"val_accuracy\":0.5"), "{json}");
+    }
+
+    #[test]
+    fn patience_stops_after_epochs_without_improvement() {
+        let mut m = Script {
+            seen: vec![],
+            val: vec![3.0, 1.0, 2.0, 1.5, 0.5, 0.1],
+            epoch: 0,
+        };
+        let cfg = FitConfig {
+            epochs: 6,
+            batch_size: 4,
+            learning_rate: 0.1,
+            patience: 2,
+        };
+        let out = fit(&mut m, 10, cfg, &mut Rng::new(1, 2), &mut ()).unwrap();
+        // Epochs 3 and 4 do not beat epoch 2: training stops after epoch 4.
+        assert_eq!(out.history.len(), 4);
+        assert_eq!(out.best_epoch, 2);
+        assert_eq!(out.best_weights.get("epoch").unwrap().data, vec![2.0]);
+        assert_eq!(out.final_weights.get("epoch").unwrap().data, vec![4.0]);
     }
 
     /// Reports a NaN loss in its second batch.
@@ -325,6 +358,7 @@ mod tests {
             epochs: 2,
             batch_size: 2,
             learning_rate: 1e30,
+            patience: 0,
         };
         let e = fit(&mut Diverging, 4, cfg, &mut Rng::new(1, 2), &mut ()).unwrap_err();
         let msg = e.to_string();

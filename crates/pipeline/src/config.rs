@@ -188,7 +188,8 @@ impl Config {
         } else {
             base
         };
-        Config::parse(&name, &text, &base, overrides)
+        let overrides = rebase_overrides(&text, &base, overrides);
+        Config::parse(&name, &text, &base, &overrides)
     }
 
     pub fn parse(
@@ -533,6 +534,61 @@ fn setting_names(item: &toml_edit::Item, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Paths typed on the command line are relative to the current directory, as in any command:
+/// for a pipeline file in another folder (`--config other/p.toml`), a relative path given by
+/// `--set` to a path setting (`cache`, `local_cache`, `report.out`, and every setting a stage
+/// declares in `inputs`) is made relative to the current directory; paths in the file stay
+/// relative to the file's folder. With the file in the current directory nothing changes.
+fn rebase_overrides(text: &str, base: &Path, overrides: &[String]) -> Vec<String> {
+    let cwd = std::env::current_dir().ok();
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let Some(cwd) = cwd.filter(|c| !same(c, base)) else {
+        return overrides.to_vec();
+    };
+    let mut paths: Vec<String> = ["cache", "local_cache", "report.out"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Ok(t) = toml::from_str::<toml::Table>(text) {
+        if let Some(stages) = t.get("stage").and_then(toml::Value::as_table) {
+            for st in stages.values() {
+                let inputs = st.get("inputs").and_then(toml::Value::as_array);
+                paths.extend(
+                    inputs
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_owned)),
+                );
+            }
+        }
+    }
+    overrides
+        .iter()
+        .map(|o| {
+            let Some((k, v)) = o.split_once('=') else {
+                return o.clone();
+            };
+            let raw = v.trim();
+            let unquoted = raw
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or(raw);
+            let relative = !unquoted.is_empty()
+                && !unquoted.contains("://")
+                && Path::new(unquoted).is_relative();
+            if paths.iter().any(|p| p == k.trim()) && relative {
+                let abs = cwd.join(unquoted);
+                format!("{k}={}", toml_edit::Value::from(abs.display().to_string()))
+            } else {
+                o.clone()
+            }
+        })
+        .collect()
+}
+
 fn apply_override(doc: &mut toml_edit::DocumentMut, spec: &str) -> Result<(), String> {
     let (key, value) = spec.split_once('=').ok_or("expected KEY=VALUE")?;
     let path: Vec<&str> = key.trim().split('.').collect();
@@ -590,4 +646,35 @@ fn set_path(item: &mut toml_edit::Item, path: &[&str], v: toml_edit::Value) -> R
         return Ok(());
     }
     set_path(child, &path[1..], v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_paths_are_relative_to_the_current_directory_for_a_file_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[dataset]\nroot = \"\"\n[stage.a]\ninputs = [\"dataset.root\"]\n";
+        let set: Vec<String> = [
+            "dataset.root=photos",
+            "cache=\"c\"",
+            "cache=s3://bucket/p",
+            "report.out=/abs/out",
+            "executor.kind=slurm",
+            "stage.a.params.k=v",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got = rebase_overrides(text, dir.path(), &set);
+        let cwd = std::env::current_dir().unwrap();
+        let quoted =
+            |p: &str| toml_edit::Value::from(cwd.join(p).display().to_string()).to_string();
+        assert_eq!(got[0], format!("dataset.root={}", quoted("photos")));
+        assert_eq!(got[1], format!("cache={}", quoted("c")));
+        assert_eq!(got[2..], set[2..]);
+        // With the file in the current directory, nothing changes.
+        assert_eq!(rebase_overrides(text, &cwd, &set), set);
+    }
 }

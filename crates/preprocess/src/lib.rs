@@ -21,5 +21,5 @@ mod resize;
 mod stage;
 
 pub use decode::{decode_rgb, DecodeError, Decoded};
-pub use resize::{resize_antialias, resize_nearest_pillow, Fit};
+pub use resize::{resize_antialias, resize_center_crop, resize_nearest_pillow, Fit};
 pub use stage::{preprocess_one, Params, Preprocess, ResizeMode, CACHE_VERSION};

@@ -70,9 +70,59 @@ pub fn resize_antialias(
     Ok(dst.into_vec())
 }
 
+/// Lanczos3 resize as if the image's short side were first scaled to `short_side` and the
+/// centred `size x size` square then cut out (`short_side = 256, size = 224`: the classic
+/// ImageNet evaluation crop); in one resampling, from the centred square of side
+/// `min(w, h) * size / short_side` of the original.
+pub fn resize_center_crop(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    size: usize,
+    short_side: usize,
+) -> Result<Vec<u8>, String> {
+    if short_side < size {
+        return Err(format!(
+            "short_side {short_side} is smaller than the crop size {size}"
+        ));
+    }
+    let src = fr::images::ImageRef::new(w as u32, h as u32, rgb, fr::PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(size as u32, size as u32, fr::PixelType::U8x3);
+    let side = w.min(h) as f64 * size as f64 / short_side as f64;
+    let opts = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
+        .crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| e.to_string())?;
+    Ok(dst.into_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn center_crop_at_a_short_side_keeps_the_centre_only() {
+        // 80 x 64: a green centre (16..64 x 12..52), red around it.
+        let (w, h) = (80, 64);
+        let mut px = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let inside = (16..64).contains(&x) && (12..52).contains(&y);
+                px.extend_from_slice(if inside { &[0, 220, 0] } else { &[220, 0, 0] });
+            }
+        }
+        // Short side 64 -> 32, centre 16 x 16: the source square 32 x 32 around the centre.
+        let out = resize_center_crop(&px, w, h, 16, 32).unwrap();
+        assert_eq!(out.len(), 16 * 16 * 3);
+        assert!(out.chunks(3).all(|p| p[1] > p[0]), "red came in: {out:?}");
+        // The plain centre crop (short side = size) keeps the red border.
+        let plain = resize_antialias(&px, w, h, 16, 16, Fit::CenterCrop).unwrap();
+        assert!(plain[..3][0] > plain[..3][1], "{:?}", &plain[..3]);
+        assert!(resize_center_crop(&px, w, h, 16, 8).is_err());
+    }
 
     #[test]
     fn identity_and_integer_factors() {

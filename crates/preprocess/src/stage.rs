@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::decode::decode_rgb;
-use crate::resize::{resize_antialias, resize_nearest_pillow, Fit};
+use crate::resize::{resize_antialias, resize_center_crop, resize_nearest_pillow, Fit};
 
 pub const CACHE_VERSION: u32 = 1;
 
@@ -37,6 +37,9 @@ pub struct Params {
     /// Only for `resize = "antialias"`.
     pub fit: Fit,
     pub size: usize,
+    /// With `fit = "center-crop"`: the short side the image is scaled to before the centred
+    /// `size x size` crop (e.g. 256 for a 224 crop); 0: `size` (the largest centred square).
+    pub short_side: usize,
     pub exif_orientation: bool,
     /// Images with more pixels are skipped before decoding.
     pub max_pixels: u64,
@@ -51,6 +54,7 @@ impl Default for Params {
             resize: ResizeMode::Keras,
             fit: Fit::Squash,
             size: 224,
+            short_side: 0,
             exif_orientation: false,
             max_pixels: 50_000_000,
             chunk_size: 128,
@@ -73,6 +77,16 @@ impl Validate for Params {
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
         }
+        if self.short_side != 0
+            && (self.fit != Fit::CenterCrop
+                || self.short_side < self.size
+                || self.short_side > 4096)
+        {
+            return Err(format!(
+                "short_side {} needs fit = \"center-crop\" and a value from size ({}) to 4096",
+                self.short_side, self.size
+            ));
+        }
         if self.resize == ResizeMode::Keras && self.fit != Fit::Squash {
             return Err(
                 "fit applies to resize = \"antialias\" only (keras always squashes)".into(),
@@ -87,6 +101,9 @@ pub fn preprocess_one(bytes: &[u8], p: &Params) -> Result<Vec<u8>, String> {
     let d = decode_rgb(bytes, p.max_pixels, p.exif_orientation).map_err(|e| e.to_string())?;
     Ok(match p.resize {
         ResizeMode::Keras => resize_nearest_pillow(&d.rgb, d.width, d.height, p.size, p.size),
+        ResizeMode::Antialias if p.fit == Fit::CenterCrop && p.short_side > p.size => {
+            resize_center_crop(&d.rgb, d.width, d.height, p.size, p.short_side)?
+        }
         ResizeMode::Antialias => {
             resize_antialias(&d.rgb, d.width, d.height, p.size, p.size, p.fit)?
         }

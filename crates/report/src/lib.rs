@@ -24,3 +24,4 @@ pub use provenance::StageProvenance;
 pub use stage::{
     write_folder, Params, Report, CACHE_VERSION, MODELS, PUBLISHED, REFERENCE_SETTING,
 };
+pub use svg::{ablation_figure, AblationRow};

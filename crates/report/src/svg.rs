@@ -599,3 +599,81 @@ pub fn seed_strip(rows: &[SeedRow<'_>]) -> String {
     }
     s.finish()
 }
+
+/// One step of an ablation: `(validation, test)` accuracy of each model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AblationRow {
+    pub name: String,
+    pub head: Option<(f64, f64)>,
+    pub logreg: Option<(f64, f64)>,
+}
+
+/// The ablation ladder as a dot plot: one row per step, each model's test accuracy as a filled
+/// dot and its validation accuracy as a ring, on an axis zoomed to the values.
+pub fn ablation_figure(rows: &[AblationRow]) -> String {
+    let values: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| [r.head, r.logreg])
+        .flatten()
+        .flat_map(|(v, t)| [v, t])
+        .collect();
+    let lo = (values.iter().copied().fold(1.0, f64::min) * 20.0).floor() / 20.0;
+    let hi = ((values.iter().copied().fold(0.0, f64::max) * 20.0).ceil() / 20.0).max(lo + 0.05);
+    let (left, width, row) = (330.0, 380.0, 30.0);
+    let h = 50.0 + row * rows.len() as f64 + 36.0;
+    let mut s = Svg::new(left + width + 40.0, h);
+    let x = |v: f64| left + width * ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+    let ticks = ((hi - lo) / 0.05).round() as usize;
+    for t in 0..=ticks {
+        let v = lo + 0.05 * t as f64;
+        s.line((x(v), 40.0), (x(v), h - 34.0), "#dddddd", 1.0, false);
+        s.text(
+            x(v),
+            h - 20.0,
+            &format!("{:.0}%", 100.0 * v),
+            "middle",
+            11.0,
+            "#555",
+        );
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = 54.0 + row * i as f64;
+        let name: String = r.name.chars().take(48).collect();
+        s.text(left - 10.0, y + 4.0, &name, "end", 12.0, "#222");
+        for (model, v, dy) in [("head-nn", r.head, -4.0), ("logreg", r.logreg, 4.0)] {
+            if let Some((val, test)) = v {
+                let c = model_colour(model);
+                s.circle(
+                    x(val),
+                    y + dy,
+                    5.0,
+                    "#ffffff",
+                    Some(&format!("{model} validation {}", pct(val))),
+                );
+                s.line(
+                    (x(val) - 5.0, y + dy),
+                    (x(val) + 5.0, y + dy),
+                    c,
+                    1.0,
+                    false,
+                );
+                s.circle(
+                    x(test),
+                    y + dy,
+                    4.0,
+                    c,
+                    Some(&format!("{model} test {}", pct(test))),
+                );
+            }
+        }
+    }
+    s.legend(
+        left,
+        20.0,
+        &[
+            ("head-nn (dot: test, ring: validation)", HEAD, false),
+            ("logreg", LOGREG, false),
+        ],
+    );
+    s.finish()
+}

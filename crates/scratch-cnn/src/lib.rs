@@ -146,6 +146,7 @@ pub fn train<O: Observer + ?Sized>(
         epochs: params.training.epochs,
         batch_size: params.training.batch_size,
         learning_rate: params.adam.learning_rate,
+        patience: params.training.patience,
     };
     let mut shuffle = Rng::new(seed, nn_train::STREAM_SHUFFLE);
     nn_train::fit(&mut run, tr.y.len(), cfg, &mut shuffle, observer)

@@ -47,5 +47,7 @@ mod tests;
 
 pub use error::{Error, Result};
 pub use input::InputConvention;
-pub use net::{ConvStack, ConvWeights, LayerSpec, TensorSpec, VGG16};
-pub use stage::{Params, VggExtract, CACHE_VERSION, DEFAULT_WEIGHTS_PATH};
+pub use net::{layer_names, ConvStack, ConvWeights, LayerSpec, TapSummary, TensorSpec, VGG16};
+pub use stage::{
+    extract, flip_rgb, Extracted, Params, VggExtract, View, CACHE_VERSION, DEFAULT_WEIGHTS_PATH,
+};

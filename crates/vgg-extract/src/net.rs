@@ -43,6 +43,26 @@ pub const VGG16: &[LayerSpec] = &[
     MaxPool,
 ];
 
+/// The VGG names of a layer list's layers, in order: `conv{block}_{i}` and `pool{block}`
+/// (VGG16: `conv1_1` ... `conv5_3`, `pool5`).
+pub fn layer_names(specs: &[LayerSpec]) -> Vec<String> {
+    let (mut block, mut i) = (1, 1);
+    specs
+        .iter()
+        .map(|s| match s {
+            Conv(_) => {
+                i += 1;
+                format!("conv{block}_{}", i - 1)
+            }
+            MaxPool => {
+                let name = format!("pool{block}");
+                (block, i) = (block + 1, 1);
+                name
+            }
+        })
+        .collect()
+}
+
 /// Input channels of layers that take the im2col path instead of Winograd.
 const IM2COL_MAX_C_IN: usize = 3;
 
@@ -93,6 +113,9 @@ pub struct ConvStack {
     in_channels: usize,
     specs: Vec<LayerSpec>,
     ops: Vec<Op>,
+    /// For each entry of `specs`, the op that produces its output (a pool fused into the
+    /// convolution before it maps to that convolution's op).
+    op_of_spec: Vec<usize>,
     /// Activation buffers kept between forward calls (empty while a call holds them).
     buffers: Mutex<Vec<Vec<f32>>>,
 }
@@ -260,6 +283,7 @@ impl ConvStack {
         let mut c = in_channels;
         let mut wi = weights.iter();
         let mut ops = Vec::new();
+        let mut op_of_spec = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             match *s {
                 Conv(k) => {
@@ -290,6 +314,7 @@ impl ConvStack {
                     }
                 }
             }
+            op_of_spec.push(ops.len().saturating_sub(1));
         }
         if !problems.is_empty() {
             return Err(Error::InvalidConfig(problems.join("; ")));
@@ -298,6 +323,7 @@ impl ConvStack {
             in_channels,
             specs: specs.to_vec(),
             ops,
+            op_of_spec,
             buffers: Mutex::new(Vec::new()),
         })
     }
@@ -382,6 +408,82 @@ impl ConvStack {
         w: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        self.forward_tapped(x, n, h, w, out, &[], &mut [])
+    }
+
+    /// The VGG names of the layers, in order (see [`layer_names`]).
+    pub fn layer_names(&self) -> Vec<String> {
+        layer_names(&self.specs)
+    }
+
+    /// The position in the layer list of the layer named `name` (see
+    /// [`layer_names`](Self::layer_names)); the error lists the names.
+    pub fn layer_index(&self, name: &str) -> Result<usize> {
+        let names = self.layer_names();
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "no layer named `{name}`; the layers are {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// Channels of layer `layer`'s output.
+    fn layer_channels(&self, layer: usize) -> usize {
+        self.specs[..=layer]
+            .iter()
+            .rev()
+            .find_map(|s| if let Conv(k) = s { Some(*k) } else { None })
+            .unwrap_or(self.in_channels)
+    }
+
+    /// [`forward`](Self::forward) that also summarises intermediate layers: for each layer
+    /// position in `taps` (see [`layer_index`](Self::layer_index)), the per-image global
+    /// average and global maximum of that layer's output (after its ReLU) over all spatial
+    /// positions. The final output is the same, bit for bit, as without taps.
+    pub fn forward_with_taps(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> Result<(Vec<f32>, Vec<TapSummary>)> {
+        let (_, per_out) = self.image_sizes(h, w)?;
+        let total = per_out
+            .checked_mul(n)
+            .ok_or_else(|| Error::InvalidInput(format!("{n} images of {h}x{w} overflow memory")))?;
+        let mut out = vec![0.0; total];
+        let mut sums = Vec::with_capacity(taps.len());
+        for &t in taps {
+            if t >= self.specs.len() {
+                return Err(Error::InvalidConfig(format!(
+                    "tap {t} is past the last of {} layers",
+                    self.specs.len()
+                )));
+            }
+            let c = self.layer_channels(t);
+            sums.push(TapSummary {
+                channels: c,
+                avg: Vec::with_capacity(n * c),
+                max: Vec::with_capacity(n * c),
+            });
+        }
+        self.forward_tapped(x, n, h, w, &mut out, taps, &mut sums)?;
+        Ok((out, sums))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_tapped(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        taps: &[usize],
+        sums: &mut [TapSummary],
+    ) -> Result<()> {
         let (oh, ow, oc) = self.output_shape(h, w)?;
         let (per_in, per_out) = self.image_sizes(h, w)?;
         if per_in.checked_mul(n) != Some(x.len()) {
@@ -426,6 +528,7 @@ impl ConvStack {
             lens[i % 2] = lens[i % 2].max(group * a * b * c);
         }
         let mut bufs = self.take_buffers(lens);
+        let mut scratch = Vec::new();
         for (xg, og) in x
             .chunks(group * per_in)
             .zip(out.chunks_mut(group * per_out))
@@ -450,11 +553,32 @@ impl ConvStack {
                 } else {
                     &mut next[..g * sh * sw * sc]
                 };
+                // `tapped(false)`: taps on a convolution this op computes; `tapped(true)`: on
+                // a pool it computes (alone or fused).
+                let tapped = |pooled: bool| {
+                    taps.iter().enumerate().filter(move |&(_, &t)| {
+                        self.op_of_spec[t] == i && (self.specs[t] == MaxPool) == pooled
+                    })
+                };
                 match op {
+                    Op::Winograd { conv, pool: true } if tapped(false).next().is_some() => {
+                        let c = conv.c_out();
+                        scratch.resize(g * ih * iw * c, 0.0);
+                        conv.forward(src, g, ih, iw, &mut scratch);
+                        for (k, _) in tapped(false) {
+                            sums[k].push(&scratch, g);
+                        }
+                        maxpool2x2(&scratch, g, ih, iw, c, dst);
+                    }
                     Op::Winograd { conv, pool: true } => conv.forward_pool(src, g, ih, iw, dst),
                     Op::Winograd { conv, pool: false } => conv.forward(src, g, ih, iw, dst),
                     Op::Im2col(conv) => conv.forward(src, g, ih, iw, dst),
                     Op::Pool => maxpool2x2(src, g, ih, iw, ic, dst),
+                }
+                // A pool's output, or a convolution's when no pool is fused into it.
+                let pooled_here = matches!(op, Op::Pool | Op::Winograd { pool: true, .. });
+                for (k, _) in tapped(pooled_here) {
+                    sums[k].push(dst, g);
                 }
                 (ih, iw, ic) = (sh, sw, sc);
             }
@@ -484,6 +608,41 @@ impl ConvStack {
     fn return_buffers(&self, bufs: [Vec<f32>; 2]) {
         if let Ok(mut b) = self.buffers.lock() {
             *b = bufs.into();
+        }
+    }
+}
+
+/// Per-image global average and maximum of one layer's output (see
+/// [`ConvStack::forward_with_taps`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TapSummary {
+    /// Channels of the layer.
+    pub channels: usize,
+    /// `[n, channels]`: the mean over all spatial positions (accumulated in f64).
+    pub avg: Vec<f32>,
+    /// `[n, channels]`: the maximum over all spatial positions.
+    pub max: Vec<f32>,
+}
+
+impl TapSummary {
+    /// Appends the summaries of `g` channels-last maps held in `x`.
+    fn push(&mut self, x: &[f32], g: usize) {
+        let c = self.channels;
+        let spatial = x.len() / (g * c);
+        let mut acc = vec![0f64; c];
+        let mut mx = vec![f32::NEG_INFINITY; c];
+        for map in x.chunks_exact(spatial * c) {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            mx.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+            for px in map.chunks_exact(c) {
+                for ((a, m), &v) in acc.iter_mut().zip(mx.iter_mut()).zip(px) {
+                    *a += v as f64;
+                    *m = m.max(v);
+                }
+            }
+            self.avg
+                .extend(acc.iter().map(|&a| (a / spatial as f64) as f32));
+            self.max.extend_from_slice(&mx);
         }
     }
 }

@@ -2,11 +2,13 @@
 
 use std::time::Instant;
 
-use contracts::{ids, FeaturesMeta, FeaturesWriter, ImagesReader, SPLITS};
-use pipeline::{resolve_params, BoxError, MissingInput, Stage, StageContext, Validate};
+use contracts::{
+    ids, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, ImagesReader, ORIGINAL_VIEW, SPLITS,
+};
+use pipeline::{resolve_params, BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
 use serde::{Deserialize, Serialize};
 
-use crate::{ConvStack, InputConvention};
+use crate::{layer_names, ConvStack, InputConvention, TapSummary, VGG16};
 
 /// Bump when the features' meaning changes without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -23,6 +25,12 @@ pub struct Params {
     pub convention: InputConvention,
     /// Images per forward pass.
     pub batch_size: usize,
+    /// The views of each image whose features are computed, in one pass: `original` (always
+    /// first) and `flip` (mirrored left-right). Each view costs one forward pass.
+    pub views: Vec<View>,
+    /// Layers (VGG names: `conv4_3`, `pool4`, `conv5_3`, ...) whose per-image global average
+    /// and maximum are stored beside pool5, for descriptors (see the `describe` stage).
+    pub taps: Vec<String>,
 }
 
 impl Default for Params {
@@ -30,8 +38,109 @@ impl Default for Params {
         Params {
             convention: InputConvention::Caffe,
             batch_size: 16,
+            views: vec![View::Original],
+            taps: Vec::new(),
         }
     }
+}
+
+/// One view of an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// The image as preprocessed.
+    Original,
+    /// Mirrored left-right.
+    Flip,
+}
+
+impl View {
+    /// The view's name in tensor names and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Original => ORIGINAL_VIEW,
+            View::Flip => "flip",
+        }
+    }
+}
+
+/// Mirrors `n` RGB images of `h x w` (`[n, h, w, 3]`) left-right.
+pub fn flip_rgb(rgb: &[u8], n: usize, h: usize, w: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgb.len());
+    for row in rgb.chunks_exact(w * 3).take(n * h) {
+        for px in row.chunks_exact(3).rev() {
+            out.extend_from_slice(px);
+        }
+    }
+    out
+}
+
+/// What [`extract`] computes for one view.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    pub view: View,
+    /// `[n, oh, ow, 512]` pool5 maps.
+    pub features: Vec<f32>,
+    /// One per tap, in the params' order.
+    pub taps: Vec<TapSummary>,
+}
+
+/// Features of every view of `n` preprocessed RGB images (`[n, h, w, 3]`), `batch_size`
+/// images per forward pass; `done(k)` after each pass of `k` images.
+pub fn extract(
+    net: &ConvStack,
+    p: &Params,
+    rgb: &[u8],
+    (n, h, w): (usize, usize, usize),
+    done: &mut dyn FnMut(usize),
+) -> crate::Result<Vec<Extracted>> {
+    let taps = p
+        .taps
+        .iter()
+        .map(|t| net.layer_index(t))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let per_img = h * w * 3;
+    let mut x = Vec::new();
+    let mut out = Vec::with_capacity(p.views.len());
+    for &view in &p.views {
+        let flipped;
+        let pixels = match view {
+            View::Original => rgb,
+            View::Flip => {
+                flipped = flip_rgb(rgb, n, h, w);
+                &flipped[..]
+            }
+        };
+        let mut e = Extracted {
+            view,
+            features: Vec::new(),
+            taps: Vec::new(),
+        };
+        for start in (0..n).step_by(p.batch_size.max(1)) {
+            let end = (start + p.batch_size).min(n);
+            x.clear();
+            p.convention
+                .extend_from_rgb(&pixels[start * per_img..end * per_img], &mut x);
+            if taps.is_empty() {
+                e.features
+                    .extend_from_slice(&net.forward(&x, end - start, h, w)?);
+            } else {
+                let (f, sums) = net.forward_with_taps(&x, end - start, h, w, &taps)?;
+                e.features.extend_from_slice(&f);
+                if e.taps.is_empty() {
+                    e.taps = sums;
+                } else {
+                    for (all, s) in e.taps.iter_mut().zip(sums) {
+                        all.avg.extend(s.avg);
+                        all.max.extend(s.max);
+                    }
+                }
+            }
+            done(end - start);
+        }
+        out.push(e);
+    }
+    Ok(out)
 }
 
 impl Validate for Params {
@@ -41,6 +150,29 @@ impl Validate for Params {
                 "batch_size must be between 1 and 256, not {}",
                 self.batch_size
             ));
+        }
+        if self.views.first() != Some(&View::Original) {
+            return Err(format!(
+                "views must start with \"original\" (the features every classifier reads), not {:?}",
+                self.views.iter().map(|v| v.name()).collect::<Vec<_>>()
+            ));
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            if self.views[..i].contains(v) {
+                return Err(format!("view \"{}\" is listed twice", v.name()));
+            }
+        }
+        let names = layer_names(VGG16);
+        for (i, t) in self.taps.iter().enumerate() {
+            if !names.contains(t) {
+                return Err(format!(
+                    "tap \"{t}\" is not a VGG16 layer; the layers are {}",
+                    names.join(", ")
+                ));
+            }
+            if self.taps[..i].contains(t) {
+                return Err(format!("tap \"{t}\" is listed twice"));
+            }
         }
         Ok(())
     }
@@ -129,38 +261,55 @@ impl Stage for VggExtract {
             };
             first_unit += images.chunks();
             let total: usize = (lo..hi).map(|ci| images.chunk_rows(ci)).sum();
-            let pb = ctx.progress().bar(total as u64, &format!("vgg {split}"));
+            let pb = ctx
+                .progress()
+                .bar((total * p.views.len()) as u64, &format!("vgg {split}"));
             let mut w = FeaturesWriter::new(ctx, split)?;
             let t0 = Instant::now();
-            let mut x = Vec::new();
             for ci in lo..hi {
                 let chunk = images.chunk(ci)?;
                 let (n, h, wd) = (chunk.n, chunk.height, chunk.width);
-                let pixels = chunk.images();
                 let (oh, ow, oc) = net.output_shape(h, wd)?;
-                let per_img = h * wd * 3;
-                let mut features = Vec::with_capacity(n * oh * ow * oc);
-                for start in (0..n).step_by(p.batch_size) {
-                    let end = (start + p.batch_size).min(n);
-                    x.clear();
-                    p.convention
-                        .extend_from_rgb(&pixels[start * per_img..end * per_img], &mut x);
-                    features.extend_from_slice(&net.forward(&x, end - start, h, wd)?);
-                    pb.inc((end - start) as u64);
+                let views = extract(&net, &p, chunk.images(), (n, h, wd), &mut |k| {
+                    pb.inc(k as u64)
+                })?;
+                let mut extra = Vec::new();
+                for (vi, v) in views.iter().enumerate() {
+                    let view = v.view.name();
+                    if vi > 0 {
+                        extra.push((
+                            view_tensor(contracts::FEATURES_TENSOR, view),
+                            Tensor::from_f32(&[n, oh, ow, oc], &v.features),
+                        ));
+                    }
+                    for (name, t) in p.taps.iter().zip(&v.taps) {
+                        for (stat, values) in [("avg", &t.avg), ("max", &t.max)] {
+                            extra.push((
+                                view_tensor(&tap_tensor(name, stat), view),
+                                Tensor::from_f32(&[n, t.channels], values),
+                            ));
+                        }
+                    }
                 }
-                w.write_chunk(
-                    &features,
+                w.write_chunk_with(
+                    &views[0].features,
                     [n, oh, ow, oc],
                     &chunk.labels()?,
                     &chunk.index()?,
+                    extra,
                 )?;
             }
             pb.finish_and_clear();
             let secs = t0.elapsed().as_secs_f64();
             ctx.count(total as u64, "images");
+            let passes = total * p.views.len();
+            let views = match p.views.len() {
+                1 => String::new(),
+                v => format!(" x {v} views"),
+            };
             ctx.progress().println(format!(
-                "vgg-extract: {split}: {total} images in {secs:.1}s ({:.2} img/s)",
-                total as f64 / secs.max(1e-9)
+                "vgg-extract: {split}: {total} images{views} in {secs:.1}s ({:.2} img/s)",
+                passes as f64 / secs.max(1e-9)
             ));
             let (classes, synthetic) = images.carried_meta();
             w.finish(&FeaturesMeta {
@@ -168,6 +317,9 @@ impl Stage for VggExtract {
                 synthetic,
                 convention: serde_json::to_value(p.convention)?,
                 weights_digest: digest.clone(),
+                views: p.views.iter().map(|v| v.name().to_string()).collect(),
+                taps: p.taps.clone(),
+                layout: None,
             })?;
         }
         Ok(())

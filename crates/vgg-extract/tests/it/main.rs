@@ -7,6 +7,8 @@
 //!
 //! Both must hold with `RTOL = 1e-4`.
 
+mod taps;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +24,7 @@ const RTOL: f64 = 1e-4;
 use LayerSpec::{Conv, MaxPool};
 
 /// The narrow network of `narrow_weights.safetensors`: VGG16's topology, fewer channels.
-const NARROW: &[LayerSpec] = &[
+pub(crate) const NARROW: &[LayerSpec] = &[
     Conv(4),
     Conv(4),
     MaxPool,
@@ -43,7 +45,7 @@ const NARROW: &[LayerSpec] = &[
     MaxPool,
 ];
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)

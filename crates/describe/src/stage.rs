@@ -1,0 +1,155 @@
+//! The `describe` stage adapter: stored `vgg-extract` features -> descriptors per split.
+
+use std::collections::BTreeMap;
+
+use contracts::{
+    ids, outputs, tap_tensor, view_tensor, FeaturesMeta, FeaturesReader, FeaturesWriter,
+    FEATURES_TENSOR, SPLITS,
+};
+use pipeline::{resolve_params, BoxError, Resources, Stage, StageContext, Validate};
+use serde_json::Value;
+
+use crate::{descriptors, Params, TrainViews, ViewData};
+
+/// Bump when the descriptors' meaning changes without a source change.
+pub const CACHE_VERSION: u32 = 1;
+
+impl Validate for Params {
+    fn validate(&self) -> Result<(), String> {
+        Params::validate(self)
+    }
+}
+
+/// The stage.
+pub struct Describe;
+
+impl Stage for Describe {
+    fn id(&self) -> &'static str {
+        ids::DESCRIBE
+    }
+    fn code_version(&self) -> String {
+        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &SPLITS
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
+        resolve_params::<Params>(raw)
+    }
+    /// Single-threaded arithmetic over stored features.
+    fn resources(&self) -> Resources {
+        Resources {
+            cpus: pipeline::Cpus::Count(1),
+            ..Resources::default()
+        }
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
+        let p: Params = ctx.params()?;
+        let parts = p.parsed_parts()?;
+        for split in SPLITS {
+            let f = FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, split)?);
+            let stored = f.views()?;
+            let views: Vec<String> = if p.views.is_empty() {
+                stored.clone()
+            } else {
+                for v in &p.views {
+                    if !stored.contains(v) {
+                        return Err(format!(
+                            "view \"{v}\" is not in vgg-extract.{split} (it has {}); add it to vgg-extract's `views`",
+                            stored.join(", ")
+                        )
+                        .into());
+                    }
+                }
+                p.views.clone()
+            };
+            let taps = f.taps()?;
+            for part in &parts {
+                if let Some(layer) = part.layer() {
+                    if !taps.iter().any(|t| t == layer) {
+                        return Err(format!(
+                            "descriptor part \"{}\" needs layer `{layer}`, which vgg-extract did not tap (it tapped: {}); add \"{layer}\" to vgg-extract's `taps`",
+                            p.parts[parts.iter().position(|q| q == part).unwrap_or(0)],
+                            if taps.is_empty() { "none".to_string() } else { taps.join(", ") }
+                        )
+                        .into());
+                    }
+                }
+            }
+            let average = split != outputs::TRAINING || p.train_views == TrainViews::Average;
+            let mut w = FeaturesWriter::new(ctx, split)?;
+            let mut rows_total = 0;
+            for ci in 0..f.chunks() {
+                let base = f.chunk(ci)?;
+                let n = base.shape[0];
+                let c = *base.shape.last().ok_or("features have no channel axis")?;
+                // Every view's stored tensors, by base name.
+                let mut stored_views = Vec::with_capacity(views.len());
+                for v in &views {
+                    let pool5 = if v == contracts::ORIGINAL_VIEW {
+                        base.features.clone()
+                    } else {
+                        f.chunk_tensor(ci, &view_tensor(FEATURES_TENSOR, v))?.1
+                    };
+                    let mut t = BTreeMap::new();
+                    for layer in &taps {
+                        for stat in ["avg", "max"] {
+                            let name = tap_tensor(layer, stat);
+                            let values = f.chunk_tensor(ci, &view_tensor(&name, v))?.1;
+                            t.insert(name, values);
+                        }
+                    }
+                    stored_views.push((pool5, t));
+                }
+                let data: Vec<ViewData<'_>> = stored_views
+                    .iter()
+                    .map(|(pool5, t)| ViewData {
+                        pool5,
+                        pool5_channels: c,
+                        taps: t.iter().map(|(k, v)| (k.clone(), &v[..])).collect(),
+                    })
+                    .collect();
+                let (x, d) = descriptors(&parts, &p, n, &data, average)
+                    .map_err(|e| format!("vgg-extract.{split}, chunk {ci}: {e}"))?;
+                let per = if average { 1 } else { views.len() };
+                let repeat = |v: &[i64]| -> Vec<i64> {
+                    v.iter()
+                        .flat_map(|&x| std::iter::repeat_n(x, per))
+                        .collect()
+                };
+                let rows = n * per;
+                rows_total += rows;
+                w.write_chunk(
+                    &x,
+                    [rows, 1, 1, d],
+                    &repeat(&base.labels),
+                    &repeat(&base.index),
+                )?;
+            }
+            ctx.count(rows_total as u64, "rows");
+            ctx.progress().println(format!(
+                "describe: {split}: {rows_total} rows ({}{})",
+                p.recipe(),
+                if views.len() > 1 {
+                    format!(
+                        ", views {} {}",
+                        views.join("+"),
+                        if average { "averaged" } else { "as rows" }
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+            w.finish(&FeaturesMeta {
+                classes: f.classes_value(),
+                synthetic: f.synthetic_value(),
+                convention: f.convention().cloned().unwrap_or(Value::Null),
+                weights_digest: f.weights_digest().unwrap_or_default().to_string(),
+                views: Vec::new(),
+                taps: Vec::new(),
+                layout: Some(p.recipe()),
+            })?;
+        }
+        Ok(())
+    }
+}

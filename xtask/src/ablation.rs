@@ -1,0 +1,266 @@
+//! `cargo xtask ablation FILE`: runs a ladder of recipes, each adding one ingredient to the one
+//! before, on one cache (stages they share run once), and tabulates what each ingredient
+//! bought: validation and test accuracy of the dense head and the logistic regression, and
+//! what the feature extraction cost. Every choice is made on validation; test accuracy is
+//! reported, never used.
+//!
+//! The file (TOML), paths relative to its folder:
+//! ```toml
+//! [[step]]
+//! name = "the study's recipe"
+//! config = "../../pipeline.toml"
+//! [[step]]
+//! name = "+ conv5_3 average"
+//! config = "best.toml"
+//! set = ["stage.describe.params.parts=[\"conv5_3.avg\"]"]
+//! targets = ["head-nn", "logreg"]   # optional: the stages to bring up to date
+//! ```
+//! The command line's `--set`s apply to every step, before the step's own.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use contracts::{ids, outputs, History, Predictions, PredictionsMeta};
+use pipeline::{Config, InputArtifact, RunOptions, RunRecord, Store};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `ablation`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AblationArgs {
+    /// The ladder of recipes (see `xtask/pipelines/ablation.toml`).
+    #[arg(default_value = "xtask/pipelines/ablation.toml")]
+    pub file: PathBuf,
+    /// Where the table (`ablation.md`, `ablation.json`, `ablation.svg`) is written; default:
+    /// the last step's `report.out`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ladder {
+    step: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    name: String,
+    config: PathBuf,
+    #[serde(default)]
+    set: Vec<String>,
+    /// Stages to bring up to date (default: all).
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+/// One step's results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub name: String,
+    /// `(validation, test)` accuracy of each model, when the step has it.
+    pub head: Option<(f64, f64)>,
+    pub logreg: Option<(f64, f64)>,
+    /// The feature extraction's seconds (when it ran), images and views.
+    pub extract_seconds: f64,
+    pub images: u64,
+    pub views: usize,
+    pub descriptor: String,
+}
+
+fn load_ladder(file: &Path) -> anyhow::Result<Vec<Step>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the ablation file {}", file.display()))?;
+    let l: Ladder = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+    if l.step.is_empty() {
+        bail!("{}: no [[step]]", file.display());
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    Ok(l.step
+        .into_iter()
+        .map(|s| Step {
+            config: base.join(&s.config),
+            ..s
+        })
+        .collect())
+}
+
+fn record(store: &Store, summary: &pipeline::RunSummary, stage: &str) -> Option<RunRecord> {
+    summary
+        .records
+        .get(stage)
+        .cloned()
+        .or_else(|| store.latest(stage).ok().flatten())
+}
+
+/// `(validation, test)` accuracy of a model's record.
+fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f64, f64)> {
+    let art = rec
+        .outputs
+        .get(outputs::PREDICTIONS)
+        .with_context(|| format!("`{model}` has no predictions"))?;
+    let input = InputArtifact::new(art, store);
+    let test = Predictions::read(&input)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .accuracy();
+    let meta = PredictionsMeta::read(&input);
+    let val = if model == ids::LOGREG {
+        meta.best
+            .as_ref()
+            .and_then(|b| b["val_accuracy"].as_f64())
+            .context("logreg's predictions name no best grid entry")?
+    } else {
+        let h = rec
+            .outputs
+            .get(outputs::HISTORY)
+            .with_context(|| format!("`{model}` has no history"))?;
+        let h = History::read(&InputArtifact::new(h, store)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let best = meta.evaluate.as_ref().and_then(Value::as_str) == Some("best");
+        let e = if best {
+            h.epochs
+                .iter()
+                .reduce(|a, b| if b.val_loss < a.val_loss { b } else { a })
+        } else {
+            h.epochs.last()
+        };
+        e.context("empty history")?.val_accuracy
+    };
+    Ok((val, test))
+}
+
+pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<()> {
+    let steps = load_ladder(&args.file)?;
+    let registry = crate::registry();
+    let progress = cli::Terminal::progress(globals.quiet);
+    let mut rows = Vec::new();
+    let mut last_out = None;
+    for (i, step) in steps.iter().enumerate() {
+        eprintln!("\n== ablation {}/{}: {}", i + 1, steps.len(), step.name);
+        let mut set = globals.set.clone();
+        set.extend(step.set.iter().cloned());
+        let config =
+            Config::load(&step.config, &set).with_context(|| format!("step `{}`", step.name))?;
+        let opts = RunOptions {
+            targets: step.targets.clone(),
+            ..RunOptions::default()
+        };
+        let summary = pipeline::run(&config, &registry, &opts, &progress)
+            .with_context(|| format!("step `{}`", step.name))?;
+        summary.check()?;
+        cli::Hooks::after_run(&crate::StudyHooks, &config, &summary, &progress)?;
+        let store = config.open_store()?;
+        let model = |m: &str| -> anyhow::Result<Option<(f64, f64)>> {
+            match record(&store, &summary, m) {
+                Some(r) if summary.records.contains_key(m) => Ok(Some(accuracies(&store, &r, m)?)),
+                _ => Ok(None),
+            }
+        };
+        let vgg = record(&store, &summary, ids::VGG_EXTRACT)
+            .context("the step has no vgg-extract record")?;
+        let views = vgg.key_inputs.params["views"]
+            .as_array()
+            .map_or(1, Vec::len);
+        let descriptor = match summary.records.get(ids::DESCRIBE) {
+            Some(d) => serde_json::from_value::<describe::Params>(d.key_inputs.params.clone())
+                .map(|p| p.recipe())
+                .unwrap_or_default(),
+            None => "pool5 (head: average; logreg: flattened)".to_string(),
+        };
+        rows.push(Row {
+            name: step.name.clone(),
+            head: model(ids::HEAD_NN)?,
+            logreg: model(ids::LOGREG)?,
+            extract_seconds: vgg.seconds,
+            images: vgg
+                .usage
+                .as_ref()
+                .and_then(|u| u.items.as_ref())
+                .map_or(0, |(n, _)| *n),
+            views,
+            descriptor,
+        });
+        last_out = config.setting_path("report.out");
+    }
+    let out = args
+        .out
+        .clone()
+        .or(last_out)
+        .context("no --out and no report.out")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+    let md = markdown(&rows);
+    std::fs::write(out.join("ablation.md"), &md)?;
+    std::fs::write(
+        out.join("ablation.json"),
+        serde_json::to_vec_pretty(&json_rows(&rows))?,
+    )?;
+    std::fs::write(
+        out.join("ablation.svg"),
+        report::ablation_figure(&figure_rows(&rows)),
+    )?;
+    println!("\n{md}\nWritten to {}", out.join("ablation.md").display());
+    Ok(())
+}
+
+fn pct(v: Option<(f64, f64)>, test: bool) -> String {
+    match v {
+        Some((val, t)) => format!("{:.1}", 100.0 * if test { t } else { val }),
+        None => "-".into(),
+    }
+}
+
+/// The table: one row per step.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| step | head-nn val | head-nn test | logreg val | logreg test | extraction | descriptor |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let rate = if r.extract_seconds > 0.0 {
+            format!(
+                "{:.0} s ({} view{}, {:.1} img/s)",
+                r.extract_seconds,
+                r.views,
+                if r.views == 1 { "" } else { "s" },
+                r.images as f64 / r.extract_seconds
+            )
+        } else {
+            "-".into()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {rate} | {} |\n",
+            r.name,
+            pct(r.head, false),
+            pct(r.head, true),
+            pct(r.logreg, false),
+            pct(r.logreg, true),
+            r.descriptor
+        ));
+    }
+    s
+}
+
+fn json_rows(rows: &[Row]) -> Value {
+    let acc = |v: Option<(f64, f64)>| v.map(|(val, test)| json!({"validation": val, "test": test}));
+    json!(rows
+        .iter()
+        .map(|r| json!({
+            "step": r.name,
+            "head-nn": acc(r.head),
+            "logreg": acc(r.logreg),
+            "extract_seconds": r.extract_seconds,
+            "images": r.images,
+            "views": r.views,
+            "descriptor": r.descriptor,
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn figure_rows(rows: &[Row]) -> Vec<report::AblationRow> {
+    rows.iter()
+        .map(|r| report::AblationRow {
+            name: r.name.clone(),
+            head: r.head,
+            logreg: r.logreg,
+        })
+        .collect()
+}
