@@ -64,12 +64,11 @@ impl Stage for Describe {
                 p.views.clone()
             };
             let taps = f.taps()?;
-            for part in &parts {
+            for (name, part) in p.parts.iter().zip(&parts) {
                 if let Some(layer) = part.layer() {
                     if !taps.iter().any(|t| t == layer) {
                         return Err(format!(
-                            "descriptor part \"{}\" needs layer `{layer}`, which vgg-extract did not tap (it tapped: {}); add \"{layer}\" to vgg-extract's `taps`",
-                            p.parts[parts.iter().position(|q| q == part).unwrap_or(0)],
+                            "descriptor part \"{name}\" needs layer `{layer}`, which vgg-extract did not tap (it tapped: {}); add \"{layer}\" to vgg-extract's `taps`",
                             if taps.is_empty() { "none".to_string() } else { taps.join(", ") }
                         )
                         .into());
@@ -80,14 +79,14 @@ impl Stage for Describe {
             let mut w = FeaturesWriter::new(ctx, split)?;
             let mut rows_total = 0;
             for ci in 0..f.chunks() {
-                let base = f.chunk(ci)?;
+                let mut base = f.chunk(ci)?;
                 let n = base.shape[0];
                 let c = *base.shape.last().ok_or("features have no channel axis")?;
                 // Every view's stored tensors, by base name.
                 let mut stored_views = Vec::with_capacity(views.len());
                 for v in &views {
                     let pool5 = if v == contracts::ORIGINAL_VIEW {
-                        base.features.clone()
+                        std::mem::take(&mut base.features)
                     } else {
                         f.chunk_tensor(ci, &view_tensor(FEATURES_TENSOR, v))?.1
                     };

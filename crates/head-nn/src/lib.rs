@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the head. Defaults are the study's (Keras's defaults). Adam's and the
 /// loop's settings are flattened in: `learning_rate`, `beta_1`, `beta_2`, `epsilon`,
-/// `batch_size`, `epochs`, `evaluate` (unknown keys are refused by the stage's params check).
+/// `batch_size`, `epochs`, `evaluate`, `patience` (unknown keys are refused by the stage's params check).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Params {

@@ -390,13 +390,7 @@ impl ConvStack {
     /// Forward pass of `n` images, `x` being `[n, h, w, in_channels]`; returns
     /// `[n, oh, ow, out_channels]` (see [`output_shape`](Self::output_shape)).
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
-        let (_, per_out) = self.image_sizes(h, w)?;
-        let total = per_out
-            .checked_mul(n)
-            .ok_or_else(|| Error::InvalidInput(format!("{n} images of {h}x{w} overflow memory")))?;
-        let mut out = vec![0.0; total];
-        self.forward_into(x, n, h, w, &mut out)?;
-        Ok(out)
+        Ok(self.forward_with_taps(x, n, h, w, &[])?.0)
     }
 
     /// [`forward`](Self::forward) into a caller's buffer of `n * oh * ow * out_channels`.
