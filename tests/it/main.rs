@@ -692,13 +692,30 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
             }
         }
     }
-    for model in ["head-nn", "logreg"] {
+    for model in ["head-nn", "logreg", "ensemble"] {
         let preds = p.artifact(model, "predictions");
         let pr = contracts::Predictions::read(&pipeline::InputArtifact::new(&preds, &p.store()))
             .unwrap();
         assert_eq!(pr.labels.len(), 30);
         // 10 classes: chance is 10%; 3 photos per class (6 training rows) give more.
         assert!(pr.accuracy() > 0.2, "{model}: {}", pr.accuracy());
+    }
+    // The ensemble's ends are the two models: head weight 1 gives the head's probabilities,
+    // 0 the logistic regression's, bit for bit (it applies both to the same descriptors).
+    let read = |stage: &str| {
+        let a = p.artifact(stage, "predictions");
+        contracts::Predictions::read(&pipeline::InputArtifact::new(&a, &p.store())).unwrap()
+    };
+    for (w, model) in [("1.0", "head-nn"), ("0.0", "logreg")] {
+        let only = format!("stage.ensemble.params.head_weights=[{w}]");
+        let s = p.run(&["ensemble"], &[set[0], set[1], only.as_str()]);
+        assert_eq!(s.ran(), vec!["ensemble"], "weight {w}");
+        let (e, m) = (read("ensemble"), read(model));
+        assert_eq!(
+            (e.pred, e.probs, e.index),
+            (m.pred, m.probs, m.index),
+            "weight {w}"
+        );
     }
     // predict reads the recipe: views, taps and descriptor as the stages computed them.
     let globals = cli::Globals {

@@ -18,6 +18,7 @@ pub fn registry() -> pipeline::Registry {
         .with(describe::Describe)
         .with(head_nn::HeadNn)
         .with(logreg::LogReg)
+        .with(ensemble::Ensemble)
         .with(scratch_cnn::ScratchCnn)
         .with(report::Report)
 }

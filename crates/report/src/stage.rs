@@ -25,8 +25,12 @@ use crate::svg;
 
 pub const CACHE_VERSION: u32 = 2;
 
-/// The models the study compares, in the order the study reports them.
-pub const MODELS: [&str; 3] = ids::MODELS;
+/// The stage id of the ensemble of the head and the logistic regression (not in the study).
+pub const ENSEMBLE: &str = "ensemble";
+
+/// The models a report shows when their stage ran: the study's, in the order the study reports
+/// them, then the ensemble.
+pub const MODELS: [&str; 4] = [ids::MODELS[0], ids::MODELS[1], ids::MODELS[2], ENSEMBLE];
 
 /// The study's published test accuracies on Food-11 (11 classes).
 pub const PUBLISHED: [(&str, f64); 3] = [
@@ -572,7 +576,9 @@ fn mistakes(
 
 /// The logistic regression's validation grid, the chosen row highlighted.
 fn grid_section(b: &mut Builder, results: &[ModelResult]) -> Option<Section> {
-    let r = results.iter().find(|r| r.meta.grid.is_some())?;
+    let r = results
+        .iter()
+        .find(|r| r.model == ids::LOGREG && r.meta.grid.is_some())?;
     let grid = r.meta.grid.as_ref()?.as_array()?;
     let best = r.meta.best.as_ref();
     let mut chosen = Vec::new();
@@ -609,6 +615,44 @@ fn grid_section(b: &mut Builder, results: &[ModelResult]) -> Option<Section> {
             "validation accuracy",
             "iterations",
             "converged",
+        ],
+        &rows,
+        &chosen,
+    );
+    b.metrics["models"][r.model]["grid"] = Value::Array(grid.clone());
+    Some(sec)
+}
+
+/// The ensemble's validation grid of head weights, the chosen row highlighted.
+fn ensemble_section(b: &mut Builder, results: &[ModelResult]) -> Option<Section> {
+    let r = results.iter().find(|r| r.model == ENSEMBLE)?;
+    let grid = r.meta.grid.as_ref()?.as_array()?;
+    let w = r.meta.best.as_ref()?["head_weight"].as_f64();
+    let mut chosen = Vec::new();
+    let rows: Vec<Vec<String>> = grid
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let hw = g["head_weight"].as_f64().unwrap_or(f64::NAN);
+            if w == Some(hw) {
+                chosen.push(i);
+            }
+            vec![
+                format!("{hw}"),
+                format!("{}", 1.0 - hw),
+                pct(g["val_accuracy"].as_f64().unwrap_or(f64::NAN)),
+                format!("{:.4}", g["val_loss"].as_f64().unwrap_or(f64::NAN)),
+            ]
+        })
+        .collect();
+    let mut sec = Section::new("ensemble", "Ensemble: head and logistic regression");
+    sec.text("The ensemble averages the class probabilities of the dense head and of the logistic regression, weighted; each weight is scored on the validation split, and the highlighted row is the one chosen (highest validation accuracy, then lowest validation cross-entropy, then the first in grid order).");
+    sec.table(
+        &[
+            "head weight",
+            "logistic regression weight",
+            "validation accuracy",
+            "validation cross-entropy",
         ],
         &rows,
         &chosen,
@@ -887,6 +931,7 @@ impl Stage for Report {
             mistakes(ctx, &mut b, &results, &classes, &p)?,
         ];
         sections.extend(grid_section(&mut b, &results));
+        sections.extend(ensemble_section(&mut b, &results));
         sections.extend(seeds_section(&mut b, &results, reference.as_ref()));
         sections.push(data_section(ctx, &mut b, &manifest, &p)?);
         sections.push(skipped_section(ctx, &mut b, &manifest)?);
