@@ -188,7 +188,7 @@ fn features(
     let views = vgg_extract::extract(&net, &p, pixels, (n, size, size), &mut |_| {})?;
     let data: Vec<describe::ViewData<'_>> = views
         .iter()
-        .filter(|v| dp.views.is_empty() || dp.views.iter().any(|w| w == v.view.name()))
+        .filter(|v| dp.views.is_empty() || dp.views.iter().any(|w| *w == v.view.name()))
         .map(|v| describe::ViewData {
             pool5: &v.features,
             pool5_channels: oc,

@@ -40,6 +40,7 @@ mod im2col;
 mod input;
 mod net;
 mod stage;
+mod views;
 mod winograd;
 
 #[cfg(test)]
@@ -48,6 +49,5 @@ mod tests;
 pub use error::{Error, Result};
 pub use input::InputConvention;
 pub use net::{layer_names, ConvStack, ConvWeights, LayerSpec, TapSummary, TensorSpec, VGG16};
-pub use stage::{
-    extract, flip_rgb, Extracted, Params, VggExtract, View, CACHE_VERSION, DEFAULT_WEIGHTS_PATH,
-};
+pub use stage::{extract, Extracted, Params, VggExtract, CACHE_VERSION, DEFAULT_WEIGHTS_PATH};
+pub use views::{crop_rgb, crop_side, flip_rgb, resize_rgb, CropAt, View};

@@ -2,12 +2,11 @@
 
 use std::time::Instant;
 
-use contracts::{
-    ids, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, ImagesReader, ORIGINAL_VIEW, SPLITS,
-};
+use contracts::{ids, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, ImagesReader, SPLITS};
 use pipeline::{resolve_params, BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
 use serde::{Deserialize, Serialize};
 
+use crate::views::View;
 use crate::{layer_names, ConvStack, InputConvention, TapSummary, VGG16};
 
 /// Bump when the features' meaning changes without a source change.
@@ -26,8 +25,12 @@ pub struct Params {
     /// Images per forward pass.
     pub batch_size: usize,
     /// The views of each image whose features are computed, in one pass: `original` (always
-    /// first) and `flip` (mirrored left-right). Each view costs one forward pass.
+    /// first), `flip` (mirrored left-right), `crop-center`, `crop-tl`, `crop-tr`, `crop-bl`,
+    /// `crop-br` (squares of side `crop` times the shorter side) and `scale-N` (the whole
+    /// image resized to N x N). Each view costs one forward pass of its size.
     pub views: Vec<View>,
+    /// The crop views' side as a fraction of the image's shorter side (VGG's 224 of 256).
+    pub crop: f64,
     /// Layers (VGG names: `conv4_3`, `pool4`, `conv5_3`, ...) whose per-image global average
     /// and maximum are stored beside pool5, for descriptors (see the `describe` stage).
     pub taps: Vec<String>,
@@ -39,40 +42,10 @@ impl Default for Params {
             convention: InputConvention::Caffe,
             batch_size: 16,
             views: vec![View::Original],
+            crop: 0.875,
             taps: Vec::new(),
         }
     }
-}
-
-/// One view of an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum View {
-    /// The image as preprocessed.
-    Original,
-    /// Mirrored left-right.
-    Flip,
-}
-
-impl View {
-    /// The view's name in tensor names and metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            View::Original => ORIGINAL_VIEW,
-            View::Flip => "flip",
-        }
-    }
-}
-
-/// Mirrors `n` RGB images of `h x w` (`[n, h, w, 3]`) left-right.
-pub fn flip_rgb(rgb: &[u8], n: usize, h: usize, w: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rgb.len());
-    for row in rgb.chunks_exact(w * 3).take(n * h) {
-        for px in row.chunks_exact(3).rev() {
-            out.extend_from_slice(px);
-        }
-    }
-    out
 }
 
 /// What [`extract`] computes for one view.
@@ -81,6 +54,8 @@ pub struct Extracted {
     pub view: View,
     /// `[n, oh, ow, 512]` pool5 maps.
     pub features: Vec<f32>,
+    /// `(oh, ow, 512)`: a crop or a rescaling has its own.
+    pub shape: (usize, usize, usize),
     /// One per tap, in the params' order.
     pub taps: Vec<TapSummary>,
 }
@@ -99,21 +74,19 @@ pub fn extract(
         .iter()
         .map(|t| net.layer_index(t))
         .collect::<crate::Result<Vec<_>>>()?;
-    let per_img = h * w * 3;
     let mut x = Vec::new();
     let mut out = Vec::with_capacity(p.views.len());
     for &view in &p.views {
-        let flipped;
-        let pixels = match view {
-            View::Original => rgb,
-            View::Flip => {
-                flipped = flip_rgb(rgb, n, h, w);
-                &flipped[..]
-            }
+        let transformed = view.pixels(rgb, (n, h, w), p.crop)?;
+        let (pixels, h, w) = match &transformed {
+            Some((px, vh, vw)) => (&px[..], *vh, *vw),
+            None => (rgb, h, w),
         };
+        let per_img = h * w * 3;
         let mut e = Extracted {
             view,
             features: Vec::new(),
+            shape: net.output_shape(h, w)?,
             taps: Vec::new(),
         };
         for start in (0..n).step_by(p.batch_size.max(1)) {
@@ -155,6 +128,12 @@ impl Validate for Params {
             return Err(format!(
                 "views must start with \"original\" (the features every classifier reads), not {:?}",
                 self.views.iter().map(|v| v.name()).collect::<Vec<_>>()
+            ));
+        }
+        if !(self.crop.is_finite() && self.crop > 0.0 && self.crop <= 1.0) {
+            return Err(format!(
+                "crop {} is not a fraction of the image side in (0, 1]",
+                self.crop
             ));
         }
         for (i, v) in self.views.iter().enumerate() {
@@ -276,10 +255,12 @@ impl Stage for VggExtract {
                 let mut extra = Vec::new();
                 for (vi, v) in views.iter().enumerate() {
                     let view = v.view.name();
+                    let view = view.as_str();
                     if vi > 0 {
+                        let (vh, vw, vc) = v.shape;
                         extra.push((
                             view_tensor(contracts::FEATURES_TENSOR, view),
-                            Tensor::from_f32(&[n, oh, ow, oc], &v.features),
+                            Tensor::from_f32(&[n, vh, vw, vc], &v.features),
                         ));
                     }
                     for (name, t) in p.taps.iter().zip(&v.taps) {
@@ -317,7 +298,7 @@ impl Stage for VggExtract {
                 synthetic,
                 convention: serde_json::to_value(p.convention)?,
                 weights_digest: digest.clone(),
-                views: p.views.iter().map(|v| v.name().to_string()).collect(),
+                views: p.views.iter().map(|v| v.name()).collect(),
                 taps: p.taps.clone(),
                 layout: None,
             })?;

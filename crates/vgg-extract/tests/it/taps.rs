@@ -1,4 +1,4 @@
-//! Taps (per-image summaries of intermediate layers) and views (the mirrored image).
+//! Taps (per-image summaries of intermediate layers) and views (mirror, crops, rescalings).
 
 use fixtures::{f32s, SafeTensors};
 use vgg_extract::{extract, flip_rgb, ConvStack, ConvWeights, InputConvention, Params, View};
@@ -126,4 +126,62 @@ fn views_and_taps_are_checked_before_a_run() {
         ..Params::default()
     });
     assert!(e.contains("twice"), "{e}");
+}
+
+#[test]
+fn crop_and_scale_views_are_the_network_on_their_pixels() {
+    use vgg_extract::{crop_rgb, resize_rgb, CropAt};
+    let net = ConvStack::from_weights(3, NARROW, &narrow_weights()).unwrap();
+    let (h, w) = (48, 64);
+    let img: Vec<u8> = (0..2 * h * w * 3).map(|i| ((i * 29) % 256) as u8).collect();
+    let p = Params {
+        views: vec![
+            View::Original,
+            View::Crop(CropAt::BottomRight),
+            View::Scale(96),
+        ],
+        crop: 0.75,
+        taps: vec!["conv5_3".into()],
+        batch_size: 1,
+        ..Params::default()
+    };
+    let v = extract(&net, &p, &img, (2, h, w), &mut |_| {}).unwrap();
+    assert_eq!(v[0].shape, net.output_shape(h, w).unwrap());
+    // The crop: 0.75 of the shorter side (36 pixels), in the bottom-right corner.
+    let cropped = crop_rgb(&img, (2, h, w), (h - 36, w - 36), 36);
+    let x = InputConvention::Caffe.from_rgb(&cropped);
+    assert_eq!(v[1].features, net.forward(&x, 2, 36, 36).unwrap());
+    assert_eq!(v[1].shape, net.output_shape(36, 36).unwrap());
+    // The rescaling: the whole image at 96 x 96, so pool5 has 3 x 3 cells.
+    let scaled = resize_rgb(&img, (2, h, w), (96, 96));
+    let x = InputConvention::Caffe.from_rgb(&scaled);
+    assert_eq!(v[2].features, net.forward(&x, 2, 96, 96).unwrap());
+    assert_eq!((v[2].shape.0, v[2].shape.1), (3, 3));
+    assert_eq!(v[2].taps[0].avg.len(), 2 * v[2].taps[0].channels);
+}
+
+#[test]
+fn unknown_views_and_bad_crops_are_refused_with_the_name() {
+    use pipeline::Validate;
+    let parse = |t: &str| {
+        toml::from_str::<Params>(t)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = parse("views = [\"original\", \"mirror\"]");
+    assert!(e.contains("mirror") && e.contains("crop-center"), "{e}");
+    let e = parse("views = [\"original\", \"scale-8\"]");
+    assert!(e.contains("scale-8"), "{e}");
+    let p: Params = toml::from_str("views = [\"original\", \"crop-tl\", \"scale-320\"]").unwrap();
+    assert_eq!(p.views.len(), 3);
+    for crop in [0.0, 1.5, f64::NAN] {
+        let e = Params {
+            crop,
+            ..Params::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("crop"), "{e}");
+    }
 }
