@@ -692,10 +692,12 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
             }
         }
     }
+    let mut recipe_test = std::collections::BTreeMap::new();
     for model in ["head-nn", "logreg", "ensemble"] {
         let preds = p.artifact(model, "predictions");
         let pr = contracts::Predictions::read(&pipeline::InputArtifact::new(&preds, &p.store()))
             .unwrap();
+        recipe_test.insert(model, pr.accuracy());
         assert_eq!(pr.labels.len(), 30);
         // 10 classes: chance is 10%; 3 photos per class (6 training rows) give more.
         assert!(pr.accuracy() > 0.2, "{model}: {}", pr.accuracy());
@@ -731,6 +733,47 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
         };
         xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{model}: {e:#}"));
     }
+    // An ablation ladder on the same cache: a cheaper descriptor, then the recipe itself
+    // (already computed). The table holds each step's validation and test accuracies.
+    let ladder = p.path().join("ladder.toml");
+    std::fs::write(
+        &ladder,
+        "[[step]]\nname = \"conv5_3 average\"\nconfig = \"pipeline.toml\"\ntargets = [\"head-nn\", \"logreg\"]\nset = ['stage.describe.params.parts=[\"conv5_3.avg\"]', 'stage.head-nn.params={epochs = 3, batch_size = 32}']\n\n[[step]]\nname = \"the recipe\"\nconfig = \"pipeline.toml\"\n",
+    )
+    .unwrap();
+    let out = p.path().join("ablation");
+    xtask::ablation(
+        &xtask::AblationArgs {
+            file: ladder,
+            out: Some(out.clone()),
+        },
+        &globals,
+    )
+    .unwrap();
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("ablation.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0]["descriptor"]
+        .as_str()
+        .unwrap()
+        .contains("conv5_3.avg]"));
+    assert!(
+        rows[0]["ensemble"].is_null(),
+        "the first step stops before the ensemble"
+    );
+    for model in ["head-nn", "logreg", "ensemble"] {
+        assert_eq!(
+            rows[1][model]["test"].as_f64().unwrap(),
+            recipe_test[model],
+            "{model}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(md.contains("| the recipe |"), "{md}");
+    assert!(std::fs::read_to_string(out.join("ablation.svg"))
+        .unwrap()
+        .starts_with("<svg"));
     // A second run executes nothing.
     assert!(p.run(&[], &set).ran().is_empty());
 }

@@ -62,6 +62,7 @@ pub struct Row {
     /// `(validation, test)` accuracy of each model, when the step has it.
     pub head: Option<(f64, f64)>,
     pub logreg: Option<(f64, f64)>,
+    pub ensemble: Option<(f64, f64)>,
     /// The feature extraction's seconds (when it ran), images and views.
     pub extract_seconds: f64,
     pub images: u64,
@@ -105,11 +106,11 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .accuracy();
     let meta = PredictionsMeta::read(&input);
-    let val = if model == ids::LOGREG {
+    let val = if model == ids::LOGREG || model == ensemble::ENSEMBLE {
         meta.best
             .as_ref()
             .and_then(|b| b["val_accuracy"].as_f64())
-            .context("logreg's predictions name no best grid entry")?
+            .with_context(|| format!("{model}'s predictions name no best grid entry"))?
     } else {
         let h = rec
             .outputs
@@ -163,7 +164,14 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             .map_or(1, Vec::len);
         let descriptor = match summary.records.get(ids::DESCRIBE) {
             Some(d) => serde_json::from_value::<describe::Params>(d.key_inputs.params.clone())
-                .map(|p| p.recipe())
+                .map(|p| {
+                    let used = if p.views.is_empty() {
+                        "every view".to_string()
+                    } else {
+                        p.views.join("+")
+                    };
+                    format!("{}; {used}", p.recipe())
+                })
                 .unwrap_or_default(),
             None => "pool5 (head: average; logreg: flattened)".to_string(),
         };
@@ -171,6 +179,7 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             name: step.name.clone(),
             head: model(ids::HEAD_NN)?,
             logreg: model(ids::LOGREG)?,
+            ensemble: model(ensemble::ENSEMBLE)?,
             extract_seconds: vgg.seconds,
             images: vgg
                 .usage
@@ -212,7 +221,7 @@ fn pct(v: Option<(f64, f64)>, test: bool) -> String {
 /// The table: one row per step.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| step | head-nn val | head-nn test | logreg val | logreg test | extraction | descriptor |\n|---|---|---|---|---|---|---|\n",
+        "| step | head-nn val | head-nn test | logreg val | logreg test | ensemble val | ensemble test | extraction | descriptor |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let rate = if r.extract_seconds > 0.0 {
@@ -227,12 +236,14 @@ pub fn markdown(rows: &[Row]) -> String {
             "-".into()
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {rate} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {rate} | {} |\n",
             r.name,
             pct(r.head, false),
             pct(r.head, true),
             pct(r.logreg, false),
             pct(r.logreg, true),
+            pct(r.ensemble, false),
+            pct(r.ensemble, true),
             r.descriptor
         ));
     }
@@ -247,6 +258,7 @@ fn json_rows(rows: &[Row]) -> Value {
             "step": r.name,
             "head-nn": acc(r.head),
             "logreg": acc(r.logreg),
+            "ensemble": acc(r.ensemble),
             "extract_seconds": r.extract_seconds,
             "images": r.images,
             "views": r.views,
@@ -261,6 +273,7 @@ fn figure_rows(rows: &[Row]) -> Vec<report::AblationRow> {
             name: r.name.clone(),
             head: r.head,
             logreg: r.logreg,
+            ensemble: r.ensemble,
         })
         .collect()
 }

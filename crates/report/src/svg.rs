@@ -606,6 +606,7 @@ pub struct AblationRow {
     pub name: String,
     pub head: Option<(f64, f64)>,
     pub logreg: Option<(f64, f64)>,
+    pub ensemble: Option<(f64, f64)>,
 }
 
 /// The ablation ladder as a dot plot: one row per step, each model's test accuracy as a filled
@@ -613,7 +614,7 @@ pub struct AblationRow {
 pub fn ablation_figure(rows: &[AblationRow]) -> String {
     let values: Vec<f64> = rows
         .iter()
-        .flat_map(|r| [r.head, r.logreg])
+        .flat_map(|r| [r.head, r.logreg, r.ensemble])
         .flatten()
         .flat_map(|(v, t)| [v, t])
         .collect();
@@ -640,7 +641,11 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
         let y = 54.0 + row * i as f64;
         let name: String = r.name.chars().take(48).collect();
         s.text(left - 10.0, y + 4.0, &name, "end", 12.0, "#222");
-        for (model, v, dy) in [("head-nn", r.head, -4.0), ("logreg", r.logreg, 4.0)] {
+        for (model, v, dy) in [
+            ("head-nn", r.head, -6.0),
+            ("logreg", r.logreg, 0.0),
+            ("ensemble", r.ensemble, 6.0),
+        ] {
             if let Some((val, test)) = v {
                 let c = model_colour(model);
                 s.circle(
@@ -673,6 +678,7 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
         &[
             ("head-nn (dot: test, ring: validation)", HEAD, false),
             ("logreg", LOGREG, false),
+            ("ensemble", model_colour("ensemble"), false),
         ],
     );
     s.finish()
