@@ -726,7 +726,7 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
         quiet: true,
     };
     let img = ds.join("evaluation/0_0.jpg");
-    for model in ["head-nn", "logreg"] {
+    for model in ["head-nn", "logreg", "ensemble"] {
         let args = xtask::PredictArgs {
             images: vec![img.clone()],
             model: model.to_string(),

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use contracts::{ids, outputs, LogRegModel, NnModel};
+use contracts::{ids, outputs, LogRegModel, NnModel, PredictionsMeta};
 use pipeline::{Config, InputArtifact, Plan, RunRecord, StageState, Store};
 
 /// `predict`'s arguments.
@@ -16,7 +16,7 @@ pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Which trained model.
-    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN])]
+    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN, ensemble::ENSEMBLE])]
     pub model: String,
 }
 
@@ -79,41 +79,28 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
     }
     let n = good.len();
     let size = pp.size;
-    let model_art = rec
-        .outputs
-        .get(outputs::MODEL)
-        .with_context(|| format!("`{model}` has no model output"))?;
-    let model_in = InputArtifact::new(model_art, &store);
     let (probs, classes) = if n == 0 {
         (Vec::new(), Vec::new())
+    } else if model == ensemble::ENSEMBLE {
+        // The blend the ensemble chose on validation, of the two models it read.
+        let preds = rec
+            .outputs
+            .get(outputs::PREDICTIONS)
+            .context("`ensemble` has no predictions output")?;
+        let meta = PredictionsMeta::read(&InputArtifact::new(preds, &store));
+        let w = meta
+            .best
+            .as_ref()
+            .and_then(|b| b["head_weight"].as_f64())
+            .context("the cached ensemble names no head weight; run `cargo xtask run ensemble`")?;
+        let (h, classes) = probabilities(&config, &plan, &store, ids::HEAD_NN, &pixels, n, size)?;
+        let (l, _) = probabilities(&config, &plan, &store, ids::LOGREG, &pixels, n, size)?;
+        (
+            ensemble::blend(&h, &l, w).map_err(anyhow::Error::msg)?,
+            classes,
+        )
     } else {
-        match model {
-            ids::SCRATCH_CNN => {
-                let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-                let weights = nn_train::Weights { tensors: w };
-                let images = scratch_cnn::Images::new(&pixels, size, size)?;
-                (
-                    scratch_cnn::predict(&weights, &images)?.probabilities,
-                    classes,
-                )
-            }
-            ids::HEAD_NN => {
-                let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-                let (f, oc) = features(&config, &plan, &store, &rec, model, &pixels, n, size)?;
-                let x = head_nn::global_average_pool(&f, n, oc)?;
-                let weights = nn_train::Weights { tensors: w };
-                (head_nn::predict(&weights, &x)?.probabilities, classes)
-            }
-            _ => {
-                let m = LogRegModel::read(&model_in).map_err(broken(model))?;
-                let classes: Vec<String> = serde_json::from_value(m.classes.clone())
-                    .context("the logreg model has no class list")?;
-                let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
-                let (f, _) = features(&config, &plan, &store, &rec, model, &pixels, n, size)?;
-                let p = lr.predict_proba(&f)?;
-                (p.into_iter().map(|v| v as f32).collect(), classes)
-            }
-        }
+        probabilities(&config, &plan, &store, model, &pixels, n, size)?
     };
     if let Some(v) = probs.iter().find(|v| !v.is_finite()) {
         bail!(
@@ -143,6 +130,53 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
         );
     }
     Ok(())
+}
+
+/// Class probabilities (`n x classes`) and class names of one trained model on `n`
+/// preprocessed images.
+#[allow(clippy::too_many_arguments)]
+fn probabilities(
+    config: &Config,
+    plan: &Plan,
+    store: &Store,
+    model: &str,
+    pixels: &[u8],
+    n: usize,
+    size: usize,
+) -> anyhow::Result<(Vec<f32>, Vec<String>)> {
+    let rec = selected_record(plan, store, model, model)?;
+    let model_art = rec
+        .outputs
+        .get(outputs::MODEL)
+        .with_context(|| format!("`{model}` has no model output"))?;
+    let model_in = InputArtifact::new(model_art, store);
+    Ok(match model {
+        ids::SCRATCH_CNN => {
+            let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
+            let weights = nn_train::Weights { tensors: w };
+            let images = scratch_cnn::Images::new(pixels, size, size)?;
+            (
+                scratch_cnn::predict(&weights, &images)?.probabilities,
+                classes,
+            )
+        }
+        ids::HEAD_NN => {
+            let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
+            let (f, oc) = features(config, plan, store, &rec, model, pixels, n, size)?;
+            let x = head_nn::global_average_pool(&f, n, oc)?;
+            let weights = nn_train::Weights { tensors: w };
+            (head_nn::predict(&weights, &x)?.probabilities, classes)
+        }
+        _ => {
+            let m = LogRegModel::read(&model_in).map_err(broken(model))?;
+            let classes: Vec<String> = serde_json::from_value(m.classes.clone())
+                .context("the logreg model has no class list")?;
+            let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
+            let (f, _) = features(config, plan, store, &rec, model, pixels, n, size)?;
+            let p = lr.predict_proba(&f)?;
+            (p.into_iter().map(|v| v as f32).collect(), classes)
+        }
+    })
 }
 
 /// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
