@@ -673,9 +673,10 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     let width: usize = d
         .parts
         .iter()
-        .map(|part| match part.as_str() {
-            "pool5" => 7 * 7 * 512,
-            x if x.starts_with("conv3_3") => 256,
+        .map(|part| match describe::Part::parse(part).unwrap() {
+            describe::Part::Pool5 => 7 * 7 * 512,
+            describe::Part::Pool5Grid { k, .. } => k * k * 512,
+            _ if part.starts_with("conv3_3") => 256,
             _ => 512,
         })
         .sum();

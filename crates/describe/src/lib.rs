@@ -11,6 +11,11 @@
 //! A descriptor is a list of **parts**, each a vector per image:
 //! - `pool5`: the flattened pool5 map (the study's logistic-regression input);
 //! - `pool5.avg`, `pool5.max`: global average / maximum of the pool5 map;
+//! - `pool5.avgKxK`, `pool5.maxKxK` (K 2..=8): average / maximum over each cell of a K x K
+//!   grid of the pool5 map (a spatial pyramid level, He et al. 2014), cells in row-major order,
+//!   `K*K*c` values; cell `i` of an axis of length `a` spans `floor(i*a/K)..ceil((i+1)*a/K)`;
+//! - `pool5.rmac`: regional maximum activations (Tolias et al. 2016): maxima over square
+//!   regions at 3 scales, each L2-normalised, summed (`c` values);
 //! - `{layer}.avg`, `{layer}.max` for a layer `vgg-extract` tapped (`conv5_3.avg`, ...).
 //!
 //! Each part, in order: signed square root (`sqrt`), then scaled to unit L2 norm (`l2`); the
@@ -72,6 +77,10 @@ pub enum Part {
     Pool5,
     /// Global average (`max: false`) or maximum of the pool5 map.
     Pool5Stat { max: bool },
+    /// Average or maximum over each cell of a `k x k` grid of the pool5 map.
+    Pool5Grid { k: usize, max: bool },
+    /// Regional maximum activations of the pool5 map, summed over regions.
+    Pool5Rmac,
     /// A tapped layer's stored summary: the tensor `{layer}.{avg|max}`.
     Tap { tensor: String },
 }
@@ -83,14 +92,32 @@ impl Part {
             "pool5" => return Ok(Part::Pool5),
             "pool5.avg" => return Ok(Part::Pool5Stat { max: false }),
             "pool5.max" => return Ok(Part::Pool5Stat { max: true }),
+            "pool5.rmac" => return Ok(Part::Pool5Rmac),
             _ => {}
+        }
+        if let Some(rest) = s.strip_prefix("pool5.") {
+            let (max, grid) = if let Some(g) = rest.strip_prefix("max") {
+                (true, g)
+            } else if let Some(g) = rest.strip_prefix("avg") {
+                (false, g)
+            } else {
+                (false, "")
+            };
+            if let Some((a, b)) = grid.split_once('x') {
+                return match (a.parse::<usize>(), b.parse::<usize>()) {
+                    (Ok(k), Ok(k2)) if k == k2 && (2..=8).contains(&k) => Ok(Part::Pool5Grid { k, max }),
+                    _ => Err(format!(
+                        "descriptor part \"{s}\": a pool5 grid is pool5.avgKxK or pool5.maxKxK with K from 2 to 8 (e.g. pool5.max2x2)"
+                    )),
+                };
+            }
         }
         match s.rsplit_once('.') {
             Some((layer, "avg" | "max")) if !layer.is_empty() => Ok(Part::Tap {
                 tensor: s.to_string(),
             }),
             _ => Err(format!(
-                "descriptor part \"{s}\" is not one of pool5, pool5.avg, pool5.max, LAYER.avg, LAYER.max (LAYER a layer vgg-extract taps, e.g. conv5_3)"
+                "descriptor part \"{s}\" is not one of pool5, pool5.avg, pool5.max, pool5.avgKxK, pool5.maxKxK, pool5.rmac, LAYER.avg, LAYER.max (LAYER a layer vgg-extract taps, e.g. conv5_3)"
             )),
         }
     }
@@ -149,6 +176,8 @@ pub struct ViewData<'a> {
     pub pool5: &'a [f32],
     /// `c` of the pool5 maps.
     pub pool5_channels: usize,
+    /// `(h, w)` of the pool5 maps.
+    pub pool5_hw: (usize, usize),
     /// Tapped summaries by tensor base name (`conv5_3.avg` -> `[n, c]`).
     pub taps: BTreeMap<String, &'a [f32]>,
 }
@@ -174,7 +203,13 @@ pub fn descriptors(
     for v in views {
         let (rows, d) = describe_view(parts, p, n, v)?;
         if dim.is_some_and(|x| x != d) {
-            return Err("the views' descriptors differ in length".into());
+            let mut e = String::from("the views' descriptors differ in length");
+            if parts.contains(&Part::Pool5) {
+                e.push_str(
+                    ": the views' pool5 maps differ in size, so the flattened `pool5` part does; use a pooled part (pool5.avg, pool5.max, pool5.max2x2, pool5.rmac) with views of several sizes",
+                );
+            }
+            return Err(e);
         }
         dim = Some(d);
         per_view.push(rows);
@@ -220,11 +255,19 @@ fn describe_view(
         ));
     }
     let map = v.pool5.len() / n;
+    let (h, w) = v.pool5_hw;
+    if h * w * c != map {
+        return Err(format!(
+            "pool5 maps of {map} values are not {h}x{w}x{c} (the stored shape)"
+        ));
+    }
     let mut columns: Vec<(Vec<f32>, usize)> = Vec::with_capacity(parts.len());
     for part in parts {
         let values = match part {
             Part::Pool5 => (v.pool5.to_vec(), map),
             Part::Pool5Stat { max } => (pool(v.pool5, n, c, *max), c),
+            Part::Pool5Grid { k, max } => (grid_pool(v.pool5, n, h, w, c, *k, *max), k * k * c),
+            Part::Pool5Rmac => (rmac(v.pool5, n, h, w, c), c),
             Part::Tap { tensor } => {
                 let t = v.taps.get(tensor).ok_or_else(|| {
                     format!(
@@ -292,6 +335,147 @@ pub fn pool(x: &[f32], n: usize, c: usize, max: bool) -> Vec<f32> {
     out
 }
 
+/// The start and end of cell `i` of `k` along an axis of length `a`: `floor(i*a/k)` to
+/// `ceil((i+1)*a/k)` (adaptive pooling; cells overlap where `k` does not divide `a`, and none
+/// is empty).
+fn cell(i: usize, k: usize, a: usize) -> (usize, usize) {
+    (i * a / k, ((i + 1) * a).div_ceil(k))
+}
+
+/// Average or maximum over the `region` (`rows`, `cols` ranges) of a channels-last `w`-wide
+/// map of `c` channels, appended to `out`.
+fn region_pool(
+    m: &[f32],
+    w: usize,
+    c: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    max: bool,
+    out: &mut Vec<f32>,
+) {
+    if max {
+        let mut acc = vec![f32::NEG_INFINITY; c];
+        for y in rows.0..rows.1 {
+            for x in cols.0..cols.1 {
+                let px = &m[(y * w + x) * c..(y * w + x + 1) * c];
+                for (a, &v) in acc.iter_mut().zip(px) {
+                    *a = a.max(v);
+                }
+            }
+        }
+        out.extend(acc);
+    } else {
+        let mut acc = vec![0f64; c];
+        for y in rows.0..rows.1 {
+            for x in cols.0..cols.1 {
+                let px = &m[(y * w + x) * c..(y * w + x + 1) * c];
+                for (a, &v) in acc.iter_mut().zip(px) {
+                    *a += v as f64;
+                }
+            }
+        }
+        let cells = ((rows.1 - rows.0) * (cols.1 - cols.0)) as f64;
+        out.extend(acc.iter().map(|&a| (a / cells) as f32));
+    }
+}
+
+/// Average or maximum over each cell of a `k x k` grid of `n` channels-last `h x w` maps of
+/// `c` channels: `n x (k*k*c)` values, cells in row-major order.
+pub fn grid_pool(
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    max: bool,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * k * k * c);
+    for m in x.chunks_exact(h * w * c) {
+        for i in 0..k {
+            for j in 0..k {
+                region_pool(m, w, c, cell(i, k, h), cell(j, k, w), max, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The square regions of R-MAC (Tolias, Sicre and Jegou 2016, "Particular object retrieval
+/// with integral max-pooling of CNN activations"; 3 scales, about 40% overlap) on an `h x w`
+/// map: `(top, left, side)` each.
+pub fn rmac_regions(h: usize, w: usize) -> Vec<(usize, usize, usize)> {
+    const SCALES: usize = 3;
+    const OVERLAP: f64 = 0.4;
+    let short = h.min(w) as f64;
+    let long = h.max(w) as f64;
+    // Extra regions along the long side: the count whose overlap is nearest 40%.
+    let mut extra = 0;
+    if long > short {
+        let mut best = f64::INFINITY;
+        for steps in 2..=7usize {
+            let b = (long - short) / (steps - 1) as f64;
+            let ov = ((short * short - short * b) / (short * short) - OVERLAP).abs();
+            if ov < best {
+                best = ov;
+                extra = steps - 1;
+            }
+        }
+    }
+    let (extra_h, extra_w) = if h > w { (extra, 0) } else { (0, extra) };
+    let mut out = Vec::new();
+    for l in 1..=SCALES {
+        let side = ((2.0 * short / (l as f64 + 1.0)).floor() as usize).max(1);
+        let starts = |a: usize, extra: usize| -> Vec<usize> {
+            let count = l + extra;
+            if count <= 1 || a <= side {
+                return vec![0];
+            }
+            let step = (a - side) as f64 / (count - 1) as f64;
+            let mut s: Vec<usize> = (0..count)
+                .map(|k| (k as f64 * step).floor() as usize)
+                .collect();
+            s.dedup();
+            s
+        };
+        for &top in &starts(h, extra_h) {
+            for &left in &starts(w, extra_w) {
+                out.push((top, left, side));
+            }
+        }
+    }
+    out
+}
+
+/// R-MAC descriptors of `n` channels-last `h x w` maps of `c` channels: per region the
+/// maximum of each channel, L2-normalised, summed over the regions (`n x c` values).
+pub fn rmac(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f32> {
+    let regions = rmac_regions(h, w);
+    let mut out = Vec::with_capacity(n * c);
+    let mut r = Vec::with_capacity(c);
+    for m in x.chunks_exact(h * w * c) {
+        let mut acc = vec![0f64; c];
+        for &(top, left, side) in &regions {
+            r.clear();
+            region_pool(
+                m,
+                w,
+                c,
+                (top, (top + side).min(h)),
+                (left, (left + side).min(w)),
+                true,
+                &mut r,
+            );
+            l2_normalize(&mut r);
+            for (a, &v) in acc.iter_mut().zip(&r) {
+                *a += v as f64;
+            }
+        }
+        out.extend(acc.iter().map(|&a| a as f32));
+    }
+    out
+}
+
 /// `sign(v) * sqrt(|v|)` in place.
 pub fn signed_sqrt(v: &mut [f32]) {
     for x in v {
@@ -352,6 +536,7 @@ mod tests {
         let v = ViewData {
             pool5: &pool5,
             pool5_channels: 2,
+            pool5_hw: (2, 1),
             taps: BTreeMap::from([("conv5_3.avg".to_string(), &tap[..])]),
         };
         let p = Params {
@@ -377,6 +562,7 @@ mod tests {
         let view = |x: &'static [f32]| ViewData {
             pool5: x,
             pool5_channels: 2,
+            pool5_hw: (1, 1),
             taps: BTreeMap::new(),
         };
         let p = Params {
@@ -398,6 +584,7 @@ mod tests {
         let view = |x: &'static [f32]| ViewData {
             pool5: x,
             pool5_channels: 2,
+            pool5_hw: (1, 1),
             taps: BTreeMap::new(),
         };
         let p = Params {
@@ -426,9 +613,165 @@ mod tests {
         let v = ViewData {
             pool5: &pool5,
             pool5_channels: 4,
+            pool5_hw: (1, 1),
             taps: BTreeMap::new(),
         };
         let e = descriptors(&p.parsed_parts().unwrap(), &p, 1, &[v], true).unwrap_err();
         assert!(e.contains("tap layer `conv5_3`"), "{e}");
+    }
+
+    #[test]
+    fn grid_pooling_matches_a_plain_loop_with_overlapping_cells() {
+        // Two 3x3 maps of 2 channels; a 2x2 grid on 3 positions: cells 0..2 and 1..3.
+        let (n, h, w, c) = (2, 3, 3, 2);
+        let x: Vec<f32> = (0..n * h * w * c)
+            .map(|i| ((i * 5) % 13) as f32 - 4.0)
+            .collect();
+        for max in [false, true] {
+            let g = grid_pool(&x, n, h, w, c, 2, max);
+            assert_eq!(g.len(), n * 4 * c);
+            for img in 0..n {
+                for (cell, (rows, cols)) in [
+                    ((0, 2), (0, 2)),
+                    ((0, 2), (1, 3)),
+                    ((1, 3), (0, 2)),
+                    ((1, 3), (1, 3)),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    for ch in 0..c {
+                        let mut vals = Vec::new();
+                        for y in rows.0..rows.1 {
+                            for xx in cols.0..cols.1 {
+                                vals.push(x[((img * h + y) * w + xx) * c + ch]);
+                            }
+                        }
+                        let want = if max {
+                            vals.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
+                        } else {
+                            vals.iter().sum::<f32>() / vals.len() as f32
+                        };
+                        let got = g[(img * 4 + cell) * c + ch];
+                        assert!(
+                            (got - want).abs() < 1e-6,
+                            "max {max} img {img} cell {cell} ch {ch}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        // A 1x1 grid would be the global pooling; a KxK grid of a KxK map is the map itself.
+        assert_eq!(grid_pool(&x, n, h, w, c, 3, true), x);
+        assert_eq!(grid_pool(&x, n, h, w, c, 3, false), x);
+    }
+
+    #[test]
+    fn rmac_regions_follow_the_three_scales() {
+        // 10x10 (a 320 input): the whole map, 2x2 regions of 6 (step 4), 3x3 of 5 (step 2.5).
+        let mut want = vec![(0, 0, 10)];
+        for t in [0, 4] {
+            for l in [0, 4] {
+                want.push((t, l, 6));
+            }
+        }
+        for t in [0, 2, 5] {
+            for l in [0, 2, 5] {
+                want.push((t, l, 5));
+            }
+        }
+        assert_eq!(rmac_regions(10, 10), want);
+        // 7x10: one more region along the long side (overlap nearest 40%).
+        let r = rmac_regions(7, 10);
+        assert_eq!(&r[..2], &[(0, 0, 7), (0, 3, 7)]);
+        assert_eq!(r.len(), 2 + 2 * 3 + 3 * 4);
+        assert!(r.iter().all(|&(t, l, s)| t + s <= 7 && l + s <= 10));
+        // A 1x1 map: one region at every scale.
+        assert_eq!(rmac_regions(1, 1), vec![(0, 0, 1); 3]);
+    }
+
+    #[test]
+    fn rmac_sums_normalised_regional_maxima() {
+        let (h, w, c) = (7, 7, 3);
+        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 7) % 17) as f32).collect();
+        let got = rmac(&x, 1, h, w, c);
+        let mut want = vec![0f32; c];
+        for (t, l, s) in rmac_regions(h, w) {
+            let mut m = vec![f32::NEG_INFINITY; c];
+            for y in t..t + s {
+                for xx in l..l + s {
+                    for ch in 0..c {
+                        m[ch] = m[ch].max(x[(y * w + xx) * c + ch]);
+                    }
+                }
+            }
+            let norm = m.iter().map(|v| v * v).sum::<f32>().sqrt();
+            for ch in 0..c {
+                want[ch] += m[ch] / norm;
+            }
+        }
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn pooled_parts_serve_views_of_several_sizes_and_pool5_says_why_not() {
+        // One image, a 2x2 view and a 1x1 view of 2 channels.
+        static BIG: [f32; 8] = [1.0, 0.0, 2.0, 1.0, 3.0, 5.0, 0.0, 2.0];
+        static SMALL: [f32; 2] = [4.0, 4.0];
+        let view = |x: &'static [f32], s: usize| ViewData {
+            pool5: x,
+            pool5_channels: 2,
+            pool5_hw: (s, s),
+            taps: BTreeMap::new(),
+        };
+        let views = [view(&BIG, 2), view(&SMALL, 1)];
+        for part in ["pool5.max2x2", "pool5.rmac", "pool5.avg"] {
+            let p = Params {
+                parts: vec![part.into()],
+                ..Params::default()
+            };
+            let (rows, d) = descriptors(&p.parsed_parts().unwrap(), &p, 1, &views, true).unwrap();
+            assert_eq!(rows.len(), d, "{part}");
+        }
+        let p = Params {
+            parts: vec!["pool5.max2x2".into()],
+            ..Params::default()
+        };
+        let (rows, _) = descriptors(&p.parsed_parts().unwrap(), &p, 1, &views, true).unwrap();
+        // The 2x2 view's cells are its positions; the 1x1 view repeats its one position.
+        assert_eq!(rows, vec![2.5, 2.0, 3.0, 2.5, 3.5, 4.5, 2.0, 3.0]);
+        let p = Params {
+            parts: vec!["pool5".into()],
+            ..Params::default()
+        };
+        let e = descriptors(&p.parsed_parts().unwrap(), &p, 1, &views, true).unwrap_err();
+        assert!(
+            e.contains("pool5.max2x2") && e.contains("differ in size"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn grid_and_rmac_parts_parse_and_bad_grids_are_named() {
+        assert_eq!(
+            Part::parse("pool5.max2x2"),
+            Ok(Part::Pool5Grid { k: 2, max: true })
+        );
+        assert_eq!(
+            Part::parse("pool5.avg3x3"),
+            Ok(Part::Pool5Grid { k: 3, max: false })
+        );
+        assert_eq!(Part::parse("pool5.rmac"), Ok(Part::Pool5Rmac));
+        for bad in [
+            "pool5.max2x3",
+            "pool5.max1x1",
+            "pool5.avg9x9",
+            "pool5.maxaxb",
+        ] {
+            let e = Part::parse(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("K from 2 to 8"), "{e}");
+        }
     }
 }

@@ -82,13 +82,22 @@ impl Stage for Describe {
                 let mut base = f.chunk(ci)?;
                 let n = base.shape[0];
                 let c = *base.shape.last().ok_or("features have no channel axis")?;
+                let base_hw = (base.shape[1], base.shape[2]);
                 // Every view's stored tensors, by base name.
                 let mut stored_views = Vec::with_capacity(views.len());
                 for v in &views {
-                    let pool5 = if v == contracts::ORIGINAL_VIEW {
-                        std::mem::take(&mut base.features)
+                    let (hw, pool5) = if v == contracts::ORIGINAL_VIEW {
+                        (base_hw, std::mem::take(&mut base.features))
                     } else {
-                        f.chunk_tensor(ci, &view_tensor(FEATURES_TENSOR, v))?.1
+                        let (shape, values) =
+                            f.chunk_tensor(ci, &view_tensor(FEATURES_TENSOR, v))?;
+                        let [_, h, w, _] = shape[..] else {
+                            return Err(format!(
+                                "vgg-extract.{split}, chunk {ci}: view \"{v}\" has shape {shape:?}, expected [n, h, w, c]"
+                            )
+                            .into());
+                        };
+                        ((h, w), values)
                     };
                     let mut t = BTreeMap::new();
                     for layer in &taps {
@@ -98,13 +107,14 @@ impl Stage for Describe {
                             t.insert(name, values);
                         }
                     }
-                    stored_views.push((pool5, t));
+                    stored_views.push((hw, pool5, t));
                 }
                 let data: Vec<ViewData<'_>> = stored_views
                     .iter()
-                    .map(|(pool5, t)| ViewData {
+                    .map(|(hw, pool5, t)| ViewData {
                         pool5,
                         pool5_channels: c,
+                        pool5_hw: *hw,
                         taps: t.iter().map(|(k, v)| (k.clone(), &v[..])).collect(),
                     })
                     .collect();
