@@ -93,14 +93,33 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
             .as_ref()
             .and_then(|b| b["head_weight"].as_f64())
             .context("the cached ensemble names no head weight; run `cargo xtask run ensemble`")?;
-        let (h, classes) = probabilities(&config, &plan, &store, ids::HEAD_NN, &pixels, n, size)?;
-        let (l, _) = probabilities(&config, &plan, &store, ids::LOGREG, &pixels, n, size)?;
+        let mut memo = None;
+        let (h, classes) = probabilities(
+            &config,
+            &plan,
+            &store,
+            ids::HEAD_NN,
+            &pixels,
+            n,
+            size,
+            &mut memo,
+        )?;
+        let (l, _) = probabilities(
+            &config,
+            &plan,
+            &store,
+            ids::LOGREG,
+            &pixels,
+            n,
+            size,
+            &mut memo,
+        )?;
         (
             ensemble::blend(&h, &l, w).map_err(anyhow::Error::msg)?,
             classes,
         )
     } else {
-        probabilities(&config, &plan, &store, model, &pixels, n, size)?
+        probabilities(&config, &plan, &store, model, &pixels, n, size, &mut None)?
     };
     if let Some(v) = probs.iter().find(|v| !v.is_finite()) {
         bail!(
@@ -143,6 +162,7 @@ fn probabilities(
     pixels: &[u8],
     n: usize,
     size: usize,
+    memo: &mut FeatureMemo,
 ) -> anyhow::Result<(Vec<f32>, Vec<String>)> {
     let rec = selected_record(plan, store, model, model)?;
     let model_art = rec
@@ -162,7 +182,7 @@ fn probabilities(
         }
         ids::HEAD_NN => {
             let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-            let (f, oc) = features(config, plan, store, &rec, model, pixels, n, size)?;
+            let (f, oc) = features(config, plan, store, &rec, model, pixels, n, size, memo)?;
             let x = head_nn::global_average_pool(&f, n, oc)?;
             let weights = nn_train::Weights { tensors: w };
             (head_nn::predict(&weights, &x)?.probabilities, classes)
@@ -172,11 +192,52 @@ fn probabilities(
             let classes: Vec<String> = serde_json::from_value(m.classes.clone())
                 .context("the logreg model has no class list")?;
             let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
-            let (f, _) = features(config, plan, store, &rec, model, pixels, n, size)?;
+            let (f, _) = features(config, plan, store, &rec, model, pixels, n, size, memo)?;
             let p = lr.predict_proba(&f)?;
             (p.into_iter().map(|v| v as f32).collect(), classes)
         }
     })
+}
+
+/// The features of the last `features` call and their key (the extraction's and, when the
+/// model read `describe`, the descriptors' record keys): the ensemble's two models read the
+/// same ones, so VGG16 runs over the images once.
+type FeatureMemo = Option<(String, Vec<f32>, usize)>;
+
+/// [`compute_features`], or the memo's when the model reads the same features.
+#[allow(clippy::too_many_arguments)]
+fn features(
+    config: &Config,
+    plan: &Plan,
+    store: &Store,
+    rec: &RunRecord,
+    model: &str,
+    pixels: &[u8],
+    n: usize,
+    size: usize,
+    memo: &mut FeatureMemo,
+) -> anyhow::Result<(Vec<f32>, usize)> {
+    let mut key = selected_record(plan, store, ids::VGG_EXTRACT, model)?.key;
+    if reads_descriptors(rec) {
+        key.push('+');
+        key.push_str(&selected_record(plan, store, ids::DESCRIBE, model)?.key);
+    }
+    if let Some((k, x, d)) = memo {
+        if *k == key {
+            return Ok((x.clone(), *d));
+        }
+    }
+    let (x, d) = compute_features(config, plan, store, rec, model, pixels, n, size)?;
+    *memo = Some((key, x.clone(), d));
+    Ok((x, d))
+}
+
+/// Whether the model `rec` was trained on `describe`'s descriptors.
+fn reads_descriptors(rec: &RunRecord) -> bool {
+    rec.key_inputs
+        .inputs
+        .keys()
+        .any(|k| k.starts_with(&format!("{}.", ids::DESCRIBE)))
 }
 
 /// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
@@ -184,7 +245,7 @@ fn probabilities(
 /// `describe`, the descriptors of its recipe (views averaged, as for evaluation). Returns the
 /// rows and their channel count (the last axis).
 #[allow(clippy::too_many_arguments)]
-fn features(
+fn compute_features(
     config: &Config,
     plan: &Plan,
     store: &Store,
@@ -201,11 +262,7 @@ fn features(
         .context("`weights.path` is empty")?;
     vgg_weights::validate(&wpath)?;
     let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
-    let described = rec
-        .key_inputs
-        .inputs
-        .keys()
-        .any(|k| k.starts_with(&format!("{}.", ids::DESCRIBE)));
+    let described = reads_descriptors(rec);
     let (_, _, oc) = net.output_shape(size, size)?;
     if !described {
         let original = vgg_extract::Params {
@@ -226,6 +283,7 @@ fn features(
         .map(|v| describe::ViewData {
             pool5: &v.features,
             pool5_channels: oc,
+            pool5_hw: (v.shape.0, v.shape.1),
             taps: p
                 .taps
                 .iter()
