@@ -67,6 +67,9 @@ pub struct Row {
     pub extract_seconds: f64,
     pub images: u64,
     pub views: usize,
+    /// The part of `extract_seconds` spent on the views this step's descriptor reads, in
+    /// proportion to their pixels (a forward pass costs in proportion to its input's area).
+    pub views_seconds: f64,
     pub descriptor: String,
 }
 
@@ -159,22 +162,33 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
         };
         let vgg = record(&store, &summary, ids::VGG_EXTRACT)
             .context("the step has no vgg-extract record")?;
-        let views = vgg.key_inputs.params["views"]
-            .as_array()
-            .map_or(1, Vec::len);
-        let descriptor = match summary.records.get(ids::DESCRIBE) {
-            Some(d) => serde_json::from_value::<describe::Params>(d.key_inputs.params.clone())
-                .map(|p| {
-                    let used = if p.views.is_empty() {
-                        "every view".to_string()
-                    } else {
-                        p.views.join("+")
-                    };
-                    format!("{}; {used}", p.recipe())
-                })
-                .unwrap_or_default(),
+        let vp: vgg_extract::Params = serde_json::from_value(vgg.key_inputs.params.clone())
+            .context("the step's vgg-extract params")?;
+        let views = vp.views.len();
+        let described = summary.records.get(ids::DESCRIBE).and_then(|d| {
+            serde_json::from_value::<describe::Params>(d.key_inputs.params.clone()).ok()
+        });
+        let descriptor = match &described {
+            Some(p) => {
+                let used = if p.views.is_empty() {
+                    "every view".to_string()
+                } else {
+                    p.views.join("+")
+                };
+                format!("{}; {used}", p.recipe())
+            }
             None => "pool5 (head: average; logreg: flattened)".to_string(),
         };
+        // Without `describe` the classifiers read the original view only.
+        let used: Vec<String> = match &described {
+            Some(p) if p.views.is_empty() => vp.views.iter().map(|v| v.name()).collect(),
+            Some(p) => p.views.clone(),
+            None => vec![contracts::ORIGINAL_VIEW.to_string()],
+        };
+        let size = record(&store, &summary, ids::PREPROCESS)
+            .and_then(|r| r.key_inputs.params["size"].as_u64())
+            .context("the step has no preprocess record with a size")? as usize;
+        let share = views_share(&vp, &used, size)?;
         rows.push(Row {
             name: step.name.clone(),
             head: model(ids::HEAD_NN)?,
@@ -187,6 +201,7 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
                 .and_then(|u| u.items.as_ref())
                 .map_or(0, |(n, _)| *n),
             views,
+            views_seconds: vgg.seconds * share,
             descriptor,
         });
         last_out = config.setting_path("report.out");
@@ -211,6 +226,30 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
     Ok(())
 }
 
+/// The share of an extraction's cost spent on the views `used`: each view's forward pass
+/// costs in proportion to its pixels (original and flip: `size`^2; a crop: its side^2;
+/// `scale-N`: N^2), so the share is the used views' pixels over all views' pixels.
+pub fn views_share(p: &vgg_extract::Params, used: &[String], size: usize) -> anyhow::Result<f64> {
+    let pixels = |v: &vgg_extract::View| -> anyhow::Result<f64> {
+        let side = match v {
+            vgg_extract::View::Original | vgg_extract::View::Flip => size,
+            vgg_extract::View::Crop(_) => vgg_extract::crop_side(size, size, p.crop)?,
+            vgg_extract::View::Scale(n) => *n,
+        };
+        Ok((side * side) as f64)
+    };
+    let mut all = 0.0;
+    let mut part = 0.0;
+    for v in &p.views {
+        let px = pixels(v)?;
+        all += px;
+        if used.iter().any(|u| *u == v.name()) {
+            part += px;
+        }
+    }
+    Ok(if all > 0.0 { part / all } else { 1.0 })
+}
+
 fn pct(v: Option<(f64, f64)>, test: bool) -> String {
     match v {
         Some((val, t)) => format!("{:.1}", 100.0 * if test { t } else { val }),
@@ -225,8 +264,13 @@ pub fn markdown(rows: &[Row]) -> String {
     );
     for r in rows {
         let rate = if r.extract_seconds > 0.0 {
+            let own = if (r.views_seconds - r.extract_seconds).abs() > 0.5 {
+                format!("; its views {:.0} s", r.views_seconds)
+            } else {
+                String::new()
+            };
             format!(
-                "{:.0} s ({} view{}, {:.1} img/s)",
+                "{:.0} s ({} view{}, {:.1} img/s{own})",
                 r.extract_seconds,
                 r.views,
                 if r.views == 1 { "" } else { "s" },
@@ -262,6 +306,7 @@ fn json_rows(rows: &[Row]) -> Value {
             "extract_seconds": r.extract_seconds,
             "images": r.images,
             "views": r.views,
+            "views_seconds": r.views_seconds,
             "descriptor": r.descriptor,
         }))
         .collect::<Vec<_>>())
@@ -276,4 +321,54 @@ fn figure_rows(rows: &[Row]) -> Vec<report::AblationRow> {
             ensemble: r.ensemble,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_pays_for_the_views_it_reads_by_their_pixels() {
+        let p: vgg_extract::Params = serde_json::from_value(serde_json::json!({
+            "views": ["original", "flip", "scale-224", "crop-center"],
+            "crop": 0.5,
+        }))
+        .unwrap();
+        // 320^2 + 320^2 + 224^2 + 160^2 pixels in all.
+        let all = 2.0 * 320.0 * 320.0 + 224.0 * 224.0 + 160.0 * 160.0;
+        let share = |used: &[&str]| {
+            let used: Vec<String> = used.iter().map(|s| s.to_string()).collect();
+            views_share(&p, &used, 320).unwrap()
+        };
+        assert!((share(&["original"]) - 320.0 * 320.0 / all).abs() < 1e-12);
+        assert!((share(&["original", "flip"]) - 2.0 * 320.0 * 320.0 / all).abs() < 1e-12);
+        assert!((share(&["scale-224"]) - 224.0 * 224.0 / all).abs() < 1e-12);
+        assert!((share(&["crop-center"]) - 160.0 * 160.0 / all).abs() < 1e-12);
+        assert_eq!(
+            share(&["original", "flip", "scale-224", "crop-center"]),
+            1.0
+        );
+    }
+
+    #[test]
+    fn the_table_shows_a_steps_own_views_cost_only_when_it_differs() {
+        let row = |views_seconds: f64| Row {
+            name: "step".into(),
+            head: Some((0.5, 0.6)),
+            logreg: None,
+            ensemble: None,
+            extract_seconds: 100.0,
+            images: 50,
+            views: 3,
+            views_seconds,
+            descriptor: "d".into(),
+        };
+        let md = markdown(&[row(100.0), row(40.0)]);
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[2].contains("| 100 s (3 views, 0.5 img/s) |"), "{md}");
+        assert!(
+            lines[3].contains("| 100 s (3 views, 0.5 img/s; its views 40 s) |"),
+            "{md}"
+        );
+    }
 }
