@@ -117,6 +117,20 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// The difference of two samples' means (`a - b`) and Welch's t statistic: the difference
+/// over its standard error `sqrt(sa^2/na + sb^2/nb)` (sample standard deviations). `None`
+/// for the statistic when a sample has fewer than two values or both have no spread.
+pub fn welch(a: &[f64], b: &[f64]) -> (f64, Option<f64>) {
+    let (ma, sa) = mean_std(a);
+    let (mb, sb) = mean_std(b);
+    let d = ma - mb;
+    if a.len() < 2 || b.len() < 2 {
+        return (d, None);
+    }
+    let se = (sa * sa / a.len() as f64 + sb * sb / b.len() as f64).sqrt();
+    (d, (se > 0.0).then(|| d / se))
+}
+
 /// The off-diagonal cells of a confusion matrix with the most images, largest first:
 /// `(true class, predicted class, count)`.
 pub fn confused_pairs(confusion: &[Vec<usize>], top: usize) -> Vec<(usize, usize, usize)> {
@@ -145,5 +159,17 @@ mod spread_tests {
         assert_eq!(super::mean_std(&[0.5]), (0.5, 0.0));
         let c = vec![vec![5, 2, 0], vec![3, 4, 1], vec![0, 0, 9]];
         assert_eq!(super::confused_pairs(&c, 2), [(1, 0, 3), (0, 1, 2)]);
+    }
+
+    #[test]
+    fn welch_matches_scipy() {
+        // scipy 1.x: stats.ttest_ind([0.7, 0.72, 0.74, 0.69], [0.75, 0.73, 0.78],
+        // equal_var=False).statistic = -2.234207687679006
+        let (d, t) = super::welch(&[0.7, 0.72, 0.74, 0.69], &[0.75, 0.73, 0.78]);
+        assert!((d - (0.7125 - 2.26 / 3.0)).abs() < 1e-12, "{d}");
+        assert!((t.unwrap() - -2.234207687679006).abs() < 1e-9, "{t:?}");
+        // No spread on either side (a deterministic model), or one value: no statistic.
+        assert_eq!(super::welch(&[0.5, 0.5], &[0.6, 0.6]).1, None);
+        assert_eq!(super::welch(&[0.5], &[0.6, 0.7]).1, None);
     }
 }

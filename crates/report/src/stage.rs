@@ -711,11 +711,23 @@ fn seeds_section(
             })
             .collect();
         let (m, s) = mean_std(&r.accuracies());
-        let reference_text = refs(r.model)
-            .filter(|v| !v.is_empty())
+        let ours = r.accuracies();
+        let reference_values = refs(r.model).filter(|v| !v.is_empty());
+        let reference_text = reference_values
+            .as_ref()
             .map(|v| {
-                let (rm, rs) = mean_std(&v);
+                let (rm, rs) = mean_std(v);
                 format!("{} ± {:.1} ({} seeds)", pct(rm), 100.0 * rs, v.len())
+            })
+            .unwrap_or_else(|| "-".into());
+        let difference = reference_values
+            .as_ref()
+            .map(|v| {
+                let (d, t) = crate::metrics::welch(&ours, v);
+                match t {
+                    Some(t) => format!("{:+.1} points ({:+.1} standard errors)", 100.0 * d, t),
+                    None => format!("{:+.1} points", 100.0 * d),
+                }
             })
             .unwrap_or_else(|| "-".into());
         table_rows.push(vec![
@@ -723,6 +735,7 @@ fn seeds_section(
             format!("{} ± {:.1}", pct(m), 100.0 * s),
             seeds.join(", "),
             reference_text,
+            difference,
         ]);
     }
     sec.table(
@@ -731,6 +744,7 @@ fn seeds_section(
             "ours: mean ± sd",
             "ours per seed",
             "reference: mean ± sd",
+            "ours - reference (Welch)",
         ],
         &table_rows,
         &[],
