@@ -504,6 +504,57 @@ fn a_new_seed_reruns_only_the_stages_that_use_it_and_a_sweep_reports_the_spread(
             .seed,
         Some(1)
     );
+    // Beside a reference's per-seed results: only the report reruns, and its table gives the
+    // difference of the means in points and in Welch standard errors.
+    let ours: Vec<f64> = metrics["models"]["head-nn"]["seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["test_accuracy"].as_f64().unwrap())
+        .collect();
+    let theirs = [0.9, 0.95, 0.85];
+    let reference = p.path().join("reference.json");
+    std::fs::write(
+        &reference,
+        serde_json::json!({
+            "source": "a test reference",
+            "models": {"head-nn": theirs, "logreg": [0.5, 0.5], "scratch-cnn": [0.1, 0.2]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let reference_set = format!("report.reference={}", reference.display());
+    let mut with_reference = set_refs.clone();
+    with_reference.push(&reference_set);
+    let config = p.config(&with_reference);
+    let again = pipeline::run(
+        &config,
+        &xtask::registry(),
+        &opts,
+        &pipeline::Progress::silent(),
+    )
+    .unwrap();
+    again.check().unwrap();
+    assert_eq!(again.ran(), ["report"]);
+    let bundle = contracts::ReportBundle::read(&pipeline::InputArtifact::new(
+        &again.records["report"].outputs["report"],
+        &p.store(),
+    ))
+    .unwrap();
+    let html = String::from_utf8(bundle.files["index.html"].clone()).unwrap();
+    let (m, s) = (
+        ours.iter().sum::<f64>() / 3.0,
+        (ours.iter().map(|x| x * x).sum::<f64>() / 3.0 - (ours.iter().sum::<f64>() / 3.0).powi(2))
+            * 1.5,
+    );
+    let se = (s / 3.0 + 0.0025 / 3.0).sqrt(); // the reference's sample variance is 0.0025
+    let d = m - 0.9;
+    let want = format!("{:+.1} points ({:+.1} standard errors)", 100.0 * d, d / se);
+    assert!(
+        html.contains("ours - reference (Welch)"),
+        "no difference column"
+    );
+    assert!(html.contains(&want), "{want} not in the seeds table");
 }
 
 /// The digest of every output of `stages`' latest records.
