@@ -182,7 +182,7 @@ fn probabilities(
         }
         ids::HEAD_NN => {
             let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-            let (f, oc) = features(config, plan, store, &rec, model, pixels, n, size, memo)?;
+            let (f, oc) = features(config, plan, store, &rec, model, pixels, (n, size), memo)?;
             let x = head_nn::global_average_pool(&f, n, oc)?;
             let weights = nn_train::Weights { tensors: w };
             (head_nn::predict(&weights, &x)?.probabilities, classes)
@@ -192,7 +192,7 @@ fn probabilities(
             let classes: Vec<String> = serde_json::from_value(m.classes.clone())
                 .context("the logreg model has no class list")?;
             let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
-            let (f, _) = features(config, plan, store, &rec, model, pixels, n, size, memo)?;
+            let (f, _) = features(config, plan, store, &rec, model, pixels, (n, size), memo)?;
             let p = lr.predict_proba(&f)?;
             (p.into_iter().map(|v| v as f32).collect(), classes)
         }
@@ -204,7 +204,10 @@ fn probabilities(
 /// same ones, so VGG16 runs over the images once.
 type FeatureMemo = Option<(String, Vec<f32>, usize)>;
 
-/// [`compute_features`], or the memo's when the model reads the same features.
+/// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
+/// extraction stage's own convention and the configured weights, or, when the model read
+/// `describe`, the descriptors of its recipe (views averaged, as for evaluation). Returns the
+/// rows and their channel count (the last axis); the memo's copy when it holds the same ones.
 #[allow(clippy::too_many_arguments)]
 fn features(
     config: &Config,
@@ -213,23 +216,27 @@ fn features(
     rec: &RunRecord,
     model: &str,
     pixels: &[u8],
-    n: usize,
-    size: usize,
+    (n, size): (usize, usize),
     memo: &mut FeatureMemo,
 ) -> anyhow::Result<(Vec<f32>, usize)> {
-    let mut key = selected_record(plan, store, ids::VGG_EXTRACT, model)?.key;
-    if reads_descriptors(rec) {
-        key.push('+');
-        key.push_str(&selected_record(plan, store, ids::DESCRIBE, model)?.key);
-    }
-    if let Some((k, x, d)) = memo {
+    let vgg = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
+    let described = if reads_descriptors(rec) {
+        Some(selected_record(plan, store, ids::DESCRIBE, model)?)
+    } else {
+        None
+    };
+    let key = match &described {
+        Some(d) => format!("{}+{}", vgg.key, d.key),
+        None => vgg.key.clone(),
+    };
+    if let Some((k, x, dim)) = memo {
         if *k == key {
-            return Ok((x.clone(), *d));
+            return Ok((x.clone(), *dim));
         }
     }
-    let (x, d) = compute_features(config, plan, store, rec, model, pixels, n, size)?;
-    *memo = Some((key, x.clone(), d));
-    Ok((x, d))
+    let (x, dim) = compute_features(config, &vgg, described.as_ref(), pixels, n, size)?;
+    *memo = Some((key, x.clone(), dim));
+    Ok((x, dim))
 }
 
 /// Whether the model `rec` was trained on `describe`'s descriptors.
@@ -240,31 +247,24 @@ fn reads_descriptors(rec: &RunRecord) -> bool {
         .any(|k| k.starts_with(&format!("{}.", ids::DESCRIBE)))
 }
 
-/// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
-/// extraction stage's own convention and the configured weights, or, when the model read
-/// `describe`, the descriptors of its recipe (views averaged, as for evaluation). Returns the
-/// rows and their channel count (the last axis).
-#[allow(clippy::too_many_arguments)]
+/// [`features`] computed: the extraction `vgg`'s recipe on the images, then, with the
+/// `describe` record `described`, its descriptors.
 fn compute_features(
     config: &Config,
-    plan: &Plan,
-    store: &Store,
-    rec: &RunRecord,
-    model: &str,
+    vgg: &RunRecord,
+    described: Option<&RunRecord>,
     pixels: &[u8],
     n: usize,
     size: usize,
 ) -> anyhow::Result<(Vec<f32>, usize)> {
-    let vgg = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
     let p: vgg_extract::Params = serde_json::from_value(vgg.key_inputs.params.clone())?;
     let wpath = config
         .setting_path("weights.path")
         .context("`weights.path` is empty")?;
     vgg_weights::validate(&wpath)?;
     let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
-    let described = reads_descriptors(rec);
     let (_, _, oc) = net.output_shape(size, size)?;
-    if !described {
+    let Some(d) = described else {
         let original = vgg_extract::Params {
             views: vec![vgg_extract::View::Original],
             taps: Vec::new(),
@@ -272,8 +272,7 @@ fn compute_features(
         };
         let mut v = vgg_extract::extract(&net, &original, pixels, (n, size, size), &mut |_| {})?;
         return Ok((v.remove(0).features, oc));
-    }
-    let d = selected_record(plan, store, ids::DESCRIBE, model)?;
+    };
     let dp: describe::Params = serde_json::from_value(d.key_inputs.params.clone())?;
     let parts = dp.parsed_parts().map_err(anyhow::Error::msg)?;
     let views = vgg_extract::extract(&net, &p, pixels, (n, size, size), &mut |_| {})?;
