@@ -108,7 +108,11 @@ fn undecodable_file_is_skipped_by_preprocess_and_listed() {
 }
 
 /// Digests of the first synthetic study (`synthetic = "shapes"`, 16/6/6 images per class,
-/// 128x96; threads = 2, the shared weights), recorded from the code before the contracts refactor: a refactor must leave every result byte-identical.
+/// 128x96; threads = 2, the shared weights), recorded from the code before the contracts
+/// refactor: a refactor must leave every result byte-identical. One set for every CPU:
+/// logreg's kernels sum in the same order on AVX-512, AVX2 and portable code
+/// (`logreg::kernels::tests::every_instruction_set_gives_the_same_bits`), so an AVX2-only
+/// machine reproduces these AVX-512 digests.
 /// Artifacts that held timings then (the histories' seconds per epoch, the logreg grid's fit
 /// seconds, and so the report) differed on every run; they now keep timings out of the digest
 /// and are pinned in [`SYNTHETIC_DIGESTS_NOW`].
@@ -197,37 +201,6 @@ const SYNTHETIC_DIGESTS_NOW: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// logreg's loss and gradient kernels are chosen at run time (AVX-512 or AVX2+FMA); their
-/// float sums round differently, so its artifacts have one digest per kernel. The pins above
-/// were recorded on an AVX-512 machine; these on an AVX2-only one (same code, same features).
-const LOGREG_DIGESTS_AVX2: &[(&str, &str, &str)] = &[
-    (
-        "logreg",
-        "model",
-        "79a06b094dcf4c66a8cd4adc05677312dacbdea259bc8ff656c7cc1ed8c2e3e1",
-    ),
-    (
-        "logreg",
-        "predictions",
-        "e7bffdef5766c3476f2a42d5a3b877d7068518179615ec2fcc5de07f83aa427d",
-    ),
-];
-
-/// The digest pinned for `stage.output` on this machine's kernels.
-fn pinned<'a>(stage: &str, output: &str, want: &'a str) -> &'a str {
-    #[cfg(target_arch = "x86_64")]
-    if !std::is_x86_feature_detected!("avx512f") {
-        if let Some((_, _, d)) = LOGREG_DIGESTS_AVX2
-            .iter()
-            .find(|(s, o, _)| *s == stage && *o == output)
-        {
-            return d;
-        }
-    }
-    let _ = (stage, output);
-    want
-}
-
 /// The first synthetic set and its sizes (the default until the demo showed the study's point).
 const SHAPES: [&str; 3] = [
     "stage.loader.params.synthetic=shapes",
@@ -254,7 +227,6 @@ fn synthetic_shapes_study_is_unchanged() {
     }
     let mut mismatches = Vec::new();
     for (stage, output, want) in SYNTHETIC_DIGESTS_BEFORE.iter().chain(SYNTHETIC_DIGESTS_NOW) {
-        let want = &pinned(stage, output, want);
         let have = got
             .iter()
             .find(|(s, o, _)| s == stage && o == output)

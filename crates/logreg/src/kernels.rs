@@ -3,15 +3,21 @@
 //! features without a float64 copy of them):
 //!
 //! * [`forward`]: `Z (n x k) = X · Wᵀ`, row groups split between threads, `W` walked in
-//!   column panels that stay in cache, 4 rows (AVX-512; 2 otherwise) by up to 6 classes
-//!   of accumulators;
+//!   column panels that stay in cache, 4 rows by up to 6 classes of accumulators
+//!   (AVX-512), 2 rows by 3 classes (AVX2), 1 row by 6 classes (portable code);
 //! * [`backward_acc`]: `OUT (k x d) += Aᵀ · X`, column panels split between threads,
 //!   rows walked in small blocks, up to 12 classes by 16 (AVX-512; 4 with AVX2)
 //!   columns of accumulators.
 //!
 //! Each output value is summed by one thread in an order fixed by the shapes alone, so
-//! results do not depend on the thread count. Kernels are selected at run time: AVX-512,
-//! AVX2 + FMA, or portable scalar code.
+//! results do not depend on the thread count, and by the same sequence of roundings on
+//! every instruction set, so they do not depend on the CPU either: a forward dot product
+//! keeps eight interleaved partial sums per column panel (one AVX-512 register, two AVX2
+//! registers, or eight scalars), adds them in one fixed tree and then the panel's tail
+//! elements in order, every product fused (`mul_add`); a backward value is one fused
+//! multiply-add per row, rows in order. Kernels are selected at run time: AVX-512,
+//! AVX2 + FMA, or portable scalar code; `tests::every_instruction_set_gives_the_same_bits`
+//! checks they agree bit for bit.
 
 use rayon::prelude::*;
 
@@ -41,10 +47,8 @@ trait Simd: Copy {
     unsafe fn load(p: *const f64) -> Self::V;
     /// Stores `LANES` values at `p`.
     unsafe fn store(p: *mut f64, v: Self::V);
-    /// `a * b + c`.
+    /// `a * b + c`, fused.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// Sum of the lanes.
-    unsafe fn hsum(v: Self::V) -> f64;
 }
 
 #[derive(Clone, Copy)]
@@ -78,17 +82,62 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn fmadd(a: f64, b: f64, c: f64) -> f64 {
-        a * b + c
+        // fused, as the vector kernels' multiply-adds are
+        a.mul_add(b, c)
+    }
+}
+
+/// Eight interleaved float64 partial sums, however many registers they take: the forward
+/// product's accumulator, identical in value on every instruction set.
+trait Lanes8: Copy {
+    type V: Copy;
+    /// Accumulator rows per tile and classes per tile that fit the register file.
+    const ROWS: usize;
+    const CLASSES: usize;
+    /// All zeros.
+    unsafe fn zero8() -> Self::V;
+    /// 8 float32 values from `p`, widened.
+    unsafe fn load8_f32(p: *const f32) -> Self::V;
+    /// 8 float64 values from `p`.
+    unsafe fn load8(p: *const f64) -> Self::V;
+    /// `a * b + c`, lane by lane, fused.
+    unsafe fn fmadd8(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))`, in exactly that order.
+    unsafe fn hsum8(v: Self::V) -> f64;
+}
+
+impl Lanes8 for Scalar {
+    type V = [f64; 8];
+    const ROWS: usize = 1;
+    const CLASSES: usize = 6;
+    #[inline(always)]
+    unsafe fn zero8() -> [f64; 8] {
+        [0.0; 8]
     }
     #[inline(always)]
-    unsafe fn hsum(v: f64) -> f64 {
-        v
+    unsafe fn load8_f32(p: *const f32) -> [f64; 8] {
+        // SAFETY: the caller guarantees 8 readable values at p
+        std::array::from_fn(|l| f64::from(unsafe { *p.add(l) }))
+    }
+    #[inline(always)]
+    unsafe fn load8(p: *const f64) -> [f64; 8] {
+        // SAFETY: the caller guarantees 8 readable values at p
+        std::array::from_fn(|l| unsafe { *p.add(l) })
+    }
+    #[inline(always)]
+    unsafe fn fmadd8(a: [f64; 8], b: [f64; 8], c: [f64; 8]) -> [f64; 8] {
+        std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
+    }
+    #[inline(always)]
+    unsafe fn hsum8(v: [f64; 8]) -> f64 {
+        let a = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+        (a[0] + a[2]) + (a[1] + a[3])
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Simd;
+    use super::{Lanes8, Simd};
     use std::arch::x86_64::*;
 
     #[derive(Clone, Copy)]
@@ -127,15 +176,51 @@ mod x86 {
             // SAFETY: as above
             unsafe { _mm256_fmadd_pd(a, b, c) }
         }
+    }
+
+    impl Lanes8 for Avx2 {
+        /// Lanes 0-3 and 4-7.
+        type V = [__m256d; 2];
+        // 2 x 3 accumulators of two registers, 2 row halves and one W half: 15 of 16
+        const ROWS: usize = 2;
+        const CLASSES: usize = 3;
         #[inline(always)]
-        unsafe fn hsum(v: __m256d) -> f64 {
+        unsafe fn zero8() -> [__m256d; 2] {
+            // SAFETY: only called from functions compiled with avx2 + fma
+            unsafe { [_mm256_setzero_pd(); 2] }
+        }
+        #[inline(always)]
+        unsafe fn load8_f32(p: *const f32) -> [__m256d; 2] {
+            // SAFETY: as above; the caller guarantees 8 readable values
+            unsafe {
+                [
+                    _mm256_cvtps_pd(_mm_loadu_ps(p)),
+                    _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
+                ]
+            }
+        }
+        #[inline(always)]
+        unsafe fn load8(p: *const f64) -> [__m256d; 2] {
+            // SAFETY: as above
+            unsafe { [_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4))] }
+        }
+        #[inline(always)]
+        unsafe fn fmadd8(a: [__m256d; 2], b: [__m256d; 2], c: [__m256d; 2]) -> [__m256d; 2] {
             // SAFETY: as above
             unsafe {
-                let lo = _mm256_castpd256_pd128(v);
-                let hi = _mm256_extractf128_pd(v, 1);
-                let s = _mm_add_pd(lo, hi);
-                let h = _mm_unpackhi_pd(s, s);
-                _mm_cvtsd_f64(_mm_add_sd(s, h))
+                [
+                    _mm256_fmadd_pd(a[0], b[0], c[0]),
+                    _mm256_fmadd_pd(a[1], b[1], c[1]),
+                ]
+            }
+        }
+        #[inline(always)]
+        unsafe fn hsum8(v: [__m256d; 2]) -> f64 {
+            // SAFETY: as above
+            unsafe {
+                let a = _mm256_add_pd(v[0], v[1]); // v_i + v_(i+4)
+                let b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+                _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)))
             }
         }
     }
@@ -176,10 +261,41 @@ mod x86 {
             // SAFETY: as above
             unsafe { _mm512_fmadd_pd(a, b, c) }
         }
+    }
+
+    impl Lanes8 for Avx512 {
+        type V = __m512d;
+        // 4 x 6 accumulators, 4 rows and one W vector: 29 of 32 registers
+        const ROWS: usize = 4;
+        const CLASSES: usize = 6;
         #[inline(always)]
-        unsafe fn hsum(v: __m512d) -> f64 {
+        unsafe fn zero8() -> __m512d {
+            // SAFETY: only called from functions compiled with avx512f
+            unsafe { _mm512_setzero_pd() }
+        }
+        #[inline(always)]
+        unsafe fn load8_f32(p: *const f32) -> __m512d {
+            // SAFETY: as above; the caller guarantees 8 readable values
+            unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(p)) }
+        }
+        #[inline(always)]
+        unsafe fn load8(p: *const f64) -> __m512d {
             // SAFETY: as above
-            unsafe { _mm512_reduce_add_pd(v) }
+            unsafe { _mm512_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd8(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+            // SAFETY: as above
+            unsafe { _mm512_fmadd_pd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn hsum8(v: __m512d) -> f64 {
+            // SAFETY: as above
+            unsafe {
+                let a = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+                let b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+                _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)))
+            }
         }
     }
 }
@@ -192,6 +308,35 @@ pub(crate) enum Isa {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+}
+
+impl Isa {
+    /// Lower-case name (`scalar`, `avx2`, `avx512`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// Every instruction set this machine runs, the portable one first.
+pub(crate) fn available_isas() -> Vec<Isa> {
+    #[allow(unused_mut)]
+    let mut v = vec![Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(Isa::Avx512);
+        }
+    }
+    v
 }
 
 pub(crate) fn isa() -> Isa {
@@ -213,10 +358,10 @@ pub(crate) fn isa() -> Isa {
 // ---------------------------------------------------------------- forward
 
 /// `out[r * ldo + c] += Σ_j x[r * ldx + j] · w[c * ldw + j]` for `r < R`, `c < KB`,
-/// `j < len`.
+/// `j < len`: eight interleaved partial sums, their fixed tree, then the tail in order.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // explicit indices keep the accumulators in registers
-unsafe fn fwd_tile<S: Simd, const R: usize, const KB: usize>(
+unsafe fn fwd_tile<S: Lanes8, const R: usize, const KB: usize>(
     x: *const f32,
     ldx: usize,
     w: *const f64,
@@ -228,26 +373,26 @@ unsafe fn fwd_tile<S: Simd, const R: usize, const KB: usize>(
     // SAFETY (whole body): the caller guarantees R rows of len readable values at x with
     // stride ldx, KB rows at w with stride ldw, and R x KB writable values at out.
     unsafe {
-        let mut acc = [[S::zero(); KB]; R];
+        let mut acc = [[S::zero8(); KB]; R];
         let mut j = 0;
-        while j + S::LANES <= len {
-            let mut xv = [S::zero(); R];
+        while j + 8 <= len {
+            let mut xv = [S::zero8(); R];
             for (r, v) in xv.iter_mut().enumerate() {
-                *v = S::load_f32(x.add(r * ldx + j));
+                *v = S::load8_f32(x.add(r * ldx + j));
             }
             for c in 0..KB {
-                let wv = S::load(w.add(c * ldw + j));
+                let wv = S::load8(w.add(c * ldw + j));
                 for r in 0..R {
-                    acc[r][c] = S::fmadd(xv[r], wv, acc[r][c]);
+                    acc[r][c] = S::fmadd8(xv[r], wv, acc[r][c]);
                 }
             }
-            j += S::LANES;
+            j += 8;
         }
         for r in 0..R {
             for c in 0..KB {
-                let mut s = S::hsum(acc[r][c]);
+                let mut s = S::hsum8(acc[r][c]);
                 for jj in j..len {
-                    s += f64::from(*x.add(r * ldx + jj)) * *w.add(c * ldw + jj);
+                    s = f64::from(*x.add(r * ldx + jj)).mul_add(*w.add(c * ldw + jj), s);
                 }
                 *out.add(r * ldo + c) += s;
             }
@@ -255,11 +400,11 @@ unsafe fn fwd_tile<S: Simd, const R: usize, const KB: usize>(
     }
 }
 
-/// Rows `[0, rows)` of `x` (stride `d`) against the `KB` rows of `w` (stride `ldw`),
-/// column panel by column panel, `R` rows at a time, into `out` (`rows x ldo`).
+/// Rows `[0, rows)` of one column panel of `x` (`len` columns, stride `d`) against the `KB`
+/// rows of `w` (stride `ldw`), `R` rows at a time, into `out` (`rows x ldo`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fwd_rows<S: Simd, const R: usize, const KB: usize>(
+unsafe fn fwd_rows<S: Lanes8, const R: usize, const KB: usize>(
     x: *const f32,
     rows: usize,
     d: usize,
@@ -267,39 +412,19 @@ unsafe fn fwd_rows<S: Simd, const R: usize, const KB: usize>(
     ldw: usize,
     out: *mut f64,
     ldo: usize,
+    len: usize,
 ) {
-    let mut j0 = 0;
-    while j0 < d {
-        let len = FWD_PANEL.min(d - j0);
-        let mut r = 0;
-        // SAFETY: indices stay inside the extents guaranteed by `forward`
-        unsafe {
-            while r + R <= rows {
-                fwd_tile::<S, R, KB>(
-                    x.add(r * d + j0),
-                    d,
-                    w.add(j0),
-                    ldw,
-                    len,
-                    out.add(r * ldo),
-                    ldo,
-                );
-                r += R;
-            }
-            while r < rows {
-                fwd_tile::<S, 1, KB>(
-                    x.add(r * d + j0),
-                    d,
-                    w.add(j0),
-                    ldw,
-                    len,
-                    out.add(r * ldo),
-                    ldo,
-                );
-                r += 1;
-            }
+    let mut r = 0;
+    // SAFETY: indices stay inside the extents guaranteed by `forward`
+    unsafe {
+        while r + R <= rows {
+            fwd_tile::<S, R, KB>(x.add(r * d), d, w, ldw, len, out.add(r * ldo), ldo);
+            r += R;
         }
-        j0 += len;
+        while r < rows {
+            fwd_tile::<S, 1, KB>(x.add(r * d), d, w, ldw, len, out.add(r * ldo), ldo);
+            r += 1;
+        }
     }
 }
 
@@ -307,7 +432,7 @@ macro_rules! fwd_r_fn {
     ($name:ident, $r:expr) => {
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<S: Simd, const KB: usize>(
+        unsafe fn $name<S: Lanes8, const KB: usize>(
             x: *const f32,
             rows: usize,
             d: usize,
@@ -315,12 +440,14 @@ macro_rules! fwd_r_fn {
             ldw: usize,
             out: *mut f64,
             ldo: usize,
+            len: usize,
         ) {
             // SAFETY: forwarded contract
-            unsafe { fwd_rows::<S, { $r }, KB>(x, rows, d, w, ldw, out, ldo) }
+            unsafe { fwd_rows::<S, { $r }, KB>(x, rows, d, w, ldw, out, ldo, len) }
         }
     };
 }
+fwd_r_fn!(fwd_rows_r1, 1);
 fwd_r_fn!(fwd_rows_r2, 2);
 fwd_r_fn!(fwd_rows_r4, 4);
 
@@ -356,11 +483,12 @@ macro_rules! dispatch_kb {
     };
 }
 
-/// All class blocks for one row group: `R = 4` rows by up to 6 classes with 32 vector
-/// registers, `R = 2` rows by up to 6 classes otherwise.
+/// One row group: column panel by column panel (so the group's panel of `x` is read from
+/// memory once and stays in cache for every class block), `S::ROWS` rows by `S::CLASSES`
+/// classes per tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fwd_group<S: Simd>(
+unsafe fn fwd_group<S: Lanes8>(
     x: *const f32,
     rows: usize,
     d: usize,
@@ -369,20 +497,25 @@ unsafe fn fwd_group<S: Simd>(
     k: usize,
     out: *mut f64,
 ) {
-    const KB_FWD: usize = 6;
-    let mut c0 = 0;
-    while c0 < k {
-        let kb = KB_FWD.min(k - c0);
-        // SAFETY: class block c0..c0 + kb lies inside w's k rows and out's k columns
-        unsafe {
-            let (wb, ob) = (w.add(c0 * ldw), out.add(c0));
-            if S::LANES == 8 {
-                dispatch_kb6!(kb, fwd_rows_r4, S, (x, rows, d, wb, ldw, ob, k));
-            } else {
-                dispatch_kb6!(kb, fwd_rows_r2, S, (x, rows, d, wb, ldw, ob, k));
+    let mut j0 = 0;
+    while j0 < d {
+        let len = FWD_PANEL.min(d - j0);
+        let mut c0 = 0;
+        while c0 < k {
+            let kb = S::CLASSES.min(k - c0);
+            // SAFETY: class block c0..c0 + kb lies inside w's k rows and out's k columns,
+            // the panel j0..j0 + len inside every row
+            unsafe {
+                let (xb, wb, ob) = (x.add(j0), w.add(c0 * ldw + j0), out.add(c0));
+                match S::ROWS {
+                    4 => dispatch_kb6!(kb, fwd_rows_r4, S, (xb, rows, d, wb, ldw, ob, k, len)),
+                    2 => dispatch_kb6!(kb, fwd_rows_r2, S, (xb, rows, d, wb, ldw, ob, k, len)),
+                    _ => dispatch_kb6!(kb, fwd_rows_r1, S, (xb, rows, d, wb, ldw, ob, k, len)),
+                }
             }
+            c0 += kb;
         }
-        c0 += kb;
+        j0 += len;
     }
 }
 
@@ -431,7 +564,7 @@ pub(crate) fn forward(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn forward_isa(
+pub(crate) fn forward_isa(
     isa: Isa,
     x: &[f32],
     n: usize,
@@ -544,7 +677,7 @@ unsafe fn bwd_panel<S: Simd, const KB: usize, const NV: usize>(
                 for c in 0..KB {
                     let mut s = *out.add(c * ldo + jj);
                     for i in i0..i0 + rows {
-                        s += *a.add(i * lda + c) * f64::from(*x.add(i * d + jj));
+                        s = (*a.add(i * lda + c)).mul_add(f64::from(*x.add(i * d + jj)), s);
                     }
                     *out.add(c * ldo + jj) = s;
                 }
@@ -670,7 +803,7 @@ pub(crate) fn backward_acc(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_acc_isa(
+pub(crate) fn backward_acc_isa(
     isa: Isa,
     x: &[f32],
     n: usize,
@@ -720,25 +853,9 @@ mod tests {
         z
     }
 
-    /// Every instruction set this machine runs.
-    fn isas() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-        }
-        v
-    }
-
     #[test]
     fn kernels_match_naive_products_for_odd_shapes() {
-        for isa in isas() {
+        for isa in available_isas() {
             check_isa(isa);
         }
     }
@@ -783,6 +900,43 @@ mod tests {
                         "{isa:?} {n} {d} {k} c{c} j{j}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The property the content-addressed cache relies on: a machine with AVX-512 and one
+    /// with AVX2 only (or neither) compute the same bits, so a cached result is the same
+    /// whichever node made it. Shapes cover full panels, tails of every length mod 8 and
+    /// 16, and class counts around each kernel's class block.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let isas = available_isas();
+        let mut rng = crate::synthetic::Rng::new(11);
+        for &(n, d, k) in &[
+            (1, 1, 1),
+            (3, 7, 2),
+            (5, 17, 3),
+            (9, 515, 4),
+            (17, 1031, 11),
+            (33, 2053, 7),
+            (6, 4099, 13),
+        ] {
+            let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+            let w: Vec<f64> = (0..k * (d + 1)).map(|_| rng.normal()).collect();
+            let a: Vec<f64> = (0..n * k).map(|_| rng.normal()).collect();
+            let run = |isa: Isa| {
+                let mut z = vec![f64::NAN; n * k];
+                forward_isa(isa, &x, n, d, &w, d + 1, k, &mut z);
+                let mut out = w.clone();
+                backward_acc_isa(isa, &x, n, d, &a, k, &mut out, d + 1);
+                let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                (bits(&z), bits(&out))
+            };
+            let base = run(isas[0]);
+            for &isa in &isas[1..] {
+                let got = run(isa);
+                assert!(got.0 == base.0, "forward {isa:?} vs scalar, {n}x{d}x{k}");
+                assert!(got.1 == base.1, "backward {isa:?} vs scalar, {n}x{d}x{k}");
             }
         }
     }

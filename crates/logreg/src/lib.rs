@@ -125,4 +125,35 @@ pub mod __private {
         obj.hessp(&p, v, &mut hv);
         (f, g, hv)
     }
+
+    /// The instruction sets of the float64 products this machine runs, by name
+    /// (`"scalar"`, `"avx2"`, `"avx512"`).
+    pub fn kernel_isas() -> Vec<&'static str> {
+        crate::kernels::available_isas()
+            .into_iter()
+            .map(crate::kernels::Isa::name)
+            .collect()
+    }
+
+    /// One forward product `z = X Wᵀ` (`w`: `k` rows of stride `d + 1`) and one backward
+    /// accumulation `out += Aᵀ X` on the named instruction set (see [`kernel_isas`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn kernel_products(
+        isa: &str,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        w: &[f64],
+        k: usize,
+        a: &[f64],
+        z: &mut [f64],
+        out: &mut [f64],
+    ) {
+        let isa = crate::kernels::available_isas()
+            .into_iter()
+            .find(|i| i.name() == isa)
+            .unwrap_or_else(|| panic!("instruction set {isa} is not available here"));
+        crate::kernels::forward_isa(isa, x, n, d, w, d + 1, k, z);
+        crate::kernels::backward_acc_isa(isa, x, n, d, a, k, out, d + 1);
+    }
 }
