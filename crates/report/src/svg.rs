@@ -357,6 +357,90 @@ pub fn f1_grouped(classes: &[String], models: &[(&str, Vec<f64>)]) -> String {
     s.finish()
 }
 
+/// A value axis with "nice" ticks: a step of 1, 2 or 5 times a power of ten, the ends on
+/// multiples of it, labels with just the decimals the step needs (so no two are equal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Axis {
+    pub lo: f64,
+    pub hi: f64,
+    pub step: f64,
+}
+
+impl Axis {
+    /// An axis covering `[lo, hi]` (non-finite ends give `[0, 1]`; a flat range is widened
+    /// around its value) in about `target` steps, kept inside `bounds` when given (an
+    /// accuracy stays in `[0, 1]`).
+    pub fn nice(lo: f64, hi: f64, target: usize, bounds: Option<(f64, f64)>) -> Axis {
+        let data = lo.is_finite() && hi.is_finite() && lo <= hi;
+        let (mut lo, mut hi) = if data {
+            (lo, hi)
+        } else {
+            bounds.unwrap_or((0.0, 1.0))
+        };
+        if !data {
+            // no data: the bounds themselves, unpadded
+        } else if hi - lo < 1e-9 * (1.0 + lo.abs()) {
+            let half = (0.1 * lo.abs()).max(0.01);
+            (lo, hi) = (lo - half, hi + half);
+        } else {
+            let pad = 0.02 * (hi - lo);
+            (lo, hi) = (lo - pad, hi + pad);
+        }
+        if let Some((blo, bhi)) = bounds {
+            (lo, hi) = (lo.max(blo), hi.min(bhi));
+        }
+        let raw = (hi - lo) / target.max(1) as f64;
+        let mag = 10f64.powf(raw.log10().floor());
+        // the nearest of 1, 2, 5, 10 times the power of ten (Heckbert's "nice numbers")
+        let f = raw / mag;
+        let m = if f < 1.5 {
+            1.0
+        } else if f < 3.0 {
+            2.0
+        } else if f < 7.0 {
+            5.0
+        } else {
+            10.0
+        };
+        let step = m * mag;
+        let mut lo = (lo / step + 1e-9).floor() * step;
+        let mut hi = (hi / step - 1e-9).ceil() * step;
+        if let Some((blo, bhi)) = bounds {
+            (lo, hi) = (lo.max(blo), hi.min(bhi));
+        }
+        Axis { lo, hi, step }
+    }
+
+    /// The tick values, `lo` to `hi` by `step`.
+    pub fn ticks(&self) -> Vec<f64> {
+        let n = ((self.hi - self.lo) / self.step).round() as usize;
+        (0..=n)
+            .map(|i| {
+                let v = self.lo + self.step * i as f64;
+                // one rounding, so 0.1 + 2 x 0.05 prints as 0.2 and -0.0 as 0
+                let q = (v / self.step).round() * self.step;
+                if q == 0.0 {
+                    0.0
+                } else {
+                    q
+                }
+            })
+            .collect()
+    }
+
+    /// `v` as a percentage with the decimals the step needs (`0.25` -> `25%`).
+    pub fn percent(&self, v: f64) -> String {
+        let decimals = (-((100.0 * self.step).log10() + 1e-9).floor()).max(0.0) as usize;
+        format!("{:.decimals$}%", 100.0 * v)
+    }
+
+    /// `v` with the decimals the step needs.
+    pub fn label(&self, v: f64) -> String {
+        let decimals = (-(self.step.log10() + 1e-9).floor()).max(0.0) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
 /// Training and validation curves (accuracy and loss) of one network, best epoch marked.
 pub fn curves(
     model: &str,
@@ -377,35 +461,19 @@ pub fn curves(
             .copied()
             .filter(|v| v.is_finite())
             .collect();
-        let (mut lo, mut hi) = (
+        let (lo, hi) = (
             all.iter().copied().fold(f64::INFINITY, f64::min),
             all.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         );
-        if !lo.is_finite() {
-            (lo, hi) = (0.0, 1.0);
-        }
-        if title == "accuracy" {
-            (lo, hi) = (lo.max(0.0), hi.min(1.0));
-        }
-        if hi - lo < 1e-6 {
-            hi = lo + 1e-6;
-        }
-        let pad = ((hi - lo) * 0.08).max(1e-6);
-        let (lo, hi) = (lo - pad, hi + pad);
+        let bounds = (title == "accuracy").then_some((0.0, 1.0));
+        let axis = Axis::nice(lo, hi, 4, bounds);
+        let (lo, hi) = (axis.lo, axis.hi);
         let xp = |e: usize| ox + pw * (e as f64 - 1.0) / (n as f64 - 1.0);
         let yp = |v: f64| oy + ph * (1.0 - (v - lo) / (hi - lo));
         s.line((ox, oy + ph), (ox + pw, oy + ph), "#888", 1.0, false);
         s.line((ox, oy), (ox, oy + ph), "#888", 1.0, false);
-        for t in 0..=4 {
-            let v = lo + (hi - lo) * t as f64 / 4.0;
-            s.text(
-                ox - 4.0,
-                yp(v) + 4.0,
-                &format!("{v:.2}"),
-                "end",
-                10.0,
-                "#555",
-            );
+        for v in axis.ticks() {
+            s.text(ox - 4.0, yp(v) + 4.0, &axis.label(v), "end", 10.0, "#555");
         }
         let step = (n / 10).max(1);
         for e in (1..=n).step_by(step) {
@@ -524,27 +592,19 @@ pub fn seed_strip(rows: &[SeedRow<'_>]) -> String {
         .iter()
         .flat_map(|r| r.ours.iter().chain(r.reference.iter().flatten()).copied())
         .collect();
-    let lo = (all.iter().copied().fold(1.0, f64::min) - 0.05).max(0.0);
-    let hi = (all.iter().copied().fold(0.0, f64::max) + 0.05).min(1.0);
-    let (lo, hi) = if hi - lo < 0.1 {
-        (lo - 0.05, hi + 0.05)
-    } else {
-        (lo, hi)
-    };
+    let axis = Axis::nice(
+        all.iter().copied().fold(f64::INFINITY, f64::min) - 0.03,
+        all.iter().copied().fold(f64::NEG_INFINITY, f64::max) + 0.03,
+        5,
+        Some((0.0, 1.0)),
+    );
+    let (lo, hi) = (axis.lo, axis.hi);
     let h = 40.0 + group * rows.len() as f64 + 34.0;
     let mut s = Svg::new(680.0, h);
     let x = |v: f64| left + width * (v - lo) / (hi - lo);
-    for t in 0..=5 {
-        let v = lo + (hi - lo) * t as f64 / 5.0;
+    for v in axis.ticks() {
         s.line((x(v), 28.0), (x(v), h - 30.0), "#dddddd", 1.0, false);
-        s.text(
-            x(v),
-            h - 16.0,
-            &format!("{:.0}%", 100.0 * v),
-            "middle",
-            11.0,
-            "#555",
-        );
+        s.text(x(v), h - 16.0, &axis.percent(v), "middle", 11.0, "#555");
     }
     for (
         i,
@@ -682,4 +742,60 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
         ],
     );
     s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The y tick labels of a curves figure (right-aligned, 10 px, grey).
+    fn y_labels(svg: &str) -> Vec<String> {
+        svg.split("<text ")
+            .filter(|t| t.contains("text-anchor=\"end\" font-size=\"10\""))
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn flat_and_tiny_series_get_distinct_rounded_ticks_and_accuracy_stays_in_0_1() {
+        // a 4-class, 8-image run: accuracy flat at 0.25, loss flat at ln 4
+        let acc = [0.25; 5];
+        let loss = [1.386_294_4; 5];
+        let svg = curves("head-nn", (&acc, &acc), (&loss, &loss), 1);
+        let labels = y_labels(&svg);
+        // two panels, the accuracy's ticks first
+        let cut = Axis::nice(0.25, 0.25, 4, Some((0.0, 1.0))).ticks().len();
+        let (acc_l, loss_l) = labels.split_at(cut);
+        for side in [acc_l, loss_l] {
+            assert!(side.len() >= 3, "{side:?}");
+            let mut uniq = side.to_vec();
+            uniq.dedup();
+            assert_eq!(uniq.len(), side.len(), "repeated tick labels: {side:?}");
+        }
+        for l in acc_l {
+            let v: f64 = l.parse().unwrap();
+            assert!((0.0..=1.0).contains(&v), "accuracy tick {l} outside [0, 1]");
+        }
+        // rounded: two decimals, not the float's noise
+        assert!(acc_l.iter().all(|l| l.len() <= 4), "{acc_l:?}");
+        assert!(loss_l.iter().all(|l| l.len() <= 4), "{loss_l:?}");
+        // an accuracy that touches both ends stays inside them
+        let a = Axis::nice(0.0, 1.0, 4, Some((0.0, 1.0)));
+        assert_eq!((a.lo, a.hi), (0.0, 1.0));
+        assert_eq!(
+            a.ticks().iter().map(|&v| a.label(v)).collect::<Vec<_>>(),
+            ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+        );
+        // a small range gets round steps
+        let a = Axis::nice(0.612, 0.655, 4, Some((0.0, 1.0)));
+        let t: Vec<String> = a.ticks().iter().map(|&v| a.label(v)).collect();
+        assert_eq!(t, ["0.61", "0.62", "0.63", "0.64", "0.65", "0.66"]);
+        // a seeds strip in percent: whole percents for a 1-point step
+        let a = Axis::nice(0.402, 0.447, 5, Some((0.0, 1.0)));
+        let t: Vec<String> = a.ticks().iter().map(|&v| a.percent(v)).collect();
+        assert_eq!(t, ["40%", "41%", "42%", "43%", "44%", "45%"]);
+        // non-finite input falls back to [0, 1]
+        let a = Axis::nice(f64::INFINITY, f64::NEG_INFINITY, 4, None);
+        assert_eq!((a.lo, a.hi), (0.0, 1.0));
+    }
 }
