@@ -667,6 +667,30 @@ fn best_toml() -> String {
     .replace("root = \"\"", "root = \"ds\"")
 }
 
+/// Digests of every artifact `best.toml` writes on a food101-10 slice (3 photos per class and
+/// split; threads = 2, the shared weights), recorded before the contracts refactor: the
+/// refactor must leave each one byte-identical. Stable from run to run and, since logreg's
+/// kernels sum in one order on every instruction set, from CPU to CPU.
+const BEST_SLICE_DIGESTS: &[&str] = &[
+    "describe.evaluation 34aa6e3f346acef39331f629beb6226a5be02e481cf5c577688de24d78234f0e",
+    "describe.training adc6379baa6a35e647080f1ac3201645a3996230400571dcbdaf39382996320e",
+    "describe.validation 112b4c49d2bf074d7cab12b64876b095e82aa16e9e8134eeddeeb731e4941660",
+    "ensemble.predictions 3fc0ed359a0d4fde6d7b1c83dbdc6ecb0dfe3588109e388fe6d368e6772d4b69",
+    "head-nn.history cf86267c8006f2c76cbb8a6fa08c9002606340c6e5e91c17fac2811924e8258b",
+    "head-nn.model 9d22ce42fd7d92f910e842c483fa5ff7782d92f2212cd2cade26d31bf09f0106",
+    "head-nn.predictions 639b4f21647cb394f05e72388a8cd15879b17d701dc7983031679224d7e71be5",
+    "loader.manifest cfb804d8426c147b439c72902ee9c6c04d8248b6e0eb9f0e68a4ee986d955893",
+    "logreg.model 8c206e53bd27f866d507a5bc2d4e6e5d2ede55a030ec3151d0708e7ae6b0ee03",
+    "logreg.predictions 15f1c35eba91dcbfb04337b62ac19063a54f3d2c531b709b3f9cb5d7876c2cbc",
+    "preprocess.evaluation b96652259dbf41d0c054d808ca98da0531c28ae10b4d41276b29062ea48fa21b",
+    "preprocess.training 1577972fe8c50579e2e460023b57c0b0c143fdfcf4d9b19e0907b31e017eb6b1",
+    "preprocess.validation 81ca8e3aeea287fa614f8eeb455934b9c1c20f32211afe8b7a09a4f20cba1cc6",
+    "report.report ec1ad6b99d8fba06f67d75f334015f6a262aab78a1b3fbc163c0c53ab18bdddf",
+    "vgg-extract.evaluation 3b91796209568453c08a69461347759bcc5e50c28618c74b6816d835e1e880bc",
+    "vgg-extract.training d925344ef022a0fab27edd5bfd273e305397ec6e198dd4e25040edfdd0cb9cfc",
+    "vgg-extract.validation aab8ae427ade43dcac60d56128ad079c26de3e1ae3319b91d882dba9024231d3",
+];
+
 #[test]
 fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     let Some(shared) = shared() else { return };
@@ -683,6 +707,21 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     let set = [weights.as_str(), "threads=2"];
     let s = p.run(&[], &set);
     assert!(s.ran().contains(&"describe"), "{:?}", s.ran());
+    // Every artifact of the recipe, byte for byte as before the contracts refactor.
+    let mut got = Vec::new();
+    for (stage, rec) in &s.records {
+        for (name, a) in &rec.outputs {
+            got.push(format!("{stage}.{name} {}", a.digest));
+        }
+    }
+    got.sort();
+    let want: Vec<String> = BEST_SLICE_DIGESTS.iter().map(|s| s.to_string()).collect();
+    let changed: Vec<String> = got.iter().filter(|g| !want.contains(g)).cloned().collect();
+    assert!(
+        changed.is_empty() && got.len() == want.len(),
+        "best.toml artifacts changed (or were added/removed); now:\n{}",
+        got.join("\n")
+    );
     let cfg = p.config(&set);
     let params = |id: &str| {
         let st = cfg.stages.iter().find(|s| s.id == id).unwrap();
