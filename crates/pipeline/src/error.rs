@@ -18,8 +18,13 @@ pub enum StoreError {
         "cache {path} is locked by another run ({holder}); rerun without --no-wait to wait for it"
     )]
     Locked { path: PathBuf, holder: String },
-    #[error("{}", leased_message(path, holders))]
-    Leased { path: PathBuf, holders: Vec<String> },
+    #[error("{}", leased_message(path, holders, *ttl_secs))]
+    Leased {
+        path: PathBuf,
+        holders: Vec<String>,
+        /// How long a lease lives without a heartbeat (a killed run's expires after this).
+        ttl_secs: u64,
+    },
     #[error("blob {digest} is corrupt ({reason}); it was removed and will be rebuilt")]
     Corrupt { digest: String, reason: String },
     #[error("blob {digest} is missing from the cache")]
@@ -28,13 +33,13 @@ pub enum StoreError {
     Remote { url: String, message: String },
 }
 
-fn leased_message(path: &Path, holders: &[String]) -> String {
+fn leased_message(path: &Path, holders: &[String], ttl_secs: u64) -> String {
     format!(
         "refused: {} run(s) hold a live lease on the cache {} ({}); gc runs only while no run is live (a lease of a killed run expires after {}s)",
         holders.len(),
         path.display(),
         holders.join("; "),
-        crate::lease::LEASE_TTL.as_secs()
+        ttl_secs
     )
 }
 

@@ -648,6 +648,7 @@ impl Store {
         Err(StoreError::Leased {
             path: PathBuf::from(self.location()),
             holders: live_leases.iter().map(|l| l.describe(now)).collect(),
+            ttl_secs: lease::LEASE_TTL.as_secs(),
         })
     }
 
