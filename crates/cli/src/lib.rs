@@ -6,15 +6,15 @@
 
 mod commands;
 mod globals;
+mod run_args;
 mod slurm;
 mod table;
 mod terminal;
 mod timeline;
 
-pub use commands::{
-    execute, print_summary, ArtifactsCommand, CoreCommand, Hooks, NoHooks, RunArgs,
-};
+pub use commands::{execute, print_summary, ArtifactsCommand, CoreCommand, Hooks, NoHooks};
 pub use globals::{GlobalArgs, Globals};
+pub use run_args::RunArgs;
 pub use slurm::ExecutorSettings;
 pub use table::{human_bytes, seconds};
 pub use terminal::Terminal;

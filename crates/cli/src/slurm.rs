@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use pipeline::{plan, Config, Progress, Registry, Shard, StageState, Store};
 
-use crate::commands::RunArgs;
 use crate::globals::Globals;
+use crate::run_args::RunArgs;
 
 /// `[executor]` in pipeline.toml.
 #[derive(Debug, Clone, PartialEq)]
