@@ -109,7 +109,7 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .accuracy();
     let meta = PredictionsMeta::read(&input);
-    let val = if model == ids::LOGREG || model == ensemble::ENSEMBLE {
+    let val = if model == ids::LOGREG || model == ids::ENSEMBLE {
         meta.best
             .as_ref()
             .and_then(|b| b["val_accuracy"].as_f64())
@@ -193,7 +193,7 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             name: step.name.clone(),
             head: model(ids::HEAD_NN)?,
             logreg: model(ids::LOGREG)?,
-            ensemble: model(ensemble::ENSEMBLE)?,
+            ensemble: model(ids::ENSEMBLE)?,
             extract_seconds: vgg.seconds,
             images: vgg
                 .usage

@@ -16,7 +16,7 @@ pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Which trained model.
-    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN, ensemble::ENSEMBLE])]
+    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN, ids::ENSEMBLE])]
     pub model: String,
 }
 
@@ -81,7 +81,7 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
     let size = pp.size;
     let (probs, classes) = if n == 0 {
         (Vec::new(), Vec::new())
-    } else if model == ensemble::ENSEMBLE {
+    } else if model == ids::ENSEMBLE {
         // The blend the ensemble chose on validation, of the two models it read.
         let preds = rec
             .outputs

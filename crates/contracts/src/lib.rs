@@ -46,6 +46,8 @@ pub mod ids {
     pub const HEAD_NN: &str = "head-nn";
     pub const LOGREG: &str = "logreg";
     pub const SCRATCH_CNN: &str = "scratch-cnn";
+    /// The blend of the head's and the logistic regression's probabilities (not in the study).
+    pub const ENSEMBLE: &str = "ensemble";
     pub const REPORT: &str = "report";
     /// The trained models, in the order the study reports them.
     pub const MODELS: [&str; 3] = [SCRATCH_CNN, HEAD_NN, LOGREG];

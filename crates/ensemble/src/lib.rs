@@ -10,8 +10,7 @@ mod stage;
 
 pub use stage::{Ensemble, CACHE_VERSION};
 
-/// The stage's id, as in a pipeline file.
-pub const ENSEMBLE: &str = "ensemble";
+
 
 use serde::{Deserialize, Serialize};
 

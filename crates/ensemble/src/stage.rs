@@ -6,7 +6,7 @@ use contracts::{ids, outputs, FeaturesReader, LogRegModel, NnModel, Predictions,
 use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
 use serde_json::{json, Value};
 
-use crate::{argmax_rows, blend, choose, score, Params, ENSEMBLE};
+use crate::{argmax_rows, blend, choose, score, Params};
 
 /// Bump when results change without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -57,7 +57,7 @@ pub struct Ensemble;
 
 impl Stage for Ensemble {
     fn id(&self) -> &'static str {
-        ENSEMBLE
+        ids::ENSEMBLE
     }
     fn code_version(&self) -> String {
         format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
