@@ -19,7 +19,7 @@ pub fn timeline(title: &str, spans: &[Span<'_>]) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\
          <text x=\"8\" y=\"20\" font-size=\"15\">{}</text>",
-        crate::html::esc(title)
+        crate::text::esc(title)
     );
     for (i, sp) in spans.iter().enumerate() {
         let y = 40.0 + row * i as f64;
@@ -33,12 +33,12 @@ pub fn timeline(title: &str, spans: &[Span<'_>]) -> String {
         s.push_str(&format!(
             "<text x=\"8\" y=\"{:.1}\">{}</text><rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{h}\" fill=\"{fill}\"><title>{}</title></rect><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">{}</text>",
             y + 13.0,
-            crate::html::esc(sp.stage),
+            crate::text::esc(sp.stage),
             y + (20.0 - h) / 2.0,
-            crate::html::esc(&sp.label),
+            crate::text::esc(&sp.label),
             (x0 + w + 4.0).min(left + width + 4.0),
             y + 13.0,
-            crate::html::esc(&sp.label)
+            crate::text::esc(&sp.label)
         ));
     }
     let ya = 40.0 + row * spans.len() as f64 + 8.0;

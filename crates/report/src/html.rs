@@ -5,13 +5,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::provenance::StageProvenance;
-
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::text::{esc, params_text, seconds};
 
 /// One section of the page.
 pub(crate) struct Section {
@@ -162,7 +156,7 @@ pub(crate) fn provenance(stages: &[StageProvenance], extra: &Value) -> String {
                     } else {
                         format!(
                             "{} · {} thread{} · {:.0} MiB peak",
-                            crate::stage::seconds(p.seconds),
+                            seconds(p.seconds),
                             p.threads,
                             if p.threads == 1 { "" } else { "s" },
                             p.peak_rss_bytes as f64 / (1u64 << 20) as f64
@@ -183,9 +177,9 @@ pub(crate) fn provenance(stages: &[StageProvenance], extra: &Value) -> String {
                 p.stage.clone(),
                 if p.cached { "cached" } else { "ran" }.to_string(),
                 if p.cached {
-                    format!("({} when it ran)", crate::stage::seconds(p.seconds))
+                    format!("({} when it ran)", seconds(p.seconds))
                 } else {
-                    crate::stage::seconds(p.seconds)
+                    seconds(p.seconds)
                 },
                 if p.cached {
                     "-".into()
@@ -193,7 +187,7 @@ pub(crate) fn provenance(stages: &[StageProvenance], extra: &Value) -> String {
                     p.threads.to_string()
                 },
                 p.key[..p.key.len().min(12)].to_string(),
-                crate::stage::params_text(&p.params),
+                params_text(&p.params),
             ]
         })
         .collect();
@@ -215,9 +209,7 @@ pub(crate) fn provenance(stages: &[StageProvenance], extra: &Value) -> String {
             m.iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        Value::Number(n) if n.is_f64() => {
-                            crate::stage::seconds(n.as_f64().unwrap_or(0.0))
-                        }
+                        Value::Number(n) if n.is_f64() => seconds(n.as_f64().unwrap_or(0.0)),
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };

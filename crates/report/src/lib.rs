@@ -15,13 +15,17 @@
 mod figures;
 mod html;
 mod metrics;
+mod params;
 mod provenance;
+mod results;
+mod sections;
 mod stage;
 mod svg;
+mod text;
 
 pub use metrics::{confused_pairs, evaluate, mean_std, ClassScore, ModelMetrics};
 pub use provenance::StageProvenance;
-pub use stage::{
-    write_folder, Params, Report, CACHE_VERSION, MODELS, PUBLISHED, REFERENCE_SETTING,
-};
+pub use sections::run::write_folder;
+pub use params::{Params, MODELS, PUBLISHED, REFERENCE_SETTING};
+pub use stage::{Report, CACHE_VERSION};
 pub use svg::{ablation_figure, AblationRow};

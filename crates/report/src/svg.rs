@@ -2,7 +2,7 @@
 //! Colours are colour-blind safe (Okabe and Ito's palette for categories, a single-hue blue
 //! ramp for magnitudes); every text is real text (selectable, no font files needed).
 
-use crate::html::esc;
+use crate::text::esc;
 
 /// Okabe-Ito colours, one per model (in the study's order) and for the study's numbers.
 pub const SCRATCH: &str = "#E69F00";
