@@ -47,6 +47,25 @@ pub enum Fit {
     CenterCrop,
 }
 
+/// `fr::Resizer::resize` for RGB8 only: the same computation (`resize` dispatches to
+/// `resize_typed` by pixel type), but compiling one pixel type's kernels instead of thirteen
+/// (it was 35 s of this crate's 42 s build on 2 cores).
+fn resize_rgb8(
+    src: &fr::images::ImageRef<'_>,
+    dst: &mut fr::images::Image<'_>,
+    opts: &fr::ResizeOptions,
+) -> Result<(), String> {
+    use fr::{IntoImageView as _, IntoImageViewMut as _};
+    let not_rgb8 = || "the image is not RGB8".to_string();
+    let src = src.image_view::<fr::pixels::U8x3>().ok_or_else(not_rgb8)?;
+    let mut dst = dst
+        .image_view_mut::<fr::pixels::U8x3>()
+        .ok_or_else(not_rgb8)?;
+    fr::Resizer::new()
+        .resize_typed(&src, &mut dst, opts)
+        .map_err(|e| e.to_string())
+}
+
 /// High-quality (Lanczos3) resize to `dw x dh`.
 pub fn resize_antialias(
     rgb: &[u8],
@@ -64,9 +83,7 @@ pub fn resize_antialias(
     if fit == Fit::CenterCrop {
         opts = opts.fit_into_destination(Some((0.5, 0.5)));
     }
-    fr::Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .map_err(|e| e.to_string())?;
+    resize_rgb8(&src, &mut dst, &opts)?;
     Ok(dst.into_vec())
 }
 
@@ -93,9 +110,7 @@ pub fn resize_center_crop(
     let opts = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
         .crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
-    fr::Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .map_err(|e| e.to_string())?;
+    resize_rgb8(&src, &mut dst, &opts)?;
     Ok(dst.into_vec())
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use contracts::{ids, Entry, ImagesMeta, ImagesWriter, ManifestReader, Skipped, SPLITS};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
+use pipeline::{BoxError, Stage, StageContext, Validate};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,17 +113,15 @@ pub fn preprocess_one(bytes: &[u8], p: &Params) -> Result<Vec<u8>, String> {
 pub struct Preprocess;
 
 impl Stage for Preprocess {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::PREPROCESS
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &SPLITS
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        resolve_params::<Params>(raw)
     }
     fn shardable(&self) -> bool {
         true
