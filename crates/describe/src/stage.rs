@@ -6,8 +6,7 @@ use contracts::{
     ids, outputs, tap_tensor, view_tensor, FeaturesMeta, FeaturesReader, FeaturesWriter,
     FEATURES_TENSOR, SPLITS,
 };
-use pipeline::{resolve_params, BoxError, Resources, Stage, StageContext, Validate};
-use serde_json::Value;
+use pipeline::{BoxError, Resources, Stage, StageContext, Validate};
 
 use crate::{descriptors, Params, TrainViews, ViewData};
 
@@ -24,17 +23,15 @@ impl Validate for Params {
 pub struct Describe;
 
 impl Stage for Describe {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::DESCRIBE
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &SPLITS
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     /// Single-threaded arithmetic over stored features.
     fn resources(&self) -> Resources {
@@ -149,10 +146,11 @@ impl Stage for Describe {
                     String::new()
                 }
             ));
+            let (classes, synthetic) = f.carried_meta()?;
             w.finish(&FeaturesMeta {
-                classes: f.classes_value(),
-                synthetic: f.synthetic_value(),
-                convention: f.convention().cloned().unwrap_or(Value::Null),
+                classes,
+                synthetic,
+                convention: f.convention().unwrap_or_default().to_string(),
                 weights_digest: f.weights_digest().unwrap_or_default().to_string(),
                 views: Vec::new(),
                 taps: Vec::new(),

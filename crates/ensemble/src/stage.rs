@@ -2,9 +2,11 @@
 //! features they were trained on (`describe`'s descriptors when the stage needs `describe`,
 //! else `vgg-extract`'s pool5 maps), blended with the weight chosen on validation.
 
-use contracts::{ids, outputs, FeaturesReader, LogRegModel, NnModel, Predictions, PredictionsMeta};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
-use serde_json::{json, Value};
+use contracts::{
+    ids, outputs, BlendChoice, Choice, FeaturesReader, Grid, LogRegModel, NnModel, Predictions,
+    PredictionsMeta,
+};
+use pipeline::{BoxError, Stage, StageContext, Validate};
 
 use crate::{argmax_rows, blend, choose, score, Params};
 
@@ -56,17 +58,15 @@ fn rows(f: &FeaturesReader<'_>) -> Result<SplitRows, BoxError> {
 pub struct Ensemble;
 
 impl Stage for Ensemble {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::ENSEMBLE
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[outputs::PREDICTIONS]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
@@ -77,8 +77,7 @@ impl Stage for Ensemble {
         let head_dim =
             head_nn::Head::from_weights(&head_w, &head_nn::Params::default())?.input_dim();
         let lr = LogRegModel::read(&ctx.input(ids::LOGREG, outputs::MODEL)?)?;
-        let lr_classes: Vec<String> = serde_json::from_value(lr.classes.clone())
-            .map_err(|_| "logreg.model has no class list")?;
+        let lr_classes = lr.classes;
         if lr_classes != head_classes {
             return Err(format!(
                 "head-nn and logreg were trained on different classes ({} vs {})",
@@ -135,14 +134,17 @@ impl Stage for Ensemble {
             n_classes: k,
             index: ev.index,
         };
-        let best_json = json!({"head_weight": w, "val_accuracy": grid[best].val_accuracy});
+        let choice = BlendChoice {
+            head_weight: w,
+            val_accuracy: grid[best].val_accuracy,
+        };
         preds.write(
             ctx,
             &PredictionsMeta {
-                classes: json!(head_classes),
+                classes: head_classes,
                 test_loss: Some(loss),
-                grid: Some(json!(grid)),
-                best: Some(best_json),
+                grid: Some(Grid::Blend(grid)),
+                best: Some(Choice::Blend(choice)),
                 ..PredictionsMeta::default()
             },
         )?;

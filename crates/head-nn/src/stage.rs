@@ -3,8 +3,7 @@
 
 use contracts::{ids, outputs, FeaturesReader};
 use nn_train::{Split, TrainData};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
-use serde_json::Value;
+use pipeline::{BoxError, Stage, StageContext, Validate};
 
 use crate::{evaluate, global_average_pool, train, Params};
 
@@ -44,17 +43,15 @@ fn pooled(features: &FeaturesReader<'_>) -> Result<Pooled, BoxError> {
 pub struct HeadNn;
 
 impl Stage for HeadNn {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::HEAD_NN
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[outputs::MODEL, outputs::HISTORY, outputs::PREDICTIONS]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     /// Initialisation, shuffling (and dropout) draw from the seed.
     fn uses_seed(

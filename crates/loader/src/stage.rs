@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use contracts::{Entry, Manifest, ManifestArtifact, SPLITS};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
+use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 
 use crate::{scan, synthetic};
@@ -114,17 +114,15 @@ impl Loader {
 }
 
 impl Stage for Loader {
+    type Params = Params;
     fn id(&self) -> &'static str {
         contracts::ids::LOADER
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[contracts::outputs::MANIFEST]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        resolve_params::<Params>(raw)
     }
     /// Only the generated (synthetic) dataset depends on the seed.
     fn uses_seed(

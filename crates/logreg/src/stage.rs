@@ -2,10 +2,12 @@
 //! regression, C and solver chosen on the validation split (on `describe`'s descriptors
 //! instead, when the stage needs it).
 
-use contracts::{ids, outputs, FeaturesReader, LogRegModel, Predictions, PredictionsMeta};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
+use contracts::{
+    ids, outputs, Choice, FeaturesReader, Grid, LogRegChoice, LogRegFit, LogRegModel, Predictions,
+    PredictionsMeta,
+};
+use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::{
     grid_search_with_progress, GridOptions, Precision, Samples, Solver, STUDY_CS, STUDY_SOLVERS,
@@ -87,17 +89,15 @@ fn flat(features: &FeaturesReader<'_>) -> Result<Flat, BoxError> {
 pub struct LogReg;
 
 impl Stage for LogReg {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::LOGREG
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[outputs::MODEL, outputs::PREDICTIONS]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
@@ -106,8 +106,8 @@ impl Stage for LogReg {
             Ok(FeaturesReader::new(ctx.input(source, s)?))
         };
         let tr_reader = split(outputs::TRAINING)?;
-        let classes = tr_reader.classes_value().unwrap_or(Value::Null);
-        let k = tr_reader.classes()?.len();
+        let classes = tr_reader.classes()?;
+        let k = classes.len();
         let Flat {
             x: tx, y: ty, d, ..
         } = flat(&tr_reader)?;
@@ -149,10 +149,17 @@ impl Stage for LogReg {
         let tx_rows = ty.len();
         drop((tx, vx));
         // The grid as a result (timings go to the run record only).
-        let rows: Vec<Value> = result
+        let rows: Vec<LogRegFit> = result
             .rows
             .iter()
-            .map(|r| json!({"C": r.c, "solver": r.solver.as_str(), "val_accuracy": r.val_acc, "n_iter": r.n_iter, "converged": r.converged, "stop": format!("{:?}", r.stop)}))
+            .map(|r| LogRegFit {
+                c: r.c,
+                solver: r.solver.as_str().to_string(),
+                val_accuracy: r.val_acc,
+                n_iter: r.n_iter,
+                converged: r.converged,
+                stop: format!("{:?}", r.stop),
+            })
             .collect();
         let grid_seconds: Vec<f64> = result.rows.iter().map(|r| r.seconds).collect();
         for r in &result.rows {
@@ -177,7 +184,11 @@ impl Stage for LogReg {
         }
         let best = result.best_model();
         let b = result.best_row();
-        let best_json = json!({"C": b.c, "solver": b.solver.as_str(), "val_accuracy": b.val_acc});
+        let choice = LogRegChoice {
+            c: b.c,
+            solver: b.solver.as_str().to_string(),
+            val_accuracy: b.val_acc,
+        };
 
         let Flat {
             x: ex,
@@ -193,7 +204,7 @@ impl Stage for LogReg {
             coef: best.coef.clone(),
             intercept: best.intercept.clone(),
             n_features: d,
-            best: best_json.clone(),
+            best: choice.clone(),
             classes: classes.clone(),
         }
         .write(ctx)?;
@@ -208,8 +219,8 @@ impl Stage for LogReg {
             ctx,
             &PredictionsMeta {
                 classes,
-                grid: Some(json!(rows)),
-                best: Some(best_json),
+                grid: Some(Grid::LogReg(rows)),
+                best: Some(Choice::LogReg(choice)),
                 grid_seconds: Some(grid_seconds),
                 ..PredictionsMeta::default()
             },

@@ -11,14 +11,14 @@ use crate::error::{ConfigError, Error, StoreError};
 use crate::key::KeyInputs;
 use crate::record::RunRecord;
 use crate::resources::Resources;
-use crate::stage::Stage;
+use crate::stage::{AnyStage, Stage};
 use crate::statcache::StatCache;
 use crate::store::Store;
 
 /// The stages a binary knows, by id.
 #[derive(Default)]
 pub struct Registry {
-    stages: Vec<Box<dyn Stage>>,
+    stages: Vec<Box<dyn AnyStage>>,
 }
 
 impl Registry {
@@ -31,7 +31,7 @@ impl Registry {
         self
     }
 
-    pub fn get(&self, id: &str) -> Option<&dyn Stage> {
+    pub fn get(&self, id: &str) -> Option<&dyn AnyStage> {
         self.stages
             .iter()
             .find(|s| s.id() == id)
@@ -46,7 +46,7 @@ impl Registry {
 /// Everything checked before anything runs: every stage is known, its params are valid.
 pub(crate) struct Resolved<'r> {
     /// Per stage of the config (same order): the stage, its resolved params, its resources.
-    pub stages: Vec<(&'r dyn Stage, Value, Resources)>,
+    pub stages: Vec<(&'r dyn AnyStage, Value, Resources)>,
 }
 
 pub(crate) fn resolve<'r>(
@@ -166,7 +166,7 @@ pub(crate) fn stage_settings(
 /// sweep gives one per variant); it enters the key only if the stage uses it.
 pub(crate) fn key_inputs(
     config: &Config,
-    stage: &dyn Stage,
+    stage: &dyn AnyStage,
     params: &Value,
     inputs: BTreeMap<String, String>,
     externals: BTreeMap<String, String>,

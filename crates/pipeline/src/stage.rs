@@ -26,22 +26,42 @@ pub struct MissingInput<'a> {
     pub progress: &'a Progress,
 }
 
+/// A stage's code identity for [`Stage::code_version`]: the build script's `CODE_HASH` (see
+/// the `code-hash` crate) and the stage's hand-bumped cache version, as `<hash>-v<version>`.
+/// Expands in the stage's crate, so the hash is that crate's.
+#[macro_export]
+macro_rules! code_version {
+    ($version:expr) => {
+        format!("{}-v{}", env!("CODE_HASH"), $version)
+    };
+}
+
 /// A stage of the pipeline. Stages never call each other: they read upstream artifacts and
 /// write their own through the [`StageContext`].
+///
+/// A stage is its id, its outputs, its params type and its `run`; everything else has a
+/// default. The runner holds stages as [`AnyStage`] (every `Stage` is one).
 pub trait Stage: Send + Sync {
+    /// The `[stage.<id>.params]` table, typed: deserialised, validated, and stored in the key
+    /// as JSON with every default filled in (see [`resolve_params`]).
+    type Params: DeserializeOwned + Serialize + Validate;
+
     /// The stage id, as in `pipeline.toml` (kebab-case, equal to the crate name).
     fn id(&self) -> &'static str;
 
     /// Identity of the stage's code: the build-time source hash plus the stage's
-    /// `CACHE_VERSION`. Changing it makes the stage rerun.
+    /// `CACHE_VERSION` (see [`code_version!`]). Changing it makes the stage rerun.
     fn code_version(&self) -> String;
 
     /// Names of the artifacts the stage writes.
     fn outputs(&self) -> &'static [&'static str];
 
     /// Validates the params table from `pipeline.toml` and returns them with defaults applied,
-    /// as JSON (the canonical form that goes into the key). See [`resolve_params`].
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String>;
+    /// as JSON (the canonical form that goes into the key): [`resolve_params`] of
+    /// [`Stage::Params`] unless the stage says otherwise.
+    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
+        resolve_params::<Self::Params>(raw)
+    }
 
     /// Whether the stage draws random numbers from the run's seed; only then is the seed part
     /// of its key (and available as `StageContext::seed`). `settings` are the stage's declared
@@ -102,6 +122,70 @@ pub trait Stage: Send + Sync {
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
+}
+
+/// A [`Stage`] with its params type erased, as the runner holds it (a registry mixes stages
+/// of every params type). Implemented for every `Stage`; see there for each method.
+pub trait AnyStage: Send + Sync {
+    fn id(&self) -> &'static str;
+    fn code_version(&self) -> String;
+    fn outputs(&self) -> &'static [&'static str];
+    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String>;
+    fn uses_seed(&self, settings: &BTreeMap<String, Option<PathBuf>>) -> bool;
+    fn uses_device(&self) -> bool;
+    fn aggregates_seeds(&self) -> bool;
+    fn shardable(&self) -> bool;
+    fn merge_shard_meta(
+        &self,
+        output: &str,
+        parts: &[BTreeMap<String, Value>],
+    ) -> Result<BTreeMap<String, Value>, BoxError>;
+    fn resources(&self) -> Resources;
+    fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError>;
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
+}
+
+impl<S: Stage> AnyStage for S {
+    fn id(&self) -> &'static str {
+        Stage::id(self)
+    }
+    fn code_version(&self) -> String {
+        Stage::code_version(self)
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        Stage::outputs(self)
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
+        Stage::resolve_params(self, raw)
+    }
+    fn uses_seed(&self, settings: &BTreeMap<String, Option<PathBuf>>) -> bool {
+        Stage::uses_seed(self, settings)
+    }
+    fn uses_device(&self) -> bool {
+        Stage::uses_device(self)
+    }
+    fn aggregates_seeds(&self) -> bool {
+        Stage::aggregates_seeds(self)
+    }
+    fn shardable(&self) -> bool {
+        Stage::shardable(self)
+    }
+    fn merge_shard_meta(
+        &self,
+        output: &str,
+        parts: &[BTreeMap<String, Value>],
+    ) -> Result<BTreeMap<String, Value>, BoxError> {
+        Stage::merge_shard_meta(self, output, parts)
+    }
+    fn resources(&self) -> Resources {
+        Stage::resources(self)
+    }
+    fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
+        Stage::provide_input(self, missing)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
+        Stage::run(self, ctx)
+    }
 }
 
 /// Checked params with a validation step beyond their types.

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use contracts::{ids, outputs, ManifestMeta, ReportBundle};
-use pipeline::{resolve_params, BoxError, Stage, StageContext};
+use contracts::{ids, outputs, ManifestMeta, ModelSummary, ReportBundle};
+use pipeline::{BoxError, Stage, StageContext};
 use serde_json::{json, Value};
 
 use crate::html::page;
@@ -29,17 +29,15 @@ pub const CACHE_VERSION: u32 = 2;
 pub struct Report;
 
 impl Stage for Report {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::REPORT
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[outputs::REPORT]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     fn resources(&self) -> pipeline::Resources {
         pipeline::Resources::cpus(1)
@@ -103,10 +101,14 @@ impl Stage for Report {
         );
         ReportBundle {
             files: b.files,
-            models: json!(results
+            models: results
                 .iter()
-                .map(|r| json!({"model": r.model, "test_accuracy": r.primary().test_accuracy, "mean": r.mean_std().0}))
-                .collect::<Vec<_>>()),
+                .map(|r| ModelSummary {
+                    model: r.model.to_string(),
+                    test_accuracy: r.primary().test_accuracy,
+                    mean: r.mean_std().0,
+                })
+                .collect(),
         }
         .write(ctx)
     }

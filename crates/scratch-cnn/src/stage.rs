@@ -2,8 +2,7 @@
 
 use contracts::{ids, outputs, ImagesChunk, ImagesReader};
 use nn_train::{Split, TrainData};
-use pipeline::{resolve_params, BoxError, Stage, StageContext, Validate};
-use serde_json::Value;
+use pipeline::{BoxError, Stage, StageContext, Validate};
 
 use crate::{evaluate, train, Images, Params};
 
@@ -57,17 +56,15 @@ impl SplitImages {
 pub struct ScratchCnn;
 
 impl Stage for ScratchCnn {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::SCRATCH_CNN
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[outputs::MODEL, outputs::HISTORY, outputs::PREDICTIONS]
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<Value, String> {
-        resolve_params::<Params>(raw)
     }
     /// Initialisation, shuffling (and dropout) draw from the seed.
     fn uses_seed(

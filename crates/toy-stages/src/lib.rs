@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pipeline::{
-    resolve_params, BoxError, Registry, Resources, Stage, StageContext, Tensor, Validate,
-};
+use pipeline::{BoxError, Registry, Resources, Stage, StageContext, Tensor, Validate};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +130,7 @@ fn count_files(p: &Path) -> std::io::Result<usize> {
 }
 
 impl Stage for Toy {
+    type Params = Params;
     fn id(&self) -> &'static str {
         self.id
     }
@@ -143,9 +142,6 @@ impl Stage for Toy {
             Kind::Sum => &["total"],
             _ => &["values"],
         }
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        resolve_params::<Params>(raw)
     }
     /// One thread each, so that two toy stages can run side by side; `hog` takes every core.
     fn resources(&self) -> Resources {

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use contracts::{ids, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, ImagesReader, SPLITS};
-use pipeline::{resolve_params, BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
+use pipeline::{BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
 use serde::{Deserialize, Serialize};
 
 use crate::views::View;
@@ -161,17 +161,15 @@ impl Validate for Params {
 pub struct VggExtract;
 
 impl Stage for VggExtract {
+    type Params = Params;
     fn id(&self) -> &'static str {
         ids::VGG_EXTRACT
     }
     fn code_version(&self) -> String {
-        format!("{}-v{CACHE_VERSION}", env!("CODE_HASH"))
+        pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
         &SPLITS
-    }
-    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        resolve_params::<Params>(raw)
     }
     fn uses_device(&self) -> bool {
         true
@@ -292,11 +290,14 @@ impl Stage for VggExtract {
                 "vgg-extract: {split}: {total} images{views} in {secs:.1}s ({:.2} img/s)",
                 passes as f64 / secs.max(1e-9)
             ));
-            let (classes, synthetic) = images.carried_meta();
+            let (classes, synthetic) = images.carried_meta()?;
             w.finish(&FeaturesMeta {
                 classes,
                 synthetic,
-                convention: serde_json::to_value(p.convention)?,
+                convention: match serde_json::to_value(p.convention)? {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                },
                 weights_digest: digest.clone(),
                 views: p.views.iter().map(|v| v.name()).collect(),
                 taps: p.taps.clone(),

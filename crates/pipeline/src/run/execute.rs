@@ -14,14 +14,14 @@ use crate::context::StageContext;
 use crate::key::KeyInputs;
 use crate::progress::Progress;
 use crate::shard::Shard;
-use crate::stage::Stage;
+use crate::stage::AnyStage;
 use crate::store::Store;
 use crate::usage;
 
 /// Everything one execution needs.
 pub(crate) struct Job<'r> {
     pub index: usize,
-    pub stage: &'r dyn Stage,
+    pub stage: &'r dyn AnyStage,
     pub key_inputs: KeyInputs,
     pub reasons: Vec<String>,
     pub params: Value,

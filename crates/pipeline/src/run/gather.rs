@@ -10,12 +10,12 @@ use crate::digest::artifact_digest;
 use crate::key::KeyInputs;
 use crate::record::{RunRecord, Usage};
 use crate::shard::Shard;
-use crate::stage::Stage;
+use crate::stage::AnyStage;
 use crate::store::Store;
 
 pub(crate) fn gather(
     store: &Store,
-    stage: &dyn Stage,
+    stage: &dyn AnyStage,
     ki: &KeyInputs,
     count: usize,
 ) -> Result<RunRecord, String> {
