@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use contracts::{ids, outputs, History, Predictions, PredictionsMeta};
+use contracts::{ids, outputs, Choice, Evaluate, History, Predictions, PredictionsMeta};
 use pipeline::{Config, InputArtifact, RunOptions, RunRecord, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,11 +108,11 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
     let test = Predictions::read(&input)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .accuracy();
-    let meta = PredictionsMeta::read(&input);
+    let meta = PredictionsMeta::read(&input).map_err(|e| anyhow::anyhow!("{e}"))?;
     let val = if model == ids::LOGREG || model == ids::ENSEMBLE {
         meta.best
             .as_ref()
-            .and_then(|b| b["val_accuracy"].as_f64())
+            .map(Choice::val_accuracy)
             .with_context(|| format!("{model}'s predictions name no best grid entry"))?
     } else {
         let h = rec
@@ -120,7 +120,7 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
             .get(outputs::HISTORY)
             .with_context(|| format!("`{model}` has no history"))?;
         let h = History::read(&InputArtifact::new(h, store)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let best = meta.evaluate.as_ref().and_then(Value::as_str) == Some("best");
+        let best = meta.evaluate == Some(Evaluate::Best);
         let e = if best {
             h.epochs
                 .iter()

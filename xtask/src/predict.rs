@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use contracts::{ids, outputs, LogRegModel, NnModel, PredictionsMeta};
+use contracts::{ids, outputs, BlendChoice, Choice, LogRegModel, NnModel, PredictionsMeta};
 use pipeline::{Config, InputArtifact, Plan, RunRecord, StageState, Store};
 
 /// `predict`'s arguments.
@@ -87,12 +87,11 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
             .outputs
             .get(outputs::PREDICTIONS)
             .context("`ensemble` has no predictions output")?;
-        let meta = PredictionsMeta::read(&InputArtifact::new(preds, &store));
-        let w = meta
-            .best
-            .as_ref()
-            .and_then(|b| b["head_weight"].as_f64())
-            .context("the cached ensemble names no head weight; run `cargo xtask run ensemble`")?;
+        let meta = PredictionsMeta::read(&InputArtifact::new(preds, &store))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(Choice::Blend(BlendChoice { head_weight: w, .. })) = meta.best else {
+            bail!("the cached ensemble names no head weight; run `cargo xtask run ensemble`");
+        };
         let mut memo = None;
         let (h, classes) = probabilities(
             &config,
@@ -189,8 +188,7 @@ fn probabilities(
         }
         _ => {
             let m = LogRegModel::read(&model_in).map_err(broken(model))?;
-            let classes: Vec<String> = serde_json::from_value(m.classes.clone())
-                .context("the logreg model has no class list")?;
+            let classes = m.classes;
             let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
             let (f, _) = features(config, plan, store, &rec, model, pixels, (n, size), memo)?;
             let p = lr.predict_proba(&f)?;

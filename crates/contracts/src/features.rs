@@ -47,10 +47,10 @@ pub const FEATURES_TENSOR: &str = FEATURES;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeaturesMeta {
     /// Carried over from the images (see [`crate::ImagesReader::carried_meta`]).
-    pub classes: Option<Value>,
-    pub synthetic: Option<Value>,
-    /// The input convention, as serialised by the extractor (e.g. `"caffe"`).
-    pub convention: Value,
+    pub classes: Option<Vec<String>>,
+    pub synthetic: Option<bool>,
+    /// The input convention, as the extractor names it (e.g. `"caffe"`).
+    pub convention: String,
     pub weights_digest: String,
     /// The views in the chunks, the original first; empty or just the original: the default.
     pub views: Vec<String>,
@@ -107,12 +107,12 @@ impl<'c> FeaturesWriter<'c> {
 
     pub fn finish(mut self, m: &FeaturesMeta) -> Result<()> {
         if let Some(v) = &m.classes {
-            self.w.set_meta(meta::CLASSES, v.clone());
+            self.w.set_meta(meta::CLASSES, json!(v));
         }
-        if let Some(v) = &m.synthetic {
-            self.w.set_meta(meta::SYNTHETIC, v.clone());
+        if let Some(v) = m.synthetic {
+            self.w.set_meta(meta::SYNTHETIC, json!(v));
         }
-        self.w.set_meta(CONVENTION, m.convention.clone());
+        self.w.set_meta(CONVENTION, json!(m.convention));
         self.w.set_meta(WEIGHTS_DIGEST, json!(m.weights_digest));
         self.w
             .set_meta(LAYOUT, json!(m.layout.as_deref().unwrap_or(LAYOUT_VALUE)));
@@ -167,14 +167,10 @@ impl<'a> FeaturesReader<'a> {
         crate::classes(&self.input)
     }
 
-    /// The `classes` metadata as stored.
-    pub fn classes_value(&self) -> Option<Value> {
-        self.input.meta(meta::CLASSES).cloned()
-    }
-
-    /// The `synthetic` metadata as stored.
-    pub fn synthetic_value(&self) -> Option<Value> {
-        self.input.meta(meta::SYNTHETIC).cloned()
+    /// The class names and the synthetic flag, to carry into a derived artifact (each
+    /// `None` where this one has none).
+    pub fn carried_meta(&self) -> Result<(Option<Vec<String>>, Option<bool>)> {
+        crate::carried_meta(&self.input)
     }
 
     /// The digest of the weights the features were computed with.
@@ -182,8 +178,9 @@ impl<'a> FeaturesReader<'a> {
         self.input.meta(WEIGHTS_DIGEST).and_then(Value::as_str)
     }
 
-    pub fn convention(&self) -> Option<&Value> {
-        self.input.meta(CONVENTION)
+    /// The input convention the features were computed with (e.g. `"caffe"`).
+    pub fn convention(&self) -> Option<&str> {
+        self.input.meta(CONVENTION).and_then(Value::as_str)
     }
 
     pub fn chunks(&self) -> usize {

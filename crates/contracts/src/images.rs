@@ -172,11 +172,8 @@ impl<'a> ImagesReader<'a> {
     }
 
     /// The metadata values that downstream artifacts carry on (`classes`, `synthetic`).
-    pub fn carried_meta(&self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
-        (
-            self.input.meta(meta::CLASSES).cloned(),
-            self.input.meta(meta::SYNTHETIC).cloned(),
-        )
+    pub fn carried_meta(&self) -> Result<(Option<Vec<String>>, Option<bool>)> {
+        crate::carried_meta(&self.input)
     }
 }
 

@@ -29,8 +29,11 @@ pub use features::{
 pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
 pub use manifest::{Entry, Manifest, ManifestArtifact, ManifestMeta, ManifestReader, Skipped};
 pub use models::{EpochRecord, History, LogRegModel, NamedTensor, NnModel};
-pub use predictions::{Predictions, PredictionsMeta};
-pub use report::ReportBundle;
+pub use predictions::{
+    BlendCandidate, BlendChoice, Choice, Evaluate, Grid, LogRegChoice, LogRegFit, Predictions,
+    PredictionsMeta, StoredScores,
+};
+pub use report::{ModelSummary, ReportBundle};
 
 /// Results of reading or writing an artifact.
 pub type Result<T> = std::result::Result<T, pipeline::BoxError>;
@@ -88,6 +91,29 @@ pub fn classes(input: &pipeline::InputArtifact<'_>) -> Result<Vec<String>> {
         )
     })?;
     Ok(serde_json::from_value(v.clone())?)
+}
+
+/// The `classes` and `synthetic` metadata of an artifact, typed (`None` where absent).
+pub(crate) fn carried_meta(
+    input: &pipeline::InputArtifact<'_>,
+) -> Result<(Option<Vec<String>>, Option<bool>)> {
+    let field = |k: &str| -> Result<Option<serde_json::Value>> { Ok(input.meta(k).cloned()) };
+    let bad = |k: &str, e: serde_json::Error| -> pipeline::BoxError {
+        format!(
+            "{}.{}: metadata `{k}`: {e}",
+            input.artifact.stage, input.artifact.name
+        )
+        .into()
+    };
+    let classes = match field(meta::CLASSES)? {
+        Some(v) => Some(serde_json::from_value(v).map_err(|e| bad(meta::CLASSES, e))?),
+        None => None,
+    };
+    let synthetic = match field(meta::SYNTHETIC)? {
+        Some(v) => Some(serde_json::from_value(v).map_err(|e| bad(meta::SYNTHETIC, e))?),
+        None => None,
+    };
+    Ok((classes, synthetic))
 }
 
 /// Metadata keys shared by several artifacts.

@@ -169,11 +169,11 @@ pub struct ManifestMeta {
     pub synthetic: bool,
     pub dataset: String,
     pub layout: String,
-    /// Split -> images per class, as stored (JSON).
-    pub class_counts: Value,
+    /// Split -> images per class.
+    pub class_counts: BTreeMap<String, Vec<usize>>,
     pub skipped: Vec<Skipped>,
-    /// Groups of identical files in more than one split, as stored (JSON).
-    pub leakage: Value,
+    /// Groups of identical files in more than one split.
+    pub leakage: Vec<Vec<String>>,
 }
 
 impl ManifestMeta {
@@ -193,13 +193,21 @@ impl ManifestMeta {
                 .unwrap_or(false),
             dataset: s(DATASET),
             layout: s(LAYOUT),
-            class_counts: input.meta(CLASS_COUNTS).cloned().unwrap_or(Value::Null),
+            class_counts: input
+                .meta(CLASS_COUNTS)
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()?
+                .unwrap_or_default(),
             skipped: input
                 .meta(meta::SKIPPED)
                 .map(|v| serde_json::from_value(v.clone()))
                 .transpose()?
                 .unwrap_or_default(),
-            leakage: input.meta(LEAKAGE).cloned().unwrap_or(json!([])),
+            leakage: input
+                .meta(LEAKAGE)
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

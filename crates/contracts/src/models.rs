@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::outputs::{HISTORY, MODEL};
+use crate::predictions::{Evaluate, LogRegChoice};
 use crate::{meta, tensor_err, Result};
 
 const BEST_EPOCH: &str = "best_epoch";
@@ -35,9 +36,9 @@ pub struct NnModel {
     pub best_weights: Vec<NamedTensor>,
     /// 1-based epoch of the best weights.
     pub best_epoch: usize,
-    /// Which weights the stage evaluated (`"final"` or `"best"`).
-    pub evaluate: Value,
-    pub classes: Value,
+    /// Which weights the stage evaluated.
+    pub evaluate: Evaluate,
+    pub classes: Vec<String>,
 }
 
 impl NnModel {
@@ -62,17 +63,23 @@ impl NnModel {
                 .collect(),
         )?;
         m.set_meta(BEST_EPOCH, json!(self.best_epoch));
-        m.set_meta(EVALUATE, self.evaluate.clone());
-        m.set_meta(meta::CLASSES, self.classes.clone());
+        m.set_meta(EVALUATE, json!(self.evaluate));
+        m.set_meta(meta::CLASSES, json!(self.classes));
         m.finish()?;
         Ok(())
     }
 
     /// The weights the stage evaluated with, and the class names.
     pub fn read_selected(input: &InputArtifact<'_>) -> Result<(Vec<NamedTensor>, Vec<String>)> {
-        let prefix = match input.meta(EVALUATE).and_then(Value::as_str) {
-            Some("best") => BEST_PREFIX,
-            _ => FINAL_PREFIX,
+        let evaluate: Evaluate = match input.meta(EVALUATE) {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                format!("{}.model: metadata `{EVALUATE}`: {e}", input.artifact.stage)
+            })?,
+            None => Evaluate::Final,
+        };
+        let prefix = match evaluate {
+            Evaluate::Best => BEST_PREFIX,
+            Evaluate::Final => FINAL_PREFIX,
         };
         let c = input.chunk(0)?;
         let mut out = Vec::new();
@@ -185,9 +192,9 @@ pub struct LogRegModel {
     pub coef: Vec<f64>,
     pub intercept: Vec<f64>,
     pub n_features: usize,
-    /// The chosen grid entry (`C`, `solver`, `val_accuracy`).
-    pub best: Value,
-    pub classes: Value,
+    /// The chosen grid entry.
+    pub best: LogRegChoice,
+    pub classes: Vec<String>,
 }
 
 impl LogRegModel {
@@ -198,8 +205,8 @@ impl LogRegModel {
             (COEF, Tensor::from_f64(&[k, self.n_features], &self.coef)),
             (INTERCEPT, Tensor::from_f64(&[k], &self.intercept)),
         ])?;
-        m.set_meta(BEST, self.best.clone());
-        m.set_meta(meta::CLASSES, self.classes.clone());
+        m.set_meta(BEST, json!(self.best));
+        m.set_meta(meta::CLASSES, json!(self.classes));
         m.finish()?;
         Ok(())
     }
@@ -212,8 +219,14 @@ impl LogRegModel {
             n_features: shape.get(1).copied().unwrap_or(0),
             coef,
             intercept,
-            best: input.meta(BEST).cloned().unwrap_or(Value::Null),
-            classes: input.meta(meta::CLASSES).cloned().unwrap_or(Value::Null),
+            best: serde_json::from_value(
+                input
+                    .meta(BEST)
+                    .cloned()
+                    .ok_or_else(|| format!("{}.model has no `{BEST}`", input.artifact.stage))?,
+            )
+            .map_err(|e| format!("{}.model: metadata `{BEST}`: {e}", input.artifact.stage))?,
+            classes: crate::classes(input)?,
         })
     }
 }

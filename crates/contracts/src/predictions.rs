@@ -1,8 +1,7 @@
 //! `<model>.predictions`: every trained model's predictions on the evaluation split.
 
-use std::collections::BTreeMap;
-
 use pipeline::{InputArtifact, StageContext, Tensor};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::outputs::PREDICTIONS;
@@ -31,20 +30,109 @@ pub struct Predictions {
     pub index: Vec<i64>,
 }
 
+/// Which weights of a network a stage evaluated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evaluate {
+    /// The weights after the last epoch.
+    #[default]
+    Final,
+    /// The weights of the epoch with the lowest validation loss (first one on ties).
+    Best,
+}
+
+/// One fit of the logistic regression's validation grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRegFit {
+    /// Inverse regularisation strength.
+    #[serde(rename = "C")]
+    pub c: f64,
+    pub solver: String,
+    pub val_accuracy: f64,
+    pub n_iter: usize,
+    pub converged: bool,
+    /// Why the solver stopped, in the solver's words.
+    pub stop: String,
+}
+
+/// The grid entry the logistic regression kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRegChoice {
+    #[serde(rename = "C")]
+    pub c: f64,
+    pub solver: String,
+    pub val_accuracy: f64,
+}
+
+/// One weight of the head in the ensemble's blend, scored on the validation split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlendCandidate {
+    pub head_weight: f64,
+    pub val_accuracy: f64,
+    pub val_correct: usize,
+    /// Mean cross-entropy of the blended probabilities.
+    pub val_loss: f64,
+}
+
+/// The weight the ensemble kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlendChoice {
+    pub head_weight: f64,
+    pub val_accuracy: f64,
+}
+
+/// A model-selection grid on the validation split (the `grid` metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Grid {
+    LogReg(Vec<LogRegFit>),
+    Blend(Vec<BlendCandidate>),
+}
+
+/// The grid's winner (the `best` metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Choice {
+    LogReg(LogRegChoice),
+    Blend(BlendChoice),
+}
+
+impl Choice {
+    /// Validation accuracy of the chosen entry.
+    pub fn val_accuracy(&self) -> f64 {
+        match self {
+            Choice::LogReg(c) => c.val_accuracy,
+            Choice::Blend(c) => c.val_accuracy,
+        }
+    }
+}
+
 /// What a predictions artifact says beyond its tensors.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PredictionsMeta {
-    pub classes: Value,
+    pub classes: Vec<String>,
     /// Mean test cross-entropy (the networks).
     pub test_loss: Option<f64>,
-    /// Which weights were evaluated (the networks: `"final"` or `"best"`).
-    pub evaluate: Option<Value>,
-    /// The model-selection grid and its winner (logistic regression).
-    pub grid: Option<Value>,
-    pub best: Option<Value>,
+    /// Which weights were evaluated (the networks).
+    pub evaluate: Option<Evaluate>,
+    /// The model-selection grid and its winner (logistic regression, ensemble).
+    pub grid: Option<Grid>,
+    pub best: Option<Choice>,
     /// Seconds of each grid entry's fit (kept in the run record only: timings are not
     /// results).
     pub grid_seconds: Option<Vec<f64>>,
+}
+
+/// The scores as stored (`test_accuracy`, `correct`, `total`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoredScores {
+    pub test_accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
 }
 
 impl Predictions {
@@ -71,15 +159,15 @@ impl Predictions {
             (INDEX, Tensor::from_i64(&[n], &self.index)),
         ])?;
         let correct = self.correct();
-        w.set_meta(meta::CLASSES, m.classes.clone());
+        w.set_meta(meta::CLASSES, json!(m.classes));
         w.set_meta(TEST_ACCURACY, json!(correct as f64 / n.max(1) as f64));
         w.set_meta(CORRECT, json!(correct));
         w.set_meta(TOTAL, json!(n));
         let optional = [
             (TEST_LOSS, m.test_loss.map(|v| json!(v))),
-            (EVALUATE, m.evaluate.clone()),
-            (GRID, m.grid.clone()),
-            (BEST, m.best.clone()),
+            (EVALUATE, m.evaluate.map(|v| json!(v))),
+            (GRID, m.grid.as_ref().map(|v| json!(v))),
+            (BEST, m.best.as_ref().map(|v| json!(v))),
         ];
         for (k, v) in optional {
             if let Some(v) = v {
@@ -108,25 +196,51 @@ impl Predictions {
 }
 
 impl PredictionsMeta {
-    pub fn read(input: &InputArtifact<'_>) -> PredictionsMeta {
-        let get = |k: &str| input.meta(k).cloned();
-        PredictionsMeta {
-            classes: get(meta::CLASSES).unwrap_or(Value::Null),
-            test_loss: get(TEST_LOSS).and_then(|v| v.as_f64()),
-            evaluate: get(EVALUATE),
-            grid: get(GRID),
-            best: get(BEST),
+    pub fn read(input: &InputArtifact<'_>) -> Result<PredictionsMeta> {
+        fn field<T: serde::de::DeserializeOwned>(
+            input: &InputArtifact<'_>,
+            k: &str,
+        ) -> Result<Option<T>> {
+            input
+                .meta(k)
+                .map(|v| {
+                    serde_json::from_value(v.clone()).map_err(|e| {
+                        format!(
+                            "{}.{}: metadata `{k}`: {e}",
+                            input.artifact.stage, input.artifact.name
+                        )
+                        .into()
+                    })
+                })
+                .transpose()
+        }
+        Ok(PredictionsMeta {
+            classes: crate::classes(input)?,
+            test_loss: field(input, TEST_LOSS)?,
+            evaluate: field(input, EVALUATE)?,
+            grid: field(input, GRID)?,
+            best: field(input, BEST)?,
             grid_seconds: input
                 .volatile(GRID_SECONDS)
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
-        }
+        })
     }
 
     /// The numbers as stored (`test_accuracy`, `correct`, `total`), for tools.
-    pub fn stored_scores(input: &InputArtifact<'_>) -> BTreeMap<String, Value> {
-        [TEST_ACCURACY, CORRECT, TOTAL]
-            .iter()
-            .filter_map(|k| input.meta(k).map(|v| (k.to_string(), v.clone())))
-            .collect()
+    pub fn stored_scores(input: &InputArtifact<'_>) -> Result<StoredScores> {
+        let get = |k: &str| -> Result<Value> {
+            input.meta(k).cloned().ok_or_else(|| {
+                format!(
+                    "{}.{} has no `{k}`",
+                    input.artifact.stage, input.artifact.name
+                )
+                .into()
+            })
+        };
+        Ok(StoredScores {
+            test_accuracy: serde_json::from_value(get(TEST_ACCURACY)?)?,
+            correct: serde_json::from_value(get(CORRECT)?)?,
+            total: serde_json::from_value(get(TOTAL)?)?,
+        })
     }
 }

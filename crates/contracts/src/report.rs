@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use pipeline::{InputArtifact, StageContext, Tensor};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::outputs::REPORT;
 use crate::{tensor_err, Result};
@@ -11,12 +11,21 @@ use crate::{tensor_err, Result};
 const FILE_PREFIX: &str = "file:";
 const MODELS: &str = "models";
 
+/// One model's line in the report's summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub model: String,
+    /// Test accuracy of the seed the figures show.
+    pub test_accuracy: f64,
+    /// Mean test accuracy over the seeds (the same value without a sweep).
+    pub mean: f64,
+}
+
 /// The report folder's files by name, and a summary of the models.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReportBundle {
     pub files: BTreeMap<String, Vec<u8>>,
-    /// `[{"model": .., "test_accuracy": ..}, ..]`.
-    pub models: Value,
+    pub models: Vec<ModelSummary>,
 }
 
 impl ReportBundle {
@@ -38,7 +47,7 @@ impl ReportBundle {
                 .map(|(k, t)| (k.as_str(), t.clone()))
                 .collect(),
         )?;
-        w.set_meta(MODELS, self.models.clone());
+        w.set_meta(MODELS, serde_json::to_value(&self.models)?);
         w.finish()?;
         Ok(())
     }
@@ -54,7 +63,11 @@ impl ReportBundle {
         }
         Ok(ReportBundle {
             files,
-            models: input.meta(MODELS).cloned().unwrap_or(Value::Null),
+            models: input
+                .meta(MODELS)
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

@@ -10,8 +10,6 @@ mod stage;
 
 pub use stage::{Ensemble, CACHE_VERSION};
 
-
-
 use serde::{Deserialize, Serialize};
 
 /// Probabilities this small count as this small in the cross-entropy (scikit-learn's
@@ -51,15 +49,9 @@ impl Params {
     }
 }
 
-/// One grid entry scored on the validation split.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Candidate {
-    pub head_weight: f64,
-    pub val_accuracy: f64,
-    pub val_correct: usize,
-    /// Mean cross-entropy of the blended probabilities.
-    pub val_loss: f64,
-}
+/// One grid entry scored on the validation split (the contract's type: the grid is stored in
+/// the predictions' metadata).
+pub use contracts::BlendCandidate as Candidate;
 
 /// `w * head + (1 - w) * logreg`, row-major `n x k` both; every value must be finite.
 pub fn blend(head: &[f32], logreg: &[f32], w: f64) -> Result<Vec<f32>, String> {

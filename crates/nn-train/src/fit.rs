@@ -6,16 +6,9 @@ use std::time::Instant;
 
 pub use contracts::EpochRecord;
 
-/// Which weights a stage evaluates after training.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Evaluate {
-    /// The weights after the last epoch.
-    #[default]
-    Final,
-    /// The weights of the epoch with the lowest validation loss (first one on ties).
-    Best,
-}
+/// Which weights a stage evaluates after training (the contract's type: it is stored in the
+/// model and predictions artifacts).
+pub use contracts::Evaluate;
 
 /// The loop's settings, flattened into both network stages' params (Keras's defaults: batch
 /// 32, 10 epochs, the final weights evaluated).

@@ -3,19 +3,15 @@
 
 use contracts::{History, NnModel, Predictions, PredictionsMeta};
 use pipeline::{Bar, BoxError, InputArtifact, StageContext};
-use serde_json::{json, Value};
 
 use crate::{BatchInfo, EpochRecord, Evaluate, Evaluation, Observer, TrainOutput};
 
 /// The class list of a stage's training input: its JSON (carried into the outputs) and its
 /// length.
-pub fn class_list(input: &InputArtifact<'_>) -> Result<(Value, usize), BoxError> {
-    let n = contracts::classes(input)?.len();
-    let v = input
-        .meta("classes")
-        .cloned()
-        .ok_or("the training input has no class list")?;
-    Ok((v, n))
+pub fn class_list(input: &InputArtifact<'_>) -> Result<(Vec<String>, usize), BoxError> {
+    let classes = contracts::classes(input)?;
+    let n = classes.len();
+    Ok((classes, n))
 }
 
 /// Progress bar over all batches of all epochs, with a line per epoch.
@@ -68,14 +64,14 @@ pub fn write_outputs(
     eval: &Evaluation,
     labels: &[u32],
     index: &[i64],
-    classes: &Value,
+    classes: &[String],
 ) -> Result<(), BoxError> {
     NnModel {
         final_weights: out.final_weights.tensors.clone(),
         best_weights: out.best_weights.tensors.clone(),
         best_epoch: out.best_epoch,
-        evaluate: json!(evaluate),
-        classes: classes.clone(),
+        evaluate,
+        classes: classes.to_vec(),
     }
     .write(ctx)?;
     History {
@@ -93,9 +89,9 @@ pub fn write_outputs(
     preds.write(
         ctx,
         &PredictionsMeta {
-            classes: classes.clone(),
+            classes: classes.to_vec(),
             test_loss: Some(eval.loss),
-            evaluate: Some(json!(evaluate)),
+            evaluate: Some(evaluate),
             ..PredictionsMeta::default()
         },
     )?;

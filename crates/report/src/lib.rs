@@ -24,8 +24,8 @@ mod svg;
 mod text;
 
 pub use metrics::{confused_pairs, evaluate, mean_std, ClassScore, ModelMetrics};
+pub use params::{Params, MODELS, PUBLISHED, REFERENCE_SETTING};
 pub use provenance::StageProvenance;
 pub use sections::run::write_folder;
-pub use params::{Params, MODELS, PUBLISHED, REFERENCE_SETTING};
 pub use stage::{Report, CACHE_VERSION};
 pub use svg::{ablation_figure, AblationRow};

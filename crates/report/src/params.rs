@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 
 /// The models a report shows when their stage ran: the study's, in the order the study reports
 /// them, then the ensemble.
-pub const MODELS: [&str; 4] = [ids::MODELS[0], ids::MODELS[1], ids::MODELS[2], ids::ENSEMBLE];
+pub const MODELS: [&str; 4] = [
+    ids::MODELS[0],
+    ids::MODELS[1],
+    ids::MODELS[2],
+    ids::ENSEMBLE,
+];
 
 /// The study's published test accuracies on Food-11 (11 classes).
 pub const PUBLISHED: [(&str, f64); 3] = [

@@ -145,7 +145,9 @@ pub(crate) fn read_model(
     for (seed, input) in ctx.input_variants(model, outputs::PREDICTIONS)? {
         let preds = Predictions::read(&input)?;
         let m = evaluate(&preds.labels, &preds.pred, classes)?;
-        meta.get_or_insert_with(|| PredictionsMeta::read(&input));
+        if meta.is_none() {
+            meta = Some(PredictionsMeta::read(&input)?);
+        }
         seeds.push((seed, m, preds));
     }
     let history = if ctx.has_input(model, outputs::HISTORY) {

@@ -2,11 +2,11 @@
 
 use contracts::{ids, outputs, ImagesReader, ManifestMeta, Skipped};
 use pipeline::{BoxError, StageContext};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::html::{gallery, Section};
-use crate::results::{encode_jpeg, encode_png, half, Builder};
 use crate::params::Params;
+use crate::results::{encode_jpeg, encode_png, half, Builder};
 use crate::svg;
 
 /// Class distributions per split and sample images.
@@ -19,23 +19,14 @@ pub(crate) fn data_section(
     let mut sec = Section::new("data", "Data");
     let splits: Vec<(&str, Vec<usize>)> = contracts::SPLITS
         .iter()
-        .map(|s| {
-            (
-                *s,
-                m.class_counts
-                    .get(*s)
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
-                    .unwrap_or_default(),
-            )
-        })
+        .map(|s| (*s, m.class_counts.get(*s).cloned().unwrap_or_default()))
         .collect();
     let fig = b.svg(
         "class_distribution",
         svg::class_distribution(&m.classes, &splits),
     );
     sec.figure(&fig, "Images per class in each split.");
-    b.metrics["dataset"]["class_counts"] = m.class_counts.clone();
+    b.metrics["dataset"]["class_counts"] = json!(m.class_counts);
     // Samples: the first images of the evaluation split, spread over it.
     let eval = ImagesReader::new(ctx.input(ids::PREPROCESS, outputs::EVALUATION)?);
     let c0 = eval.chunk(0)?;
@@ -97,28 +88,15 @@ pub(crate) fn skipped_section(
             .collect();
         sec.table(&["file", "reason"], &rows, &[]);
     }
-    if let Some(groups) = m.leakage.as_array().filter(|a| !a.is_empty()) {
-        let rows: Vec<Vec<String>> = groups
-            .iter()
-            .map(|g| {
-                vec![g
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(" = ")
-                    })
-                    .unwrap_or_default()]
-            })
-            .collect();
+    if !m.leakage.is_empty() {
+        let rows: Vec<Vec<String>> = m.leakage.iter().map(|g| vec![g.join(" = ")]).collect();
         sec.text(
             "Identical images found in more than one split (kept, but they inflate test accuracy):",
         );
         sec.table(&["identical files"], &rows, &[]);
     }
     b.metrics["skipped"] = json!(skipped);
-    b.metrics["leakage"] = m.leakage.clone();
+    b.metrics["leakage"] = json!(m.leakage);
     b.md.push_str(&format!(
         "\n{} input files skipped. Report: index.html in the report folder.\n",
         skipped.len()

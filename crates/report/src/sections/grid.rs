@@ -1,7 +1,7 @@
 //! Model selection: the logistic-regression grid and the ensemble's choice of weight.
 
-use contracts::ids;
-use serde_json::Value;
+use contracts::{ids, Choice, Grid};
+use serde_json::json;
 
 use crate::html::Section;
 use crate::results::{Builder, ModelResult};
@@ -13,30 +13,27 @@ pub(crate) fn grid_section(b: &mut Builder, results: &[ModelResult]) -> Option<S
     let r = results
         .iter()
         .find(|r| r.model == ids::LOGREG && r.meta.grid.is_some())?;
-    let grid = r.meta.grid.as_ref()?.as_array()?;
-    let best = r.meta.best.as_ref();
+    let Some(Grid::LogReg(grid)) = &r.meta.grid else {
+        return None;
+    };
+    let best = match &r.meta.best {
+        Some(Choice::LogReg(c)) => Some(c),
+        _ => None,
+    };
     let mut chosen = Vec::new();
     let rows: Vec<Vec<String>> = grid
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let c = g["C"].as_f64().unwrap_or(f64::NAN);
-            let solver = g["solver"].as_str().unwrap_or("").to_string();
-            if best.is_some_and(|bst| {
-                bst["C"].as_f64() == Some(c) && bst["solver"].as_str() == Some(&solver)
-            }) {
+            if best.is_some_and(|bst| bst.c == g.c && bst.solver == g.solver) {
                 chosen.push(i);
             }
             vec![
-                format!("{c}"),
-                solver,
-                pct(g["val_accuracy"].as_f64().unwrap_or(f64::NAN)),
-                g["n_iter"].to_string(),
-                if g["converged"].as_bool() == Some(true) {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
+                format!("{}", g.c),
+                g.solver.clone(),
+                pct(g.val_accuracy),
+                g.n_iter.to_string(),
+                if g.converged { "yes" } else { "no" }.into(),
             ]
         })
         .collect();
@@ -53,29 +50,33 @@ pub(crate) fn grid_section(b: &mut Builder, results: &[ModelResult]) -> Option<S
         &rows,
         &chosen,
     );
-    b.metrics["models"][r.model]["grid"] = Value::Array(grid.clone());
+    b.metrics["models"][r.model]["grid"] = json!(grid);
     Some(sec)
 }
 
 /// The ensemble's validation grid of head weights, the chosen row highlighted.
 pub(crate) fn ensemble_section(b: &mut Builder, results: &[ModelResult]) -> Option<Section> {
     let r = results.iter().find(|r| r.model == ids::ENSEMBLE)?;
-    let grid = r.meta.grid.as_ref()?.as_array()?;
-    let w = r.meta.best.as_ref()?["head_weight"].as_f64();
+    let Some(Grid::Blend(grid)) = &r.meta.grid else {
+        return None;
+    };
+    let Some(Choice::Blend(best)) = &r.meta.best else {
+        return None;
+    };
     let mut chosen = Vec::new();
     let rows: Vec<Vec<String>> = grid
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let hw = g["head_weight"].as_f64().unwrap_or(f64::NAN);
-            if w == Some(hw) {
+            let hw = g.head_weight;
+            if best.head_weight == hw {
                 chosen.push(i);
             }
             vec![
                 format!("{hw}"),
                 format!("{}", 1.0 - hw),
-                pct(g["val_accuracy"].as_f64().unwrap_or(f64::NAN)),
-                format!("{:.4}", g["val_loss"].as_f64().unwrap_or(f64::NAN)),
+                pct(g.val_accuracy),
+                format!("{:.4}", g.val_loss),
             ]
         })
         .collect();
@@ -91,6 +92,6 @@ pub(crate) fn ensemble_section(b: &mut Builder, results: &[ModelResult]) -> Opti
         &rows,
         &chosen,
     );
-    b.metrics["models"][r.model]["grid"] = Value::Array(grid.clone());
+    b.metrics["models"][r.model]["grid"] = json!(grid);
     Some(sec)
 }

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use crate::html::{gallery, Section};
 use crate::metrics::confused_pairs;
-use crate::results::{Builder, EvalImages, ModelResult};
 use crate::params::Params;
+use crate::results::{Builder, EvalImages, ModelResult};
 use crate::text::{esc, pct};
 
 /// The most confident wrong predictions of every model, and the most confused classes.

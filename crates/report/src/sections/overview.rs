@@ -1,11 +1,10 @@
 //! The first screen: which data, the study's question answered in one line, the comparison with the study's numbers.
 
 use contracts::{ids, ManifestMeta};
-use serde_json::Value;
 
 use crate::html::Section;
-use crate::results::{Builder, ModelResult};
 use crate::params::PUBLISHED;
+use crate::results::{Builder, ModelResult};
 use crate::svg;
 use crate::text::{esc, pct};
 
@@ -39,8 +38,7 @@ pub(crate) fn header(m: &ManifestMeta, dataset: &str, results: &[ModelResult]) -
     let count = |split: &str| -> u64 {
         m.class_counts
             .get(split)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).sum())
+            .map(|c| c.iter().map(|&n| n as u64).sum())
             .unwrap_or(0)
     };
     let mut s = format!(

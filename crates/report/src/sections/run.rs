@@ -6,8 +6,8 @@ use contracts::ReportBundle;
 use pipeline::BoxError;
 use serde_json::{json, Value};
 
-use crate::provenance::StageProvenance;
 use crate::params::MODELS;
+use crate::provenance::StageProvenance;
 use crate::text::seconds;
 
 /// Writes the report artifact's files into `out`, adding this run's provenance to
