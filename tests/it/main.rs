@@ -669,8 +669,10 @@ fn best_toml() -> String {
 
 /// Digests of every artifact `best.toml` writes on a food101-10 slice (3 photos per class and
 /// split; threads = 2, the shared weights), recorded before the contracts refactor: the
-/// refactor must leave each one byte-identical. Stable from run to run and, since logreg's
-/// kernels sum in one order on every instruction set, from CPU to CPU.
+/// refactor must leave each one byte-identical. The two `validation-predictions` came with it
+/// (the classifiers' validation probabilities, which `ensemble` now reads instead of applying
+/// the models itself; the ensemble's predictions stayed identical). Stable from run to run
+/// and, since logreg's kernels sum in one order on every instruction set, from CPU to CPU.
 const BEST_SLICE_DIGESTS: &[&str] = &[
     "describe.evaluation 34aa6e3f346acef39331f629beb6226a5be02e481cf5c577688de24d78234f0e",
     "describe.training adc6379baa6a35e647080f1ac3201645a3996230400571dcbdaf39382996320e",
@@ -679,9 +681,11 @@ const BEST_SLICE_DIGESTS: &[&str] = &[
     "head-nn.history cf86267c8006f2c76cbb8a6fa08c9002606340c6e5e91c17fac2811924e8258b",
     "head-nn.model 9d22ce42fd7d92f910e842c483fa5ff7782d92f2212cd2cade26d31bf09f0106",
     "head-nn.predictions 639b4f21647cb394f05e72388a8cd15879b17d701dc7983031679224d7e71be5",
+    "head-nn.validation-predictions 6a3beb8c31c9fe4e3d6e2cb5ac987fff9499b45dbdb6b1a45f8be68f6f8ed8a4",
     "loader.manifest cfb804d8426c147b439c72902ee9c6c04d8248b6e0eb9f0e68a4ee986d955893",
     "logreg.model 8c206e53bd27f866d507a5bc2d4e6e5d2ede55a030ec3151d0708e7ae6b0ee03",
     "logreg.predictions 15f1c35eba91dcbfb04337b62ac19063a54f3d2c531b709b3f9cb5d7876c2cbc",
+    "logreg.validation-predictions bce3f92c169cfedb69a52e4bea7b47d54c11c37a637726f2b05776fa1b3f108c",
     "preprocess.evaluation b96652259dbf41d0c054d808ca98da0531c28ae10b4d41276b29062ea48fa21b",
     "preprocess.training 1577972fe8c50579e2e460023b57c0b0c143fdfcf4d9b19e0907b31e017eb6b1",
     "preprocess.validation 81ca8e3aeea287fa614f8eeb455934b9c1c20f32211afe8b7a09a4f20cba1cc6",

@@ -143,8 +143,8 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
         eprintln!("\n== ablation {}/{}: {}", i + 1, steps.len(), step.name);
         let mut set = globals.set.clone();
         set.extend(step.set.iter().cloned());
-        let config =
-            Config::load(&step.config, &set).with_context(|| format!("step `{}`", step.name))?;
+        let config = Config::load_with_paths(&step.config, &set, crate::PATH_SETTINGS)
+            .with_context(|| format!("step `{}`", step.name))?;
         let opts = RunOptions {
             targets: step.targets.clone(),
             ..RunOptions::default()

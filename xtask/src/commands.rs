@@ -75,7 +75,7 @@ impl Command {
 }
 
 fn fetch(args: &FetchArgs, globals: &cli::Globals) -> anyhow::Result<()> {
-    let config = Config::load(&globals.config, &globals.set)?;
+    let config = crate::load_config(globals)?;
     let dest = config
         .setting_path("weights.path")
         .context("`weights.path` is empty in the pipeline file")?;
@@ -112,6 +112,10 @@ fn fetch(args: &FetchArgs, globals: &cli::Globals) -> anyhow::Result<()> {
 pub struct StudyHooks;
 
 impl cli::Hooks for StudyHooks {
+    fn path_settings(&self) -> &'static [&'static str] {
+        crate::PATH_SETTINGS
+    }
+
     fn after_run(
         &self,
         config: &Config,

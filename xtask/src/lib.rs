@@ -9,6 +9,14 @@ pub use ablation::{ablation, AblationArgs};
 pub use commands::{Command, FetchArgs, StudyCli, StudyHooks, EXAMPLES};
 pub use predict::{predict, PredictArgs};
 
+/// The study's settings outside the stages' inputs that hold paths: the report folder.
+pub const PATH_SETTINGS: &[&str] = &["report.out"];
+
+/// The pipeline file with the command line's `--set`s, as every command of the study reads it.
+pub fn load_config(globals: &cli::Globals) -> Result<pipeline::Config, pipeline::ConfigError> {
+    pipeline::Config::load_with_paths(&globals.config, &globals.set, PATH_SETTINGS)
+}
+
 /// Every stage this build knows, by the id used in `pipeline.toml`.
 pub fn registry() -> pipeline::Registry {
     pipeline::Registry::new()

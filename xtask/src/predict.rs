@@ -37,7 +37,7 @@ fn selected_record(
             .with_context(|| format!("the record of `{stage}` vanished from the cache")),
         StageState::Stale { reasons, .. } => bail!(
             "the `{model}` model that this configuration selects is not in the cache (`{stage}` is stale: {}); build it with `cargo xtask run {model}` and the same --config/--set options",
-            reasons.join("; ")
+            pipeline::join_reasons(reasons)
         ),
     }
 }
@@ -52,7 +52,7 @@ fn broken(model: &str) -> impl FnOnce(pipeline::BoxError) -> anyhow::Error + '_ 
 }
 
 pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()> {
-    let config = Config::load(&globals.config, &globals.set)?;
+    let config = crate::load_config(globals)?;
     let registry = crate::registry();
     let plan = pipeline::plan(&config, &registry)?;
     let store = config.open_store()?;

@@ -89,6 +89,13 @@ pub trait Hooks {
     ) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Settings outside the stages' declared inputs that hold paths (e.g. a folder written
+    /// after a run): a relative `--set` of one is relative to the current directory, as for
+    /// the others (see [`Config::load_with_paths`]).
+    fn path_settings(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// No hooks.
@@ -106,7 +113,7 @@ pub fn execute(
     if let CoreCommand::Bench { krate, args } = &cmd {
         return bench(krate.as_deref(), args);
     }
-    let config = Config::load(&globals.config, &globals.set)?;
+    let config = Config::load_with_paths(&globals.config, &globals.set, hooks.path_settings())?;
     match cmd {
         CoreCommand::Run(args) if crate::slurm::wanted(&config, &args)? => {
             crate::slurm::submit(&config, registry, globals, &args, &progress)?;
@@ -270,7 +277,7 @@ fn status(config: &Config, registry: &Registry, store: &Store, json: bool) -> an
                 )
             }
             StageState::Stale { reasons, key } => {
-                println!("{:<14} stale  {}", e.stage, reasons.join("; "));
+                println!("{:<14} stale  {}", e.stage, pipeline::join_reasons(reasons));
                 if let Some(key) = key {
                     for line in crate::slurm::shard_status(store, &e.stage, key)? {
                         println!("{:<14}        {line}", "");
@@ -309,7 +316,7 @@ pub fn print_summary(s: &RunSummary) {
                     .throughput(*t)
                     .map(|(r, unit)| format!("{r:.1} {unit}/s"))
                     .unwrap_or_default(),
-                reasons.join("; "),
+                pipeline::join_reasons(reasons),
             ),
             StageOutcome::Cached { seconds: t } => (
                 "cached",
@@ -337,7 +344,7 @@ pub fn print_summary(s: &RunSummary) {
                 "-".into(),
                 String::new(),
                 String::new(),
-                reasons.join("; "),
+                pipeline::join_reasons(reasons),
             ),
         };
         println!("{id:<14} {what:<9} {secs:>9} {threads:>7} {rate:>16}  {detail}");

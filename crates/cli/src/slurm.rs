@@ -304,7 +304,11 @@ pub(crate) fn submit(
             StageState::Fresh { .. } => println!("{:<14} fresh", e.stage),
             StageState::Stale { key, reasons } => {
                 incomplete.push(e.stage.clone());
-                println!("{:<14} incomplete: {}", e.stage, reasons.join("; "));
+                println!(
+                    "{:<14} incomplete: {}",
+                    e.stage,
+                    pipeline::join_reasons(reasons)
+                );
                 if let Some(k) = key {
                     for line in shard_status(&store, &e.stage, k)? {
                         println!("{:<14}   {line}", "");

@@ -21,6 +21,7 @@ mod manifest;
 mod models;
 mod predictions;
 mod report;
+pub mod slots;
 
 pub use features::{
     tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter,
@@ -34,6 +35,7 @@ pub use predictions::{
     PredictionsMeta, StoredScores,
 };
 pub use report::{ModelSummary, ReportBundle};
+pub use slots::{FeatureSource, Slot};
 
 /// Results of reading or writing an artifact.
 pub type Result<T> = std::result::Result<T, pipeline::BoxError>;
@@ -62,6 +64,8 @@ pub mod outputs {
     pub const MODEL: &str = "model";
     pub const HISTORY: &str = "history";
     pub const PREDICTIONS: &str = "predictions";
+    /// A feature classifier's probabilities on the validation split.
+    pub const VALIDATION_PREDICTIONS: &str = "validation-predictions";
     pub const REPORT: &str = "report";
     /// The study's three splits, in this order everywhere; per-split artifacts are named so.
     pub const SPLITS: [&str; 3] = ["training", "validation", "evaluation"];
@@ -71,16 +75,6 @@ pub mod outputs {
 }
 
 pub use outputs::SPLITS;
-
-/// Where a classifier reads its features: `describe`'s descriptors when the stage needs
-/// `describe`, else `vgg-extract`'s pool5 maps.
-pub fn features_source(ctx: &pipeline::StageContext<'_>) -> &'static str {
-    if ctx.has_input(ids::DESCRIBE, outputs::TRAINING) {
-        ids::DESCRIBE
-    } else {
-        ids::VGG_EXTRACT
-    }
-}
 
 /// The class names an artifact carries in its `classes` metadata.
 pub fn classes(input: &pipeline::InputArtifact<'_>) -> Result<Vec<String>> {
@@ -114,6 +108,15 @@ pub(crate) fn carried_meta(
         None => None,
     };
     Ok((classes, synthetic))
+}
+
+/// How many input files a run skipped: the lengths of the `skipped` lists in its outputs'
+/// metadata (the manifest's and the images'), for [`pipeline::Stage::skipped_inputs`].
+pub fn skipped_inputs(rec: &pipeline::RunRecord) -> usize {
+    rec.outputs
+        .values()
+        .filter_map(|a| a.meta.get(meta::SKIPPED)?.as_array().map(|v| v.len()))
+        .sum()
 }
 
 /// Metadata keys shared by several artifacts.

@@ -149,15 +149,10 @@ impl Predictions {
         self.correct() as f64 / self.labels.len().max(1) as f64
     }
 
+    /// Writes the evaluation split's predictions (`predictions`) with their scores.
     pub fn write(&self, ctx: &StageContext<'_>, m: &PredictionsMeta) -> Result<()> {
+        let mut w = self.write_tensors(ctx, PREDICTIONS)?;
         let n = self.pred.len();
-        let mut w = ctx.output(PREDICTIONS)?;
-        w.write_chunk(vec![
-            (PRED, Tensor::from_i64(&[n], &self.pred)),
-            (LABELS, Tensor::from_i64(&[n], &self.labels)),
-            (PROBS, Tensor::from_f32(&[n, self.n_classes], &self.probs)),
-            (INDEX, Tensor::from_i64(&[n], &self.index)),
-        ])?;
         let correct = self.correct();
         w.set_meta(meta::CLASSES, json!(m.classes));
         w.set_meta(TEST_ACCURACY, json!(correct as f64 / n.max(1) as f64));
@@ -179,6 +174,31 @@ impl Predictions {
         }
         w.finish()?;
         Ok(())
+    }
+
+    /// Writes the validation split's predictions (`validation-predictions`: the tensors and
+    /// the class names), for stages that choose among models there.
+    pub fn write_validation(&self, ctx: &StageContext<'_>, classes: &[String]) -> Result<()> {
+        let mut w = self.write_tensors(ctx, crate::outputs::VALIDATION_PREDICTIONS)?;
+        w.set_meta(meta::CLASSES, json!(classes));
+        w.finish()?;
+        Ok(())
+    }
+
+    fn write_tensors<'c>(
+        &self,
+        ctx: &'c StageContext<'_>,
+        output: &str,
+    ) -> Result<pipeline::OutputWriter<'c>> {
+        let n = self.pred.len();
+        let mut w = ctx.output(output)?;
+        w.write_chunk(vec![
+            (PRED, Tensor::from_i64(&[n], &self.pred)),
+            (LABELS, Tensor::from_i64(&[n], &self.labels)),
+            (PROBS, Tensor::from_f32(&[n, self.n_classes], &self.probs)),
+            (INDEX, Tensor::from_i64(&[n], &self.index)),
+        ])?;
+        Ok(w)
     }
 
     pub fn read(input: &InputArtifact<'_>) -> Result<Predictions> {

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use contracts::{
-    ids, outputs, tap_tensor, view_tensor, FeaturesMeta, FeaturesReader, FeaturesWriter,
-    FEATURES_TENSOR, SPLITS,
+    ids, outputs, slots, tap_tensor, view_tensor, FeatureSource, FeaturesMeta, FeaturesReader,
+    FeaturesWriter, FEATURES_TENSOR, SPLITS,
 };
 use pipeline::{BoxError, Resources, Stage, StageContext, Validate};
 
@@ -44,7 +44,8 @@ impl Stage for Describe {
         let p: Params = ctx.params()?;
         let parts = p.parsed_parts()?;
         for split in SPLITS {
-            let f = FeaturesReader::new(ctx.input(ids::VGG_EXTRACT, split)?);
+            let f: FeaturesReader<'_> =
+                slots::features(FeatureSource::Extracted, split).read(ctx)?;
             let stored = f.views()?;
             let views: Vec<String> = if p.views.is_empty() {
                 stored.clone()

@@ -1,11 +1,9 @@
-//! The `ensemble` stage adapter: the trained head and logistic regression, applied to the
-//! features they were trained on (`describe`'s descriptors when the stage needs `describe`,
-//! else `vgg-extract`'s pool5 maps), blended with the weight chosen on validation.
+//! The `ensemble` stage adapter: the head's and the logistic regression's class probabilities,
+//! as they wrote them for the validation and evaluation splits, blended with the weight chosen
+//! on validation. It reads artifacts only: no model is applied here.
 
-use contracts::{
-    ids, outputs, BlendChoice, Choice, FeaturesReader, Grid, LogRegModel, NnModel, Predictions,
-    PredictionsMeta,
-};
+use contracts::slots::{self, kind};
+use contracts::{ids, outputs, BlendChoice, Choice, Grid, Predictions, PredictionsMeta, Slot};
 use pipeline::{BoxError, Stage, StageContext, Validate};
 
 use crate::{argmax_rows, blend, choose, score, Params};
@@ -19,39 +17,35 @@ impl Validate for Params {
     }
 }
 
-/// One split's features as each model reads them.
-struct SplitRows {
-    /// Globally average-pooled rows (the head's input).
-    pooled: Vec<f32>,
-    /// Flattened rows (the logistic regression's input).
-    flat: Vec<f32>,
-    flat_dim: usize,
-    labels: Vec<usize>,
-    index: Vec<i64>,
+/// The two models' probabilities on one split, checked to describe the same rows.
+struct SplitProbs {
+    head: Predictions,
+    logreg: Predictions,
 }
 
-fn rows(f: &FeaturesReader<'_>) -> Result<SplitRows, BoxError> {
-    let mut s = SplitRows {
-        pooled: Vec::new(),
-        flat: Vec::new(),
-        flat_dim: 0,
-        labels: Vec::new(),
-        index: Vec::new(),
-    };
-    for i in 0..f.chunks() {
-        let c = f.chunk(i)?;
-        let channels = *c.shape.last().ok_or("features have no channel axis")?;
-        s.pooled.extend(head_nn::global_average_pool(
-            &c.features,
-            c.shape[0],
-            channels,
-        )?);
-        s.flat_dim = c.row_len();
-        s.flat.extend_from_slice(&c.features);
-        s.labels.extend(c.labels.iter().map(|&l| l as usize));
-        s.index.extend(c.index);
+fn split_probs(
+    ctx: &StageContext<'_>,
+    slot: fn(&str) -> Slot<'_, kind::Predictions>,
+    split: &str,
+) -> Result<SplitProbs, BoxError> {
+    let head: Predictions = slot(ids::HEAD_NN).read(ctx)?;
+    let logreg: Predictions = slot(ids::LOGREG).read(ctx)?;
+    if head.index != logreg.index || head.labels != logreg.labels {
+        return Err(format!(
+            "head-nn and logreg predicted other rows of the {split} split ({} vs {}): both must read the same features as the ensemble",
+            head.index.len(),
+            logreg.index.len()
+        )
+        .into());
     }
-    Ok(s)
+    if head.n_classes != logreg.n_classes {
+        return Err(format!(
+            "head-nn gives {} class probabilities per row, logreg {}",
+            head.n_classes, logreg.n_classes
+        )
+        .into());
+    }
+    Ok(SplitProbs { head, logreg })
 }
 
 /// The stage.
@@ -70,14 +64,10 @@ impl Stage for Ensemble {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let source = contracts::features_source(ctx);
-        let (head_w, head_classes) =
-            NnModel::read_selected(&ctx.input(ids::HEAD_NN, outputs::MODEL)?)?;
-        let head_w = nn_train::Weights { tensors: head_w };
-        let head_dim =
-            head_nn::Head::from_weights(&head_w, &head_nn::Params::default())?.input_dim();
-        let lr = LogRegModel::read(&ctx.input(ids::LOGREG, outputs::MODEL)?)?;
-        let lr_classes = lr.classes;
+        let head_classes =
+            PredictionsMeta::read(&slots::predictions(ids::HEAD_NN).input(ctx)?)?.classes;
+        let lr_classes =
+            PredictionsMeta::read(&slots::predictions(ids::LOGREG).input(ctx)?)?.classes;
         if lr_classes != head_classes {
             return Err(format!(
                 "head-nn and logreg were trained on different classes ({} vs {})",
@@ -87,40 +77,21 @@ impl Stage for Ensemble {
             .into());
         }
         let k = head_classes.len();
-        let lr = logreg::Model::from_coefficients(lr.coef, lr.intercept, lr.n_features)?;
-        let probs = |split: &str| -> Result<(SplitRows, Vec<f32>, Vec<f32>), BoxError> {
-            let s = rows(&FeaturesReader::new(ctx.input(source, split)?))?;
-            let n = s.labels.len();
-            if n > 0 && s.pooled.len() != n * head_dim {
-                return Err(format!(
-                    "{source}.{split} has {} channels per row, the head was trained on {head_dim}: head-nn must read the same features as the ensemble",
-                    s.pooled.len() / n
-                )
-                .into());
-            }
-            if n > 0 && s.flat_dim != lr.n_features {
-                return Err(format!(
-                    "{source}.{split} rows have {} features, the logistic regression was trained on {}: logreg must read the same features as the ensemble",
-                    s.flat_dim,
-                    lr.n_features
-                )
-                .into());
-            }
-            let h = head_nn::predict(&head_w, &s.pooled)?.probabilities;
-            let l: Vec<f32> = lr
-                .predict_proba(&s.flat)?
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
-            Ok((s, h, l))
-        };
-        let (va, vh, vl) = probs(outputs::VALIDATION)?;
-        let (best, grid) = choose(&vh, &vl, k, &va.labels, &p.head_weights)?;
+        let va = split_probs(ctx, slots::validation_predictions, outputs::VALIDATION)?;
+        let labels: Vec<usize> = va.head.labels.iter().map(|&l| l as usize).collect();
+        let (best, grid) = choose(
+            &va.head.probs,
+            &va.logreg.probs,
+            k,
+            &labels,
+            &p.head_weights,
+        )?;
         let w = grid[best].head_weight;
-        drop((va, vh, vl));
-        let (ev, eh, el) = probs(outputs::EVALUATION)?;
-        let blended = blend(&eh, &el, w)?;
-        let (correct, loss) = score(&blended, k, &ev.labels)?;
+        drop(va);
+        let ev = split_probs(ctx, slots::predictions, outputs::EVALUATION)?;
+        let blended = blend(&ev.head.probs, &ev.logreg.probs, w)?;
+        let labels: Vec<usize> = ev.head.labels.iter().map(|&l| l as usize).collect();
+        let (correct, loss) = score(&blended, k, &labels)?;
         for c in &grid {
             ctx.progress().println(format!(
                 "ensemble: head weight {:.2}: val_accuracy {:.4}  val_loss {:.4}",
@@ -129,10 +100,10 @@ impl Stage for Ensemble {
         }
         let preds = Predictions {
             pred: argmax_rows(&blended, k).iter().map(|&v| v as i64).collect(),
-            labels: ev.labels.iter().map(|&v| v as i64).collect(),
+            labels: ev.head.labels,
             probs: blended,
             n_classes: k,
-            index: ev.index,
+            index: ev.head.index,
         };
         let choice = BlendChoice {
             head_weight: w,

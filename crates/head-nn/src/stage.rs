@@ -1,11 +1,11 @@
 //! The `head-nn` stage adapter: pool5 features (or `describe`'s descriptors, when the stage
 //! needs it) -> trained dense head, history, predictions.
 
-use contracts::{ids, outputs, FeaturesReader};
+use contracts::{ids, outputs, slots, FeatureSource, FeaturesReader, Predictions};
 use nn_train::{Split, TrainData};
 use pipeline::{BoxError, Stage, StageContext, Validate};
 
-use crate::{evaluate, global_average_pool, train, Params};
+use crate::{evaluate, global_average_pool, predict, train, Params};
 
 /// Bump when results change without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -51,7 +51,12 @@ impl Stage for HeadNn {
         pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &[outputs::MODEL, outputs::HISTORY, outputs::PREDICTIONS]
+        &[
+            outputs::MODEL,
+            outputs::HISTORY,
+            outputs::PREDICTIONS,
+            outputs::VALIDATION_PREDICTIONS,
+        ]
     }
     /// Initialisation, shuffling (and dropout) draw from the seed.
     fn uses_seed(
@@ -65,11 +70,11 @@ impl Stage for HeadNn {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let source = contracts::features_source(ctx);
+        let source = FeatureSource::of(ctx);
         let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
-            Ok(FeaturesReader::new(ctx.input(source, s)?))
+            slots::features(source, s).read(ctx)
         };
-        let tr_in = ctx.input(source, outputs::TRAINING)?;
+        let tr_in = slots::features(source, outputs::TRAINING).input(ctx)?;
         let (classes, k) = nn_train::class_list(&tr_in)?;
         let tr = pooled(&split(outputs::TRAINING)?)?;
         let va = pooled(&split(outputs::VALIDATION)?)?;
@@ -92,7 +97,8 @@ impl Stage for HeadNn {
             &mut nn_train::EpochProgress::new(ctx),
         )
         .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;
-        let e = evaluate(out.selected(p.training.evaluate), &ev.x, &ev.y)?;
+        let selected = out.selected(p.training.evaluate);
+        let e = evaluate(selected, &ev.x, &ev.y)?;
         nn_train::write_outputs(
             ctx,
             &out,
@@ -101,6 +107,17 @@ impl Stage for HeadNn {
             &ev.y,
             &ev.index,
             &classes,
-        )
+        )?;
+        // The evaluated weights' validation probabilities, for stages that choose among models.
+        let v = predict(selected, &va.x)?;
+        Predictions {
+            pred: v.predictions.iter().map(|&c| c as i64).collect(),
+            labels: va.y.iter().map(|&c| c as i64).collect(),
+            probs: v.probabilities,
+            n_classes: v.n_classes,
+            index: va.index,
+        }
+        .write_validation(ctx, &classes)?;
+        Ok(())
     }
 }

@@ -131,6 +131,9 @@ impl Stage for Loader {
     ) -> bool {
         settings.get("dataset.root").is_none_or(|r| r.is_none())
     }
+    fn skipped_inputs(&self, rec: &pipeline::RunRecord) -> usize {
+        contracts::skipped_inputs(rec)
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let root = ctx.setting("dataset.root")?;

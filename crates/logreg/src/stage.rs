@@ -3,8 +3,8 @@
 //! instead, when the stage needs it).
 
 use contracts::{
-    ids, outputs, Choice, FeaturesReader, Grid, LogRegChoice, LogRegFit, LogRegModel, Predictions,
-    PredictionsMeta,
+    ids, outputs, slots, Choice, FeatureSource, FeaturesReader, Grid, LogRegChoice, LogRegFit,
+    LogRegModel, Predictions, PredictionsMeta,
 };
 use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
@@ -97,13 +97,17 @@ impl Stage for LogReg {
         pipeline::code_version!(CACHE_VERSION)
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &[outputs::MODEL, outputs::PREDICTIONS]
+        &[
+            outputs::MODEL,
+            outputs::PREDICTIONS,
+            outputs::VALIDATION_PREDICTIONS,
+        ]
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let source = contracts::features_source(ctx);
+        let source = FeatureSource::of(ctx);
         let split = |s: &str| -> Result<FeaturesReader<'_>, BoxError> {
-            Ok(FeaturesReader::new(ctx.input(source, s)?))
+            slots::features(source, s).read(ctx)
         };
         let tr_reader = split(outputs::TRAINING)?;
         let classes = tr_reader.classes()?;
@@ -111,7 +115,12 @@ impl Stage for LogReg {
         let Flat {
             x: tx, y: ty, d, ..
         } = flat(&tr_reader)?;
-        let Flat { x: vx, y: vy, .. } = flat(&split(outputs::VALIDATION)?)?;
+        let Flat {
+            x: vx,
+            y: vy,
+            index: vidx,
+            ..
+        } = flat(&split(outputs::VALIDATION)?)?;
         let opts = GridOptions {
             cs: p.cs.clone(),
             solvers: p.solvers.clone(),
@@ -147,7 +156,7 @@ impl Stage for LogReg {
         )?;
         bar.finish_and_clear();
         let tx_rows = ty.len();
-        drop((tx, vx));
+        drop(tx);
         // The grid as a result (timings go to the run record only).
         let rows: Vec<LogRegFit> = result
             .rows
@@ -184,6 +193,15 @@ impl Stage for LogReg {
         }
         let best = result.best_model();
         let b = result.best_row();
+        // The chosen model's validation probabilities, for stages that choose among models.
+        let validation = Predictions {
+            pred: best.predict(&vx)?.iter().map(|&v| v as i64).collect(),
+            labels: vy.iter().map(|&v| v as i64).collect(),
+            probs: best.predict_proba(&vx)?.iter().map(|&v| v as f32).collect(),
+            n_classes: k,
+            index: vidx,
+        };
+        drop(vx);
         let choice = LogRegChoice {
             c: b.c,
             solver: b.solver.as_str().to_string(),
@@ -208,6 +226,7 @@ impl Stage for LogReg {
             classes: classes.clone(),
         }
         .write(ctx)?;
+        let preds_classes = classes;
         let preds = Predictions {
             pred: pred.iter().map(|&v| v as i64).collect(),
             labels: ey.iter().map(|&v| v as i64).collect(),
@@ -218,13 +237,14 @@ impl Stage for LogReg {
         preds.write(
             ctx,
             &PredictionsMeta {
-                classes,
+                classes: preds_classes.clone(),
                 grid: Some(Grid::LogReg(rows)),
                 best: Some(Choice::LogReg(choice)),
                 grid_seconds: Some(grid_seconds),
                 ..PredictionsMeta::default()
             },
         )?;
+        validation.write_validation(ctx, &preds_classes)?;
         let (correct, n) = (preds.correct(), preds.labels.len());
         ctx.progress().println(format!(
             "logreg: best C={} {}; test accuracy {:.4} ({correct}/{n})",

@@ -176,6 +176,17 @@ impl Config {
 
     /// Reads `file`, applies `overrides` (`KEY=VALUE`), and validates.
     pub fn load(file: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        Config::load_with_paths(file, overrides, &[])
+    }
+
+    /// [`Config::load`], where the caller names more settings that hold paths (beyond `cache`,
+    /// `local_cache` and the stages' declared inputs), e.g. a folder it writes after a run:
+    /// a relative `--set` of one of them is relative to the current directory.
+    pub fn load_with_paths(
+        file: &Path,
+        overrides: &[String],
+        path_settings: &[&str],
+    ) -> Result<Config, ConfigError> {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: name.clone(),
@@ -188,7 +199,7 @@ impl Config {
         } else {
             base
         };
-        let overrides = rebase_overrides(&text, &base, overrides);
+        let overrides = rebase_overrides(&text, &base, overrides, path_settings);
         Config::parse(&name, &text, &base, &overrides)
     }
 
@@ -270,63 +281,7 @@ impl Config {
             .map(|(k, _)| k)
             .collect();
 
-        let mut stages = BTreeMap::new();
-        for (id, st) in &raw.stage {
-            let pos = Some(line_col(&text, st.span().start));
-            let s = st.get_ref();
-            let mut needs = Vec::new();
-            for n in &s.needs {
-                if !raw.stage.contains_key(n.get_ref()) {
-                    return Err(err(
-                        Some(line_col(&text, n.span().start)),
-                        format!("stage `{id}` needs unknown stage `{}`", n.get_ref()),
-                    ));
-                }
-                needs.push(n.get_ref().clone());
-            }
-            let mut inputs = Vec::new();
-            for i in &s.inputs {
-                if !path_like.contains(&i.get_ref()) {
-                    return Err(err(
-                        Some(line_col(&text, i.span().start)),
-                        format!(
-                            "stage `{id}` has input `{}`, which is not a setting of this file (path settings: {})",
-                            i.get_ref(),
-                            path_like.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                inputs.push(i.get_ref().clone());
-            }
-            if let Some(r) = &s.resources {
-                Resources::default().with_table(r.get_ref()).map_err(|m| {
-                    err(
-                        Some(line_col(&text, r.span().start)),
-                        format!("stage `{id}`: {m}"),
-                    )
-                })?;
-            }
-            stages.insert(
-                id.clone(),
-                StageConfig {
-                    id: id.clone(),
-                    needs,
-                    inputs,
-                    params: s
-                        .params
-                        .as_ref()
-                        .map(|p| p.get_ref().clone())
-                        .unwrap_or_default(),
-                    resources: s.resources.as_ref().map(|r| r.get_ref().clone()),
-                    stage_pos: pos,
-                    params_pos: s.params.as_ref().map(|p| line_col(&text, p.span().start)),
-                    resources_pos: s
-                        .resources
-                        .as_ref()
-                        .map(|p| line_col(&text, p.span().start)),
-                },
-            );
-        }
+        let mut stages = stage_configs(&raw.stage, &text, &path_like, &err)?;
         let order = topo_order(&stages).map_err(|cycle| {
             let pos = stages.get(&cycle[0]).and_then(|s| s.stage_pos);
             err(pos, format!("dependency cycle: {}", cycle.join(" -> ")))
@@ -534,12 +489,83 @@ fn setting_names(item: &toml_edit::Item, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The `[stage.*]` tables checked (known upstreams, declared inputs that are path settings of
+/// the file, valid resources), with their positions in `text` for messages.
+fn stage_configs(
+    raw: &BTreeMap<String, Spanned<RawStage>>,
+    text: &str,
+    path_like: &[&String],
+    err: &dyn Fn(Option<(usize, usize)>, String) -> ConfigError,
+) -> Result<BTreeMap<String, StageConfig>, ConfigError> {
+    let mut stages = BTreeMap::new();
+    for (id, st) in raw {
+        let pos = Some(line_col(text, st.span().start));
+        let s = st.get_ref();
+        let mut needs = Vec::new();
+        for n in &s.needs {
+            if !raw.contains_key(n.get_ref()) {
+                return Err(err(
+                    Some(line_col(text, n.span().start)),
+                    format!("stage `{id}` needs unknown stage `{}`", n.get_ref()),
+                ));
+            }
+            needs.push(n.get_ref().clone());
+        }
+        let mut inputs = Vec::new();
+        for i in &s.inputs {
+            if !path_like.contains(&i.get_ref()) {
+                return Err(err(
+                    Some(line_col(text, i.span().start)),
+                    format!(
+                        "stage `{id}` has input `{}`, which is not a setting of this file (path settings: {})",
+                        i.get_ref(),
+                        path_like.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            inputs.push(i.get_ref().clone());
+        }
+        if let Some(r) = &s.resources {
+            Resources::default().with_table(r.get_ref()).map_err(|m| {
+                err(
+                    Some(line_col(text, r.span().start)),
+                    format!("stage `{id}`: {m}"),
+                )
+            })?;
+        }
+        stages.insert(
+            id.clone(),
+            StageConfig {
+                id: id.clone(),
+                needs,
+                inputs,
+                params: s
+                    .params
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default(),
+                resources: s.resources.as_ref().map(|r| r.get_ref().clone()),
+                stage_pos: pos,
+                params_pos: s.params.as_ref().map(|p| line_col(text, p.span().start)),
+                resources_pos: s.resources.as_ref().map(|p| line_col(text, p.span().start)),
+            },
+        );
+    }
+    Ok(stages)
+}
+
 /// Paths typed on the command line are relative to the current directory, as in any command:
 /// for a pipeline file in another folder (`--config other/p.toml`), a relative path given by
-/// `--set` to a path setting (`cache`, `local_cache`, `report.out`, and every setting a stage
-/// declares in `inputs`) is made relative to the current directory; paths in the file stay
-/// relative to the file's folder. With the file in the current directory nothing changes.
-fn rebase_overrides(text: &str, base: &Path, overrides: &[String]) -> Vec<String> {
+/// `--set` to a path setting (`cache`, `local_cache`, every setting a stage declares in
+/// `inputs`, and the caller's `path_settings`) is made relative to the current directory; paths
+/// in the file stay relative to the file's folder. With the file in the current directory
+/// nothing changes.
+fn rebase_overrides(
+    text: &str,
+    base: &Path,
+    overrides: &[String],
+    path_settings: &[&str],
+) -> Vec<String> {
     let cwd = std::env::current_dir().ok();
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -548,8 +574,9 @@ fn rebase_overrides(text: &str, base: &Path, overrides: &[String]) -> Vec<String
     let Some(cwd) = cwd.filter(|c| !same(c, base)) else {
         return overrides.to_vec();
     };
-    let mut paths: Vec<String> = ["cache", "local_cache", "report.out"]
+    let mut paths: Vec<String> = ["cache", "local_cache"]
         .iter()
+        .chain(path_settings)
         .map(|s| s.to_string())
         .collect();
     if let Ok(t) = toml::from_str::<toml::Table>(text) {
@@ -662,19 +689,24 @@ mod tests {
             "cache=s3://bucket/p",
             "report.out=/abs/out",
             "executor.kind=slurm",
+            "report.out=out",
+            "report.reference=r.json",
             "stage.a.params.k=v",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let got = rebase_overrides(text, dir.path(), &set);
+        let got = rebase_overrides(text, dir.path(), &set, &["report.out"]);
         let cwd = std::env::current_dir().unwrap();
         let quoted =
             |p: &str| toml_edit::Value::from(cwd.join(p).display().to_string()).to_string();
         assert_eq!(got[0], format!("dataset.root={}", quoted("photos")));
         assert_eq!(got[1], format!("cache={}", quoted("c")));
-        assert_eq!(got[2..], set[2..]);
+        assert_eq!(got[2..6], set[2..6]);
+        // A path setting the caller names is rebased; another setting is not.
+        assert_eq!(got[6], format!("report.out={}", quoted("out")));
+        assert_eq!(got[7], set[7]);
         // With the file in the current directory, nothing changes.
-        assert_eq!(rebase_overrides(text, &cwd, &set), set);
+        assert_eq!(rebase_overrides(text, &cwd, &set, &["report.out"]), set);
     }
 }

@@ -54,48 +54,53 @@ impl KeyInputs {
         h.finalize().to_hex().to_string()
     }
 
-    /// Human-readable reasons why `self` differs from `old`, e.g.
-    /// `params changed: lr 0.001 -> 0.01`.
-    pub fn diff(&self, old: &KeyInputs) -> Vec<String> {
+    /// Why `self` differs from `old`, e.g. `params changed: lr 0.001 -> 0.01`.
+    pub fn diff(&self, old: &KeyInputs) -> Vec<StaleReason> {
         let mut out = Vec::new();
         if self.code != old.code {
-            out.push("code changed".to_string());
+            out.push(StaleReason::CodeChanged);
         }
         let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
         flatten("", &old.params, &mut a);
         flatten("", &self.params, &mut b);
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         for k in keys {
-            match (a.get(k), b.get(k)) {
-                (Some(x), Some(y)) if x != y => out.push(format!("params changed: {k} {x} -> {y}")),
-                (None, Some(y)) => out.push(format!("params changed: {k} (new) -> {y}")),
-                (Some(x), None) => out.push(format!("params changed: {k} {x} -> (removed)")),
-                _ => {}
+            let (x, y) = (a.get(k), b.get(k));
+            if x != y {
+                out.push(StaleReason::ParamChanged {
+                    name: k.clone(),
+                    old: x.cloned(),
+                    new: y.cloned(),
+                });
             }
         }
         let (mut changed, mut added) = (Vec::new(), Vec::new());
         for (k, v) in &self.inputs {
             match old.inputs.get(k) {
                 Some(o) if o == v => {}
-                Some(_) => changed.push(k.as_str()),
-                None => added.push(k.as_str()),
+                Some(_) => changed.push(k.clone()),
+                None => added.push(k.clone()),
             }
         }
-        let removed: Vec<&str> = old
+        let removed: Vec<String> = old
             .inputs
             .keys()
             .filter(|k| !self.inputs.contains_key(*k))
-            .map(String::as_str)
+            .cloned()
             .collect();
-        for (what, names) in [("changed", changed), ("added", added), ("removed", removed)] {
+        for (what, names) in [
+            (InputChange::Changed, changed),
+            (InputChange::Added, added),
+            (InputChange::Removed, removed),
+        ] {
             if !names.is_empty() {
-                out.push(format!("input {what}: {}", name_list(&names)));
+                out.push(StaleReason::Inputs { what, names });
             }
         }
         for (k, v) in &self.externals {
             match old.externals.get(k) {
                 Some(o) if o == v => {}
-                _ => out.push(format!("external input changed: {k}")),
+                _ => out.push(StaleReason::ExternalChanged(k.clone())),
             }
         }
         for k in old
@@ -103,25 +108,138 @@ impl KeyInputs {
             .keys()
             .filter(|k| !self.externals.contains_key(*k))
         {
-            out.push(format!("external input removed: {k}"));
+            out.push(StaleReason::ExternalRemoved(k.clone()));
         }
-        let show = |v: Option<String>| v.unwrap_or_else(|| "(not used)".into());
         if self.seed != old.seed {
-            out.push(format!(
-                "seed changed: {} -> {}",
-                show(old.seed.map(|s| s.to_string())),
-                show(self.seed.map(|s| s.to_string()))
-            ));
+            out.push(StaleReason::SeedChanged {
+                old: old.seed,
+                new: self.seed,
+            });
         }
         if self.device != old.device {
-            out.push(format!(
-                "device changed: {} -> {}",
-                show(old.device.clone()),
-                show(self.device.clone())
-            ));
+            out.push(StaleReason::DeviceChanged {
+                old: old.device.clone(),
+                new: self.device.clone(),
+            });
         }
         out
     }
+}
+
+/// How a stage's upstream artifacts differ from those of its latest run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputChange {
+    Changed,
+    Added,
+    Removed,
+}
+
+/// Why a stage must run (as cargo's dirty reasons): rendered for people by `Display`, and
+/// serialised as that text (so `status --json` reads as before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaleReason {
+    /// The cache holds no run of the stage.
+    NeverRun,
+    /// A run with this key is recorded, but a blob it names is gone.
+    BlobsMissing,
+    /// The inputs equal the latest run's, but no completed run has this key.
+    NotCompleted,
+    /// An upstream stage must run first.
+    UpstreamStale(String),
+    /// An external input (a file or folder setting) cannot be read.
+    ExternalUnreadable(String),
+    CodeChanged,
+    /// A parameter changed; `None` where it was absent (old) or removed (new).
+    ParamChanged {
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// Upstream artifacts (`stage.output`) that differ from the latest run's.
+    Inputs {
+        what: InputChange,
+        names: Vec<String>,
+    },
+    ExternalChanged(String),
+    ExternalRemoved(String),
+    SeedChanged {
+        old: Option<u64>,
+        new: Option<u64>,
+    },
+    DeviceChanged {
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// Run although fresh (`--force`).
+    Forced,
+    /// A sharded stage's shards were gathered.
+    Gathered(usize),
+    /// One shard of a sharded stage.
+    Shard(String),
+}
+
+impl std::fmt::Display for StaleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unused = |v: Option<String>| v.unwrap_or_else(|| "(not used)".into());
+        match self {
+            StaleReason::NeverRun => write!(f, "never run"),
+            StaleReason::BlobsMissing => write!(f, "output blobs missing from the cache"),
+            StaleReason::NotCompleted => write!(
+                f,
+                "no completed run with these inputs (interrupted, failed or invalidated)"
+            ),
+            StaleReason::UpstreamStale(n) => write!(f, "upstream `{n}` is stale"),
+            StaleReason::ExternalUnreadable(m) => write!(f, "{m}"),
+            StaleReason::CodeChanged => write!(f, "code changed"),
+            StaleReason::ParamChanged { name, old, new } => match (old, new) {
+                (Some(x), Some(y)) => write!(f, "params changed: {name} {x} -> {y}"),
+                (None, Some(y)) => write!(f, "params changed: {name} (new) -> {y}"),
+                (Some(x), None) => write!(f, "params changed: {name} {x} -> (removed)"),
+                (None, None) => write!(f, "params changed: {name}"),
+            },
+            StaleReason::Inputs { what, names } => {
+                let what = match what {
+                    InputChange::Changed => "changed",
+                    InputChange::Added => "added",
+                    InputChange::Removed => "removed",
+                };
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                write!(f, "input {what}: {}", name_list(&names))
+            }
+            StaleReason::ExternalChanged(k) => write!(f, "external input changed: {k}"),
+            StaleReason::ExternalRemoved(k) => write!(f, "external input removed: {k}"),
+            StaleReason::SeedChanged { old, new } => write!(
+                f,
+                "seed changed: {} -> {}",
+                unused(old.map(|s| s.to_string())),
+                unused(new.map(|s| s.to_string()))
+            ),
+            StaleReason::DeviceChanged { old, new } => write!(
+                f,
+                "device changed: {} -> {}",
+                unused(old.clone()),
+                unused(new.clone())
+            ),
+            StaleReason::Forced => write!(f, "forced"),
+            StaleReason::Gathered(n) => write!(f, "gathered {n} shards"),
+            StaleReason::Shard(s) => write!(f, "shard {s}"),
+        }
+    }
+}
+
+impl Serialize for StaleReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Reasons as one line, `; `-separated, as every command prints them.
+pub fn join_reasons(reasons: &[StaleReason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
@@ -209,7 +327,10 @@ mod tests {
         new.code = "c2".into();
         new.inputs.insert("a.out".into(), "d9".into());
         assert_eq!(
-            new.diff(&old),
+            new.diff(&old)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             [
                 "code changed",
                 "params changed: lr 0.001 -> 0.01",
@@ -227,7 +348,10 @@ mod tests {
         }
         new.inputs.insert("a.out".into(), "d9".into());
         assert_eq!(
-            new.diff(&old),
+            new.diff(&old)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             [
                 "input changed: a.out",
                 "input added: b0.out, b1.out, b2.out and 3 more"

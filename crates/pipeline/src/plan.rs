@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::artifact::Artifact;
 use crate::config::Config;
 use crate::error::{ConfigError, Error, StoreError};
-use crate::key::KeyInputs;
+use crate::key::{KeyInputs, StaleReason};
 use crate::record::RunRecord;
 use crate::resources::Resources;
 use crate::stage::{AnyStage, Stage};
@@ -98,7 +98,7 @@ pub enum StageState {
     /// Must run; `key` is unknown while an upstream stage is stale.
     Stale {
         key: Option<String>,
-        reasons: Vec<String>,
+        reasons: Vec<StaleReason>,
     },
 }
 
@@ -198,18 +198,16 @@ pub(crate) fn fresh_record(
 }
 
 /// Why a stage with these key inputs has no usable record.
-pub(crate) fn stale_reasons(store: &Store, ki: &KeyInputs) -> Result<Vec<String>, StoreError> {
+pub(crate) fn stale_reasons(store: &Store, ki: &KeyInputs) -> Result<Vec<StaleReason>, StoreError> {
     let Some(latest) = store.latest(&ki.stage)? else {
-        return Ok(vec!["never run".into()]);
+        return Ok(vec![StaleReason::NeverRun]);
     };
     let d = ki.diff(&latest.key_inputs);
     if d.is_empty() {
         if store.read_record(&ki.stage, &ki.key())?.is_some() {
-            Ok(vec!["output blobs missing from the cache".into()])
+            Ok(vec![StaleReason::BlobsMissing])
         } else {
-            Ok(vec![
-                "no completed run with these inputs (interrupted, failed or invalidated)".into(),
-            ])
+            Ok(vec![StaleReason::NotCompleted])
         }
     } else {
         Ok(d)
@@ -245,7 +243,7 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
                     key: None,
                     reasons: stale
                         .iter()
-                        .map(|n| format!("upstream `{n}` is stale"))
+                        .map(|n| StaleReason::UpstreamStale(n.to_string()))
                         .collect(),
                 }
             }
@@ -254,7 +252,7 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
                 // the plan impossible: `status` and `predict` still work for the others.
                 Err(e) => StageState::Stale {
                     key: None,
-                    reasons: vec![e.message],
+                    reasons: vec![StaleReason::ExternalUnreadable(e.message)],
                 },
                 Ok(externals) => {
                     let ki = key_inputs(config, *stage, params, inputs, externals, config.seed);
@@ -266,7 +264,7 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
                                 key,
                                 finished_ms: rec.finished_ms,
                                 seconds: rec.seconds,
-                                skipped: skipped_count(&rec),
+                                skipped: stage.skipped_inputs(&rec),
                             }
                         }
                         None => StageState::Stale {
@@ -292,12 +290,4 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
         cache_blobs,
         notices: store.take_notices(),
     })
-}
-
-/// Files a run skipped, from the `skipped` arrays in its outputs' metadata.
-pub fn skipped_count(rec: &RunRecord) -> usize {
-    rec.outputs
-        .values()
-        .filter_map(|a| a.meta.get("skipped")?.as_array().map(|v| v.len()))
-        .sum()
 }

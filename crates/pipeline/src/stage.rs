@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::context::StageContext;
 use crate::error::BoxError;
 use crate::progress::Progress;
+use crate::record::RunRecord;
 use crate::resources::Resources;
 
 /// A missing external input that a stage may be able to obtain (see
@@ -121,6 +122,13 @@ pub trait Stage: Send + Sync {
         Ok(false)
     }
 
+    /// How many input files a completed run `rec` of this stage skipped (unreadable or
+    /// unusable ones it left out and listed in its outputs), for `status`. The stage knows
+    /// where it lists them; the default is none.
+    fn skipped_inputs(&self, _rec: &RunRecord) -> usize {
+        0
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
 }
 
@@ -142,6 +150,7 @@ pub trait AnyStage: Send + Sync {
     ) -> Result<BTreeMap<String, Value>, BoxError>;
     fn resources(&self) -> Resources;
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError>;
+    fn skipped_inputs(&self, rec: &RunRecord) -> usize;
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
 }
 
@@ -182,6 +191,9 @@ impl<S: Stage> AnyStage for S {
     }
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
         Stage::provide_input(self, missing)
+    }
+    fn skipped_inputs(&self, rec: &RunRecord) -> usize {
+        Stage::skipped_inputs(self, rec)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         Stage::run(self, ctx)

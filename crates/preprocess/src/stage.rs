@@ -150,9 +150,12 @@ impl Stage for Preprocess {
         }
         Ok(merged.to_meta())
     }
+    fn skipped_inputs(&self, rec: &pipeline::RunRecord) -> usize {
+        contracts::skipped_inputs(rec)
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let reader = ManifestReader::open(&ctx.input(ids::LOADER, contracts::outputs::MANIFEST)?)?;
+        let reader: ManifestReader = contracts::slots::MANIFEST.read(ctx)?;
         let m = &reader.manifest;
         let root = ctx.setting("dataset.root")?;
         if !m.synthetic && root.is_none() {

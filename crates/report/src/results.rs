@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use contracts::{ids, outputs, History, ImagesChunk, ImagesReader, Predictions, PredictionsMeta};
+use contracts::{outputs, slots, History, ImagesChunk, ImagesReader, Predictions, PredictionsMeta};
 use pipeline::{BoxError, StageContext};
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ pub(crate) struct EvalImages {
 
 impl EvalImages {
     pub(crate) fn open(ctx: &StageContext<'_>) -> Result<EvalImages, BoxError> {
-        let r = ImagesReader::new(ctx.input(ids::PREPROCESS, outputs::EVALUATION)?);
+        let r: ImagesReader<'_> = slots::images(outputs::EVALUATION).read(ctx)?;
         let mut e = EvalImages {
             chunks: Vec::new(),
             at: BTreeMap::new(),
@@ -142,16 +142,15 @@ pub(crate) fn read_model(
 ) -> Result<ModelResult, BoxError> {
     let mut seeds = Vec::new();
     let mut meta = None;
-    for (seed, input) in ctx.input_variants(model, outputs::PREDICTIONS)? {
-        let preds = Predictions::read(&input)?;
+    for (seed, input, preds) in slots::predictions(model).read_variants::<Predictions>(ctx)? {
         let m = evaluate(&preds.labels, &preds.pred, classes)?;
         if meta.is_none() {
             meta = Some(PredictionsMeta::read(&input)?);
         }
         seeds.push((seed, m, preds));
     }
-    let history = if ctx.has_input(model, outputs::HISTORY) {
-        Some(History::read(&ctx.input(model, outputs::HISTORY)?)?)
+    let history = if slots::history(model).is_input(ctx) {
+        Some(slots::history(model).read(ctx)?)
     } else {
         None
     };

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use contracts::{ids, outputs, ManifestMeta, ModelSummary, ReportBundle};
+use contracts::{ids, outputs, slots, ManifestMeta, ModelSummary, ReportBundle};
 use pipeline::{BoxError, Stage, StageContext};
 use serde_json::{json, Value};
 
@@ -48,7 +48,7 @@ impl Stage for Report {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let manifest = ManifestMeta::read(&ctx.input(ids::LOADER, outputs::MANIFEST)?)?;
+        let manifest: ManifestMeta = slots::MANIFEST.read(ctx)?;
         let classes = manifest.classes.clone();
         let dataset = describe_dataset(&manifest);
         let reference: Option<Value> = match ctx.setting(REFERENCE_SETTING) {

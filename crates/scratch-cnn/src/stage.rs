@@ -1,6 +1,6 @@
 //! The `scratch-cnn` stage adapter: preprocessed images -> the study's baseline CNN.
 
-use contracts::{ids, outputs, ImagesChunk, ImagesReader};
+use contracts::{ids, outputs, slots, ImagesChunk, ImagesReader};
 use nn_train::{Split, TrainData};
 use pipeline::{BoxError, Stage, StageContext, Validate};
 
@@ -25,7 +25,7 @@ struct SplitImages {
 }
 
 fn split(ctx: &StageContext<'_>, name: &str) -> Result<SplitImages, BoxError> {
-    let reader = ImagesReader::new(ctx.input(ids::PREPROCESS, name)?);
+    let reader: ImagesReader<'_> = slots::images(name).read(ctx)?;
     let mut s = SplitImages {
         chunks: Vec::new(),
         labels: Vec::new(),
@@ -78,7 +78,7 @@ impl Stage for ScratchCnn {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let (classes, k) = nn_train::class_list(&ctx.input(ids::PREPROCESS, outputs::TRAINING)?)?;
+        let (classes, k) = nn_train::class_list(&slots::images(outputs::TRAINING).input(ctx)?)?;
         let (tr, va, ev) = (
             split(ctx, outputs::TRAINING)?,
             split(ctx, outputs::VALIDATION)?,

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use contracts::{ids, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, ImagesReader, SPLITS};
+use contracts::{ids, slots, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, SPLITS};
 use pipeline::{BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -220,9 +220,9 @@ impl Stage for VggExtract {
         }
         // Work units, for shards: the images' chunks of every split, in split order (the
         // same boundaries as preprocess's shards unless a whole chunk was skipped there).
-        let mut readers = Vec::new();
+        let mut readers: Vec<contracts::ImagesReader<'_>> = Vec::new();
         for split in SPLITS {
-            readers.push(ImagesReader::new(ctx.input(ids::PREPROCESS, split)?));
+            readers.push(slots::images(split).read(ctx)?);
         }
         let mine = ctx
             .shard()

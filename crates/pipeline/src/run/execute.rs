@@ -23,7 +23,7 @@ pub(crate) struct Job<'r> {
     pub index: usize,
     pub stage: &'r dyn AnyStage,
     pub key_inputs: KeyInputs,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<crate::key::StaleReason>,
     pub params: Value,
     pub threads: usize,
     pub settings: BTreeMap<String, Option<PathBuf>>,
@@ -43,7 +43,7 @@ pub(crate) struct Job<'r> {
 pub(crate) struct Finished {
     pub index: usize,
     pub key_inputs: KeyInputs,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<crate::key::StaleReason>,
     pub started_ms: u64,
     pub finished_ms: u64,
     pub threads: usize,

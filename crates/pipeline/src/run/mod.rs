@@ -127,7 +127,7 @@ impl RunOptions {
 pub enum StageOutcome {
     Ran {
         seconds: f64,
-        reasons: Vec<String>,
+        reasons: Vec<crate::key::StaleReason>,
         threads: usize,
         usage: Usage,
     },
@@ -141,7 +141,7 @@ pub enum StageOutcome {
         reason: String,
     },
     WouldRun {
-        reasons: Vec<String>,
+        reasons: Vec<crate::key::StaleReason>,
     },
 }
 

@@ -13,6 +13,7 @@ use crate::artifact::Artifact;
 use crate::chunk::Chunk;
 use crate::config::Config;
 use crate::error::{Error, StoreError};
+use crate::key::StaleReason;
 use crate::plan::{fresh_record, key_inputs, stage_settings, stale_reasons, Resolved};
 use crate::progress::Progress;
 use crate::record::RunRecord;
@@ -312,71 +313,12 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                 return Ok(Step::Changed);
             }
         }
-        let mut shard = None;
-        if let Some((target, how)) = self.sharding.clone() {
-            if sc.id != target {
-                let e = format!(
-                    "`{}` is not complete, and a sharded run of `{target}` runs only that stage: run `{}` first (or its gather)",
-                    sc.id, sc.id
-                );
-                progress.warn(format!("stage `{}`: {e}", sc.id));
-                self.outcomes.insert(n, StageOutcome::Failed { error: e });
-                self.slots.insert(n, Slot::Failed);
-                self.failed_any = true;
-                return Ok(Step::Changed);
-            }
-            match how {
-                Sharding::Shard(sh) => {
-                    if let Some(rec) = store.read_shard_record(&sc.id, &ki.key(), sh)? {
-                        progress.println(format!("{:>9} {} shard {sh} (cached)", "fresh", sc.id));
-                        self.outcomes.insert(
-                            n,
-                            StageOutcome::Cached {
-                                seconds: rec.seconds,
-                            },
-                        );
-                        self.slots.insert(n, Slot::Done(Box::new(rec)));
-                        return Ok(Step::Changed);
-                    }
-                    shard = Some(sh);
-                }
-                Sharding::Gather(count) if !self.dry_run => {
-                    let t0 = std::time::Instant::now();
-                    match super::gather::gather(store, *stage, &ki, count) {
-                        Ok(rec) => {
-                            store.write_record(&rec)?;
-                            progress.println(format!(
-                                "{:>9} {}: {count} shards gathered in {:.1}s",
-                                "done",
-                                sc.id,
-                                t0.elapsed().as_secs_f64()
-                            ));
-                            self.timeline.push(timeline_entry(&rec, "ran"));
-                            self.outcomes.insert(
-                                n,
-                                StageOutcome::Ran {
-                                    seconds: t0.elapsed().as_secs_f64(),
-                                    reasons: vec![format!("gathered {count} shards")],
-                                    threads: 1,
-                                    usage: rec.usage.clone().unwrap_or_default(),
-                                },
-                            );
-                            self.slots.insert(n, Slot::Done(Box::new(rec)));
-                        }
-                        Err(e) => {
-                            progress.warn(format!("stage `{}`: {e}", sc.id));
-                            self.outcomes.insert(n, StageOutcome::Failed { error: e });
-                            self.slots.insert(n, Slot::Failed);
-                            self.failed_any = true;
-                        }
-                    }
-                    return Ok(Step::Changed);
-                }
-                Sharding::Gather(_) => {}
-            }
-        }
+        let shard = match self.sharded(n, &ki, store, progress)? {
+            Ok(shard) => shard,
+            Err(step) => return Ok(step),
+        };
         let reasons = if forced {
-            vec!["forced".to_string()]
+            vec![StaleReason::Forced]
         } else {
             stale_reasons(store, &ki)?
         };
@@ -385,7 +327,11 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             None => self.name(n),
         };
         if self.dry_run {
-            progress.println(format!("{:>9} {name}: {}", "would run", reasons.join("; ")));
+            progress.println(format!(
+                "{:>9} {name}: {}",
+                "would run",
+                crate::key::join_reasons(&reasons)
+            ));
             self.outcomes.insert(n, StageOutcome::WouldRun { reasons });
             // Downstream keys depend on outputs we do not have: they wait on this stage.
             self.slots
@@ -427,6 +373,86 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         };
         self.start(job, share, progress, spawn);
         Ok(Step::Changed)
+    }
+
+    /// The part of [`Self::consider`] that a sharded run adds (`run STAGE --shard I/N` or
+    /// `--gather N`): `Err(step)` when that settles node `n` (another stage than the target, a
+    /// cached shard, a gather), else the shard to compute (`None` outside a sharded run).
+    fn sharded(
+        &mut self,
+        n: usize,
+        ki: &crate::key::KeyInputs,
+        store: &Store,
+        progress: &Progress,
+    ) -> Result<Result<Option<Shard>, Step>, Error> {
+        let Some((target, how)) = self.sharding.clone() else {
+            return Ok(Ok(None));
+        };
+        let i = self.nodes[n].stage;
+        let config = self.config;
+        let sc = &config.stages[i];
+        let stage = self.resolved.stages[i].0;
+        if sc.id != target {
+            let e = format!(
+                "`{}` is not complete, and a sharded run of `{target}` runs only that stage: run `{}` first (or its gather)",
+                sc.id, sc.id
+            );
+            progress.warn(format!("stage `{}`: {e}", sc.id));
+            self.outcomes.insert(n, StageOutcome::Failed { error: e });
+            self.slots.insert(n, Slot::Failed);
+            self.failed_any = true;
+            return Ok(Err(Step::Changed));
+        }
+        match how {
+            Sharding::Shard(sh) => {
+                if let Some(rec) = store.read_shard_record(&sc.id, &ki.key(), sh)? {
+                    progress.println(format!("{:>9} {} shard {sh} (cached)", "fresh", sc.id));
+                    self.outcomes.insert(
+                        n,
+                        StageOutcome::Cached {
+                            seconds: rec.seconds,
+                        },
+                    );
+                    self.slots.insert(n, Slot::Done(Box::new(rec)));
+                    return Ok(Err(Step::Changed));
+                }
+                return Ok(Ok(Some(sh)));
+            }
+            Sharding::Gather(count) if !self.dry_run => {
+                let t0 = std::time::Instant::now();
+                match super::gather::gather(store, stage, ki, count) {
+                    Ok(rec) => {
+                        store.write_record(&rec)?;
+                        progress.println(format!(
+                            "{:>9} {}: {count} shards gathered in {:.1}s",
+                            "done",
+                            sc.id,
+                            t0.elapsed().as_secs_f64()
+                        ));
+                        self.timeline.push(timeline_entry(&rec, "ran"));
+                        self.outcomes.insert(
+                            n,
+                            StageOutcome::Ran {
+                                seconds: t0.elapsed().as_secs_f64(),
+                                reasons: vec![StaleReason::Gathered(count)],
+                                threads: 1,
+                                usage: rec.usage.clone().unwrap_or_default(),
+                            },
+                        );
+                        self.slots.insert(n, Slot::Done(Box::new(rec)));
+                    }
+                    Err(e) => {
+                        progress.warn(format!("stage `{}`: {e}", sc.id));
+                        self.outcomes.insert(n, StageOutcome::Failed { error: e });
+                        self.slots.insert(n, Slot::Failed);
+                        self.failed_any = true;
+                    }
+                }
+                return Ok(Err(Step::Changed));
+            }
+            Sharding::Gather(_) => {}
+        }
+        Ok(Ok(None))
     }
 
     /// The reason to skip a node whose upstream failed or was skipped.
@@ -534,7 +560,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             "{:>9} {} ({}; {} thread{})",
             "running",
             self.name(n),
-            job.reasons.join("; "),
+            crate::key::join_reasons(&job.reasons),
             job.threads,
             if job.threads == 1 { "" } else { "s" }
         ));
@@ -577,7 +603,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                         n,
                         StageOutcome::Ran {
                             seconds: rec.seconds,
-                            reasons: vec![format!("shard {sh}")],
+                            reasons: vec![StaleReason::Shard(sh.to_string())],
                             threads: rec.threads,
                             usage: rec.usage.clone().unwrap_or_default(),
                         },

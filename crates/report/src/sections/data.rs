@@ -1,6 +1,6 @@
 //! The data: class distributions, sample images, and the files that were skipped.
 
-use contracts::{ids, outputs, ImagesReader, ManifestMeta, Skipped};
+use contracts::{outputs, slots, ImagesReader, ManifestMeta, Skipped};
 use pipeline::{BoxError, StageContext};
 use serde_json::json;
 
@@ -28,7 +28,7 @@ pub(crate) fn data_section(
     sec.figure(&fig, "Images per class in each split.");
     b.metrics["dataset"]["class_counts"] = json!(m.class_counts);
     // Samples: the first images of the evaluation split, spread over it.
-    let eval = ImagesReader::new(ctx.input(ids::PREPROCESS, outputs::EVALUATION)?);
+    let eval: ImagesReader<'_> = slots::images(outputs::EVALUATION).read(ctx)?;
     let c0 = eval.chunk(0)?;
     let (imgs, labels, size) = (c0.images(), c0.labels()?, c0.height);
     let per = size * size * 3;
@@ -76,7 +76,8 @@ pub(crate) fn skipped_section(
 ) -> Result<Section, BoxError> {
     let mut skipped: Vec<Skipped> = m.skipped.clone();
     for split in contracts::SPLITS {
-        skipped.extend(ImagesReader::new(ctx.input(ids::PREPROCESS, split)?).skipped()?);
+        let images: ImagesReader<'_> = slots::images(split).read(ctx)?;
+        skipped.extend(images.skipped()?);
     }
     let mut sec = Section::new("skipped", &format!("Skipped files ({})", skipped.len()));
     if skipped.is_empty() {

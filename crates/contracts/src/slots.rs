@@ -1,0 +1,219 @@
+//! Typed artifact addresses: a [`Slot`] names a stage's output *and* the kind of artifact it
+//! holds, so a read names its reader and a wrong pair (a manifest read as features, say) does
+//! not compile. Every address a stage reads is declared here, once.
+
+use std::marker::PhantomData;
+
+use pipeline::{InputArtifact, StageContext};
+
+use crate::{
+    ids, outputs, FeaturesReader, History, ImagesReader, LogRegModel, ManifestMeta, ManifestReader,
+    NamedTensor, NnModel, Predictions, PredictionsMeta, ReportBundle, Result,
+};
+
+/// The kinds of artifact that cross a stage boundary (type-level tags of [`Slot`]).
+pub mod kind {
+    /// `loader.manifest`.
+    pub enum Manifest {}
+    /// `preprocess.<split>`: u8 images.
+    pub enum Images {}
+    /// `vgg-extract.<split>` or `describe.<split>`: feature maps.
+    pub enum Features {}
+    /// A trained network's weights (`head-nn.model`, `scratch-cnn.model`).
+    pub enum NnModel {}
+    /// A trained network's epochs (`<model>.history`).
+    pub enum History {}
+    /// `logreg.model`.
+    pub enum LogRegModel {}
+    /// A model's class probabilities on a split (`<model>.predictions`,
+    /// `<model>.validation-predictions`).
+    pub enum Predictions {}
+    /// `report.report`.
+    pub enum Report {}
+}
+
+/// A reader of artifacts of kind `K`.
+pub trait Read<'a, K>: Sized {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self>;
+}
+
+/// The address of an artifact of kind `K`: the stage that writes it and the output's name.
+pub struct Slot<'s, K> {
+    pub stage: &'s str,
+    pub output: &'s str,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Slot<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K> Copy for Slot<'_, K> {}
+
+impl<K> std::fmt::Debug for Slot<'_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.stage, self.output)
+    }
+}
+
+impl<'s, K> Slot<'s, K> {
+    const fn new(stage: &'s str, output: &'s str) -> Self {
+        Slot {
+            stage,
+            output,
+            kind: PhantomData,
+        }
+    }
+
+    /// The artifact, read with `R` (one of the readers of kind `K`).
+    pub fn read<'a, R: Read<'a, K>>(&self, ctx: &'a StageContext<'_>) -> Result<R> {
+        R::read_input(ctx.input(self.stage, self.output)?)
+    }
+
+    /// An artifact of this kind that the caller found another way (a run record's output, a
+    /// seed variant), read with `R`.
+    pub fn read_from<'a, R: Read<'a, K>>(&self, input: InputArtifact<'a>) -> Result<R> {
+        R::read_input(input)
+    }
+
+    /// Every seed's variant of the artifact, for a stage that aggregates a seed sweep (see
+    /// [`StageContext::input_variants`]), each read with `R`.
+    pub fn read_variants<'a, R: Read<'a, K>>(
+        &self,
+        ctx: &'a StageContext<'_>,
+    ) -> Result<Vec<(Option<u64>, InputArtifact<'a>, R)>> {
+        ctx.input_variants(self.stage, self.output)?
+            .into_iter()
+            .map(|(seed, input)| Ok((seed, input, R::read_input(input)?)))
+            .collect()
+    }
+
+    /// The artifact itself (its metadata, its digest), not read.
+    pub fn input<'a>(&self, ctx: &'a StageContext<'_>) -> Result<InputArtifact<'a>> {
+        ctx.input(self.stage, self.output)
+    }
+
+    /// Whether the running stage has this artifact among its inputs.
+    pub fn is_input(&self, ctx: &StageContext<'_>) -> bool {
+        ctx.has_input(self.stage, self.output)
+    }
+}
+
+/// `loader.manifest`.
+pub const MANIFEST: Slot<'static, kind::Manifest> = Slot::new(ids::LOADER, outputs::MANIFEST);
+
+/// `preprocess.<split>`.
+pub fn images(split: &str) -> Slot<'_, kind::Images> {
+    Slot::new(ids::PREPROCESS, split)
+}
+
+/// Where a classifier reads its features: `describe`'s descriptors or `vgg-extract`'s maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureSource {
+    Extracted,
+    Described,
+}
+
+impl FeatureSource {
+    /// `describe` when the running stage reads it, else `vgg-extract`.
+    pub fn of(ctx: &StageContext<'_>) -> FeatureSource {
+        if features(FeatureSource::Described, outputs::TRAINING).is_input(ctx) {
+            FeatureSource::Described
+        } else {
+            FeatureSource::Extracted
+        }
+    }
+
+    /// The stage id.
+    pub fn stage(self) -> &'static str {
+        match self {
+            FeatureSource::Extracted => ids::VGG_EXTRACT,
+            FeatureSource::Described => ids::DESCRIBE,
+        }
+    }
+}
+
+/// `vgg-extract.<split>` or `describe.<split>`.
+pub fn features(source: FeatureSource, split: &str) -> Slot<'_, kind::Features> {
+    Slot::new(source.stage(), split)
+}
+
+/// The trained network `model` (`head-nn` or `scratch-cnn`).
+pub fn nn_model(model: &str) -> Slot<'_, kind::NnModel> {
+    Slot::new(model, outputs::MODEL)
+}
+
+/// The epochs of the trained network `model`.
+pub fn history(model: &str) -> Slot<'_, kind::History> {
+    Slot::new(model, outputs::HISTORY)
+}
+
+/// `logreg.model`.
+pub const LOGREG_MODEL: Slot<'static, kind::LogRegModel> = Slot::new(ids::LOGREG, outputs::MODEL);
+
+/// Model `model`'s predictions on the evaluation split.
+pub fn predictions(model: &str) -> Slot<'_, kind::Predictions> {
+    Slot::new(model, outputs::PREDICTIONS)
+}
+
+/// Model `model`'s class probabilities on the validation split (written by the feature
+/// classifiers, read by `ensemble`).
+pub fn validation_predictions(model: &str) -> Slot<'_, kind::Predictions> {
+    Slot::new(model, outputs::VALIDATION_PREDICTIONS)
+}
+
+/// `report.report`.
+pub const REPORT: Slot<'static, kind::Report> = Slot::new(ids::REPORT, outputs::REPORT);
+
+impl<'a> Read<'a, kind::Manifest> for ManifestReader {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        ManifestReader::open(&input)
+    }
+}
+impl<'a> Read<'a, kind::Manifest> for ManifestMeta {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        ManifestMeta::read(&input)
+    }
+}
+impl<'a> Read<'a, kind::Images> for ImagesReader<'a> {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        Ok(ImagesReader::new(input))
+    }
+}
+impl<'a> Read<'a, kind::Features> for FeaturesReader<'a> {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        Ok(FeaturesReader::new(input))
+    }
+}
+/// The weights of the selected epoch and the class names.
+impl<'a> Read<'a, kind::NnModel> for (Vec<NamedTensor>, Vec<String>) {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        NnModel::read_selected(&input)
+    }
+}
+impl<'a> Read<'a, kind::History> for History {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        History::read(&input)
+    }
+}
+impl<'a> Read<'a, kind::LogRegModel> for LogRegModel {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        LogRegModel::read(&input)
+    }
+}
+impl<'a> Read<'a, kind::Predictions> for Predictions {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        Predictions::read(&input)
+    }
+}
+impl<'a> Read<'a, kind::Predictions> for PredictionsMeta {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        PredictionsMeta::read(&input)
+    }
+}
+impl<'a> Read<'a, kind::Report> for ReportBundle {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        ReportBundle::read(&input)
+    }
+}
