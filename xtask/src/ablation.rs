@@ -20,8 +20,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use contracts::{ids, outputs, Choice, Evaluate, History, Predictions, PredictionsMeta};
-use pipeline::{Config, InputArtifact, RunOptions, RunRecord, Store};
+use contracts::{ids, slots, Evaluate, History, Predictions, PredictionsMeta};
+use pipeline::{Config, RunOptions, RunRecord, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -98,39 +98,31 @@ fn record(store: &Store, summary: &pipeline::RunSummary, stage: &str) -> Option<
         .or_else(|| store.latest(stage).ok().flatten())
 }
 
-/// `(validation, test)` accuracy of a model's record.
+/// `(validation, test)` accuracy of a model's record: the validation accuracy of the grid
+/// entry it chose, or, for a network, of the epoch it evaluated.
 fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f64, f64)> {
-    let art = rec
-        .outputs
-        .get(outputs::PREDICTIONS)
-        .with_context(|| format!("`{model}` has no predictions"))?;
-    let input = InputArtifact::new(art, store);
-    let test = Predictions::read(&input)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+    let boxed = anyhow::Error::from_boxed;
+    let slot = slots::predictions(model);
+    let test = slot
+        .read_record::<Predictions>(rec, store)
+        .map_err(boxed)?
         .accuracy();
-    let meta = PredictionsMeta::read(&input).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let val = if model == ids::LOGREG || model == ids::ENSEMBLE {
-        meta.best
-            .as_ref()
-            .map(Choice::val_accuracy)
-            .with_context(|| format!("{model}'s predictions name no best grid entry"))?
+    let meta: PredictionsMeta = slot.read_record(rec, store).map_err(boxed)?;
+    if let Some(best) = &meta.best {
+        return Ok((best.val_accuracy(), test));
+    }
+    let h: History = slots::history(model)
+        .read_record(rec, store)
+        .map_err(boxed)
+        .with_context(|| format!("`{model}` names neither a chosen grid entry nor a history"))?;
+    let e = if meta.evaluate == Some(Evaluate::Best) {
+        h.epochs
+            .iter()
+            .reduce(|a, b| if b.val_loss < a.val_loss { b } else { a })
     } else {
-        let h = rec
-            .outputs
-            .get(outputs::HISTORY)
-            .with_context(|| format!("`{model}` has no history"))?;
-        let h = History::read(&InputArtifact::new(h, store)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let best = meta.evaluate == Some(Evaluate::Best);
-        let e = if best {
-            h.epochs
-                .iter()
-                .reduce(|a, b| if b.val_loss < a.val_loss { b } else { a })
-        } else {
-            h.epochs.last()
-        };
-        e.context("empty history")?.val_accuracy
+        h.epochs.last()
     };
-    Ok((val, test))
+    Ok((e.context("empty history")?.val_accuracy, test))
 }
 
 pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<()> {
@@ -162,12 +154,14 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
         };
         let vgg = record(&store, &summary, ids::VGG_EXTRACT)
             .context("the step has no vgg-extract record")?;
-        let vp: vgg_extract::Params = serde_json::from_value(vgg.key_inputs.params.clone())
+        let vp = vgg_extract::Params::from_record(&vgg)
+            .map_err(anyhow::Error::from_boxed)
             .context("the step's vgg-extract params")?;
         let views = vp.views.len();
-        let described = summary.records.get(ids::DESCRIBE).and_then(|d| {
-            serde_json::from_value::<describe::Params>(d.key_inputs.params.clone()).ok()
-        });
+        let described = summary
+            .records
+            .get(ids::DESCRIBE)
+            .and_then(|d| describe::Params::from_record(d).ok());
         let descriptor = match &described {
             Some(p) => {
                 let used = if p.views.is_empty() {
@@ -186,8 +180,9 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             None => vec![contracts::ORIGINAL_VIEW.to_string()],
         };
         let size = record(&store, &summary, ids::PREPROCESS)
-            .and_then(|r| r.key_inputs.params["size"].as_u64())
-            .context("the step has no preprocess record with a size")? as usize;
+            .and_then(|r| preprocess::Params::from_record(&r).ok())
+            .context("the step has no preprocess record with a size")?
+            .size;
         let share = views_share(&vp, &used, size)?;
         rows.push(Row {
             name: step.name.clone(),

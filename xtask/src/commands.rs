@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use contracts::{ids, outputs, ReportBundle};
-use pipeline::{Config, InputArtifact, Progress, RunSummary, StageOutcome};
+use contracts::{ids, slots, ReportBundle};
+use pipeline::{Config, Progress, RunSummary, StageOutcome};
 
 use crate::predict::{predict, PredictArgs};
 
@@ -126,12 +126,9 @@ impl cli::Hooks for StudyHooks {
             return Ok(());
         };
         let store = config.open_store()?;
-        let art = rec
-            .outputs
-            .get(outputs::REPORT)
-            .context("the report stage wrote no `report` output")?;
-        let bundle = ReportBundle::read(&InputArtifact::new(art, &store))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bundle: ReportBundle = slots::REPORT
+            .read_record(rec, &store)
+            .map_err(anyhow::Error::from_boxed)?;
         let out = config
             .setting_path("report.out")
             .context("`report.out` is empty")?;

@@ -17,6 +17,31 @@ pub fn load_config(globals: &cli::Globals) -> Result<pipeline::Config, pipeline:
     pipeline::Config::load_with_paths(&globals.config, &globals.set, PATH_SETTINGS)
 }
 
+/// Builds the predictor of a cached model from its run record.
+pub type PredictorFactory = fn(
+    &pipeline::RunRecord,
+    &pipeline::Store,
+) -> contracts::Result<Box<dyn contracts::predictor::Predictor>>;
+
+/// The models `predict` can apply, by stage id (each crate builds its own from its artifacts).
+pub fn predictors() -> [(&'static str, PredictorFactory); 4] {
+    use contracts::ids;
+    [
+        (ids::HEAD_NN, |r, s| {
+            Ok(Box::new(head_nn::HeadPredictor::from_record(r, s)?))
+        }),
+        (ids::LOGREG, |r, s| {
+            Ok(Box::new(logreg::LogRegPredictor::from_record(r, s)?))
+        }),
+        (ids::SCRATCH_CNN, |r, s| {
+            Ok(Box::new(scratch_cnn::CnnPredictor::from_record(r, s)?))
+        }),
+        (ids::ENSEMBLE, |r, s| {
+            Ok(Box::new(ensemble::EnsemblePredictor::from_record(r, s)?))
+        }),
+    ]
+}
+
 /// Every stage this build knows, by the id used in `pipeline.toml`.
 pub fn registry() -> pipeline::Registry {
     pipeline::Registry::new()

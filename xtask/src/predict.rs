@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use contracts::{ids, outputs, BlendChoice, Choice, LogRegModel, NnModel, PredictionsMeta};
-use pipeline::{Config, InputArtifact, Plan, RunRecord, StageState, Store};
+use contracts::predictor::{ModelInputs, Predictor};
+use contracts::{ids, FeatureSource};
+use pipeline::{Config, Plan, RunRecord, StageState, Store};
 
 /// `predict`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,7 +17,7 @@ pub struct PredictArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Which trained model.
-    #[arg(long, default_value = ids::HEAD_NN, value_parser = [ids::HEAD_NN, ids::LOGREG, ids::SCRATCH_CNN, ids::ENSEMBLE])]
+    #[arg(long, default_value = ids::HEAD_NN, value_parser = clap::builder::PossibleValuesParser::new(crate::predictors().into_iter().map(|(id, _)| id)))]
     pub model: String,
 }
 
@@ -42,24 +43,15 @@ fn selected_record(
     }
 }
 
-/// Adds the advice for a cached model that cannot be read.
-fn broken(model: &str) -> impl FnOnce(pipeline::BoxError) -> anyhow::Error + '_ {
-    move |e| {
-        anyhow::anyhow!(
-            "the cached `{model}` model cannot be read ({e}); run `cargo xtask verify --repair`, then `cargo xtask run {model}`"
-        )
-    }
-}
-
 pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()> {
     let config = crate::load_config(globals)?;
     let registry = crate::registry();
     let plan = pipeline::plan(&config, &registry)?;
     let store = config.open_store()?;
     let model = args.model.as_str();
-    let rec = selected_record(&plan, &store, model, model)?;
+    let predictor = predictor(&plan, &store, model, model)?;
     let pre = selected_record(&plan, &store, ids::PREPROCESS, model)?;
-    let pp: preprocess::Params = serde_json::from_value(pre.key_inputs.params.clone())?;
+    let pp = preprocess::Params::from_record(&pre).map_err(anyhow::Error::from_boxed)?;
 
     // Each image on its own: a bad one is reported, the others still get an answer.
     let mut pixels = Vec::new();
@@ -77,48 +69,23 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
             Err(reason) => failures.push((i, reason)),
         }
     }
-    let n = good.len();
-    let size = pp.size;
-    let (probs, classes) = if n == 0 {
-        (Vec::new(), Vec::new())
-    } else if model == ids::ENSEMBLE {
-        // The blend the ensemble chose on validation, of the two models it read.
-        let preds = rec
-            .outputs
-            .get(outputs::PREDICTIONS)
-            .context("`ensemble` has no predictions output")?;
-        let meta = PredictionsMeta::read(&InputArtifact::new(preds, &store))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let Some(Choice::Blend(BlendChoice { head_weight: w, .. })) = meta.best else {
-            bail!("the cached ensemble names no head weight; run `cargo xtask run ensemble`");
-        };
-        let mut memo = None;
-        let (h, classes) = probabilities(
-            &config,
-            &plan,
-            &store,
-            ids::HEAD_NN,
-            &pixels,
-            n,
-            size,
-            &mut memo,
-        )?;
-        let (l, _) = probabilities(
-            &config,
-            &plan,
-            &store,
-            ids::LOGREG,
-            &pixels,
-            n,
-            size,
-            &mut memo,
-        )?;
-        (
-            ensemble::blend(&h, &l, w).map_err(anyhow::Error::msg)?,
-            classes,
-        )
+    let classes = predictor.classes().to_vec();
+    let probs = if good.is_empty() {
+        Vec::new()
     } else {
-        probabilities(&config, &plan, &store, model, &pixels, n, size, &mut None)?
+        let mut inputs = Inputs {
+            config: &config,
+            plan: &plan,
+            store: &store,
+            model,
+            pixels,
+            n: good.len(),
+            size: pp.size,
+            features: Vec::new(),
+        };
+        predictor
+            .predict(&mut inputs)
+            .map_err(anyhow::Error::from_boxed)?
     };
     if let Some(v) = probs.iter().find(|v| !v.is_finite()) {
         bail!(
@@ -126,6 +93,13 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
         );
     }
     let k = classes.len();
+    if probs.len() != good.len() * k {
+        bail!(
+            "the `{model}` model gave {} probabilities for {} images of {k} classes",
+            probs.len(),
+            good.len()
+        );
+    }
     for (j, &i) in good.iter().enumerate() {
         let row = &probs[j * k..(j + 1) * k];
         let mut order: Vec<usize> = (0..k).collect();
@@ -150,103 +124,83 @@ pub fn predict(args: &PredictArgs, globals: &cli::Globals) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Class probabilities (`n x classes`) and class names of one trained model on `n`
-/// preprocessed images.
-#[allow(clippy::too_many_arguments)]
-fn probabilities(
-    config: &Config,
+/// The predictor of the cached model `model` that the configuration selects (`asked` is the
+/// model the user asked for, for messages).
+fn predictor(
     plan: &Plan,
     store: &Store,
     model: &str,
-    pixels: &[u8],
-    n: usize,
-    size: usize,
-    memo: &mut FeatureMemo,
-) -> anyhow::Result<(Vec<f32>, Vec<String>)> {
-    let rec = selected_record(plan, store, model, model)?;
-    let model_art = rec
-        .outputs
-        .get(outputs::MODEL)
-        .with_context(|| format!("`{model}` has no model output"))?;
-    let model_in = InputArtifact::new(model_art, store);
-    Ok(match model {
-        ids::SCRATCH_CNN => {
-            let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-            let weights = nn_train::Weights { tensors: w };
-            let images = scratch_cnn::Images::new(pixels, size, size)?;
-            (
-                scratch_cnn::predict(&weights, &images)?.probabilities,
-                classes,
-            )
-        }
-        ids::HEAD_NN => {
-            let (w, classes) = NnModel::read_selected(&model_in).map_err(broken(model))?;
-            let (f, oc) = features(config, plan, store, &rec, model, pixels, (n, size), memo)?;
-            let x = head_nn::global_average_pool(&f, n, oc)?;
-            let weights = nn_train::Weights { tensors: w };
-            (head_nn::predict(&weights, &x)?.probabilities, classes)
-        }
-        _ => {
-            let m = LogRegModel::read(&model_in).map_err(broken(model))?;
-            let classes = m.classes;
-            let lr = logreg::Model::from_coefficients(m.coef, m.intercept, m.n_features)?;
-            let (f, _) = features(config, plan, store, &rec, model, pixels, (n, size), memo)?;
-            let p = lr.predict_proba(&f)?;
-            (p.into_iter().map(|v| v as f32).collect(), classes)
-        }
+    asked: &str,
+) -> anyhow::Result<Box<dyn Predictor>> {
+    let (_, build) = crate::predictors()
+        .into_iter()
+        .find(|(id, _)| *id == model)
+        .with_context(|| format!("`{model}` is not a model that predicts"))?;
+    let rec = selected_record(plan, store, model, asked)?;
+    build(&rec, store).map_err(|e| {
+        anyhow::anyhow!(
+            "the cached `{model}` model cannot be read ({e}); run `cargo xtask verify --repair`, then `cargo xtask run {model}`"
+        )
     })
 }
 
-/// The features of the last `features` call and their key (the extraction's and, when the
-/// model read `describe`, the descriptors' record keys): the ensemble's two models read the
-/// same ones, so VGG16 runs over the images once.
-type FeatureMemo = Option<(String, Vec<f32>, usize)>;
+/// What the models ask for, computed at most once per source: an ensemble's two members read
+/// the same features, so VGG16 runs over the images once.
+struct Inputs<'a> {
+    config: &'a Config,
+    plan: &'a Plan,
+    store: &'a Store,
+    /// The model the user asked for (messages name it).
+    model: &'a str,
+    pixels: Vec<u8>,
+    n: usize,
+    size: usize,
+    features: Vec<(FeatureSource, Vec<f32>, usize)>,
+}
 
-/// The features the model `rec` was trained on, of preprocessed images: pool5 maps with the
-/// extraction stage's own convention and the configured weights, or, when the model read
-/// `describe`, the descriptors of its recipe (views averaged, as for evaluation). Returns the
-/// rows and their channel count (the last axis); the memo's copy when it holds the same ones.
-#[allow(clippy::too_many_arguments)]
-fn features(
-    config: &Config,
-    plan: &Plan,
-    store: &Store,
-    rec: &RunRecord,
-    model: &str,
-    pixels: &[u8],
-    (n, size): (usize, usize),
-    memo: &mut FeatureMemo,
-) -> anyhow::Result<(Vec<f32>, usize)> {
-    let vgg = selected_record(plan, store, ids::VGG_EXTRACT, model)?;
-    let described = if reads_descriptors(rec) {
-        Some(selected_record(plan, store, ids::DESCRIBE, model)?)
-    } else {
-        None
-    };
-    let key = match &described {
-        Some(d) => format!("{}+{}", vgg.key, d.key),
-        None => vgg.key.clone(),
-    };
-    if let Some((k, x, dim)) = memo {
-        if *k == key {
+impl ModelInputs for Inputs<'_> {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn images(&mut self) -> contracts::Result<(&[u8], usize)> {
+        Ok((&self.pixels, self.size))
+    }
+    fn features(&mut self, source: FeatureSource) -> contracts::Result<(Vec<f32>, usize)> {
+        if let Some((_, x, dim)) = self.features.iter().find(|(s, ..)| *s == source) {
             return Ok((x.clone(), *dim));
         }
+        let vgg = selected_record(self.plan, self.store, ids::VGG_EXTRACT, self.model)?;
+        let described = match source {
+            FeatureSource::Described => Some(selected_record(
+                self.plan,
+                self.store,
+                ids::DESCRIBE,
+                self.model,
+            )?),
+            FeatureSource::Extracted => None,
+        };
+        let (x, dim) = compute_features(
+            self.config,
+            &vgg,
+            described.as_ref(),
+            &self.pixels,
+            self.n,
+            self.size,
+        )?;
+        self.features.push((source, x.clone(), dim));
+        Ok((x, dim))
     }
-    let (x, dim) = compute_features(config, &vgg, described.as_ref(), pixels, n, size)?;
-    *memo = Some((key, x.clone(), dim));
-    Ok((x, dim))
+    fn probabilities(&mut self, model: &str) -> contracts::Result<(Vec<f32>, Vec<String>)> {
+        let p = predictor(self.plan, self.store, model, self.model)?;
+        let probs = p.predict(self)?;
+        Ok((probs, p.classes().to_vec()))
+    }
 }
 
-/// Whether the model `rec` was trained on `describe`'s descriptors.
-fn reads_descriptors(rec: &RunRecord) -> bool {
-    rec.key_inputs
-        .inputs
-        .keys()
-        .any(|k| k.starts_with(&format!("{}.", ids::DESCRIBE)))
-}
-
-/// [`features`] computed: the extraction `vgg`'s recipe on the images, then, with the
-/// `describe` record `described`, its descriptors.
+/// The features of preprocessed images as the pipeline computed them: pool5 maps with the
+/// extraction stage's own convention and the configured weights, or, with the `describe`
+/// record `described`, the descriptors of its recipe (views averaged, as for evaluation).
+/// Returns the rows and their channel count (the last axis).
 fn compute_features(
     config: &Config,
     vgg: &RunRecord,
@@ -255,7 +209,7 @@ fn compute_features(
     n: usize,
     size: usize,
 ) -> anyhow::Result<(Vec<f32>, usize)> {
-    let p: vgg_extract::Params = serde_json::from_value(vgg.key_inputs.params.clone())?;
+    let p = vgg_extract::Params::from_record(vgg).map_err(anyhow::Error::from_boxed)?;
     let wpath = config
         .setting_path("weights.path")
         .context("`weights.path` is empty")?;
@@ -271,7 +225,7 @@ fn compute_features(
         let mut v = vgg_extract::extract(&net, &original, pixels, (n, size, size), &mut |_| {})?;
         return Ok((v.remove(0).features, oc));
     };
-    let dp: describe::Params = serde_json::from_value(d.key_inputs.params.clone())?;
+    let dp = describe::Params::from_record(d).map_err(anyhow::Error::from_boxed)?;
     let parts = dp.parsed_parts().map_err(anyhow::Error::msg)?;
     let views = vgg_extract::extract(&net, &p, pixels, (n, size, size), &mut |_| {})?;
     let data: Vec<describe::ViewData<'_>> = views

@@ -20,6 +20,7 @@ mod images;
 mod manifest;
 mod models;
 mod predictions;
+pub mod predictor;
 mod report;
 pub mod slots;
 

@@ -1,6 +1,23 @@
 //! Typed artifact addresses: a [`Slot`] names a stage's output *and* the kind of artifact it
 //! holds, so a read names its reader and a wrong pair (a manifest read as features, say) does
 //! not compile. Every address a stage reads is declared here, once.
+//!
+//! A stage reads the manifest's metadata so:
+//! ```
+//! use contracts::{slots, ManifestMeta};
+//! fn classes(ctx: &pipeline::StageContext<'_>) -> contracts::Result<Vec<String>> {
+//!     let m: ManifestMeta = slots::MANIFEST.read(ctx)?;
+//!     Ok(m.classes)
+//! }
+//! ```
+//! and the same read with a features reader is refused by the compiler:
+//! ```compile_fail
+//! use contracts::{slots, FeaturesReader};
+//! fn rows(ctx: &pipeline::StageContext<'_>) -> contracts::Result<usize> {
+//!     let f: FeaturesReader<'_> = slots::MANIFEST.read(ctx)?;
+//!     Ok(f.len())
+//! }
+//! ```
 
 use std::marker::PhantomData;
 
@@ -166,54 +183,28 @@ pub fn validation_predictions(model: &str) -> Slot<'_, kind::Predictions> {
 /// `report.report`.
 pub const REPORT: Slot<'static, kind::Report> = Slot::new(ids::REPORT, outputs::REPORT);
 
-impl<'a> Read<'a, kind::Manifest> for ManifestReader {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        ManifestReader::open(&input)
-    }
+/// `impl Read<'a, kind::K> for T` with `read` (a function of the input artifact).
+macro_rules! readers {
+    ($($kind:ident => $t:ty: $read:expr;)*) => {$(
+        impl<'a> Read<'a, kind::$kind> for $t {
+            fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+                let read: fn(InputArtifact<'a>) -> Result<Self> = $read;
+                read(input)
+            }
+        }
+    )*};
 }
-impl<'a> Read<'a, kind::Manifest> for ManifestMeta {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        ManifestMeta::read(&input)
-    }
-}
-impl<'a> Read<'a, kind::Images> for ImagesReader<'a> {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        Ok(ImagesReader::new(input))
-    }
-}
-impl<'a> Read<'a, kind::Features> for FeaturesReader<'a> {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        Ok(FeaturesReader::new(input))
-    }
-}
-/// The weights of the selected epoch and the class names.
-impl<'a> Read<'a, kind::NnModel> for (Vec<NamedTensor>, Vec<String>) {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        NnModel::read_selected(&input)
-    }
-}
-impl<'a> Read<'a, kind::History> for History {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        History::read(&input)
-    }
-}
-impl<'a> Read<'a, kind::LogRegModel> for LogRegModel {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        LogRegModel::read(&input)
-    }
-}
-impl<'a> Read<'a, kind::Predictions> for Predictions {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        Predictions::read(&input)
-    }
-}
-impl<'a> Read<'a, kind::Predictions> for PredictionsMeta {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        PredictionsMeta::read(&input)
-    }
-}
-impl<'a> Read<'a, kind::Report> for ReportBundle {
-    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
-        ReportBundle::read(&input)
-    }
+
+readers! {
+    Manifest => ManifestReader: |i| ManifestReader::open(&i);
+    Manifest => ManifestMeta: |i| ManifestMeta::read(&i);
+    Images => ImagesReader<'a>: |i| Ok(ImagesReader::new(i));
+    Features => FeaturesReader<'a>: |i| Ok(FeaturesReader::new(i));
+    // The weights of the evaluated epoch, and the class names.
+    NnModel => (Vec<NamedTensor>, Vec<String>): |i| NnModel::read_selected(&i);
+    History => History: |i| History::read(&i);
+    LogRegModel => LogRegModel: |i| LogRegModel::read(&i);
+    Predictions => Predictions: |i| Predictions::read(&i);
+    Predictions => PredictionsMeta: |i| PredictionsMeta::read(&i);
+    Report => ReportBundle: |i| ReportBundle::read(&i);
 }

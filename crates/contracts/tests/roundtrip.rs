@@ -250,6 +250,7 @@ fn write_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
         "w-net" => {
             nn_model().write(ctx)?;
             history().write(ctx)?;
+            predictions().write_validation(ctx, &classes())?;
             predictions().write(ctx, &net_meta())
         }
         "w-logreg" => {
@@ -335,6 +336,13 @@ fn read_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
             },
         )?;
     }
+    let v = ctx.input("w-net", outputs::VALIDATION_PREDICTIONS)?;
+    check(
+        "validation predictions",
+        Predictions::read(&v)?,
+        predictions(),
+    )?;
+    check("validation classes", contracts::classes(&v)?, classes())?;
     let lr = LogRegModel::read(&ctx.input("w-logreg", outputs::MODEL)?)?;
     check("logreg model", lr, logreg_model())?;
     let b = ReportBundle::read(&ctx.input("w-report", outputs::REPORT)?)?;
@@ -355,7 +363,12 @@ fn every_contract_reads_back_what_was_written() {
         ("w-features", &[outputs::TRAINING]),
         (
             "w-net",
-            &[outputs::MODEL, outputs::HISTORY, outputs::PREDICTIONS],
+            &[
+                outputs::MODEL,
+                outputs::HISTORY,
+                outputs::PREDICTIONS,
+                outputs::VALIDATION_PREDICTIONS,
+            ],
         ),
         ("w-logreg", &[outputs::MODEL, outputs::PREDICTIONS]),
         ("w-blend", &[outputs::PREDICTIONS]),

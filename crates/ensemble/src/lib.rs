@@ -6,8 +6,10 @@
 //! cross-entropy; among those, the first in the grid. The evaluation split is scored once,
 //! with the chosen weight.
 
+mod predictor;
 mod stage;
 
+pub use predictor::EnsemblePredictor;
 pub use stage::{Ensemble, CACHE_VERSION};
 
 use serde::{Deserialize, Serialize};

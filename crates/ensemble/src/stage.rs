@@ -64,10 +64,12 @@ impl Stage for Ensemble {
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
-        let head_classes =
-            PredictionsMeta::read(&slots::predictions(ids::HEAD_NN).input(ctx)?)?.classes;
-        let lr_classes =
-            PredictionsMeta::read(&slots::predictions(ids::LOGREG).input(ctx)?)?.classes;
+        let head_classes = slots::predictions(ids::HEAD_NN)
+            .read::<PredictionsMeta>(ctx)?
+            .classes;
+        let lr_classes = slots::predictions(ids::LOGREG)
+            .read::<PredictionsMeta>(ctx)?
+            .classes;
         if lr_classes != head_classes {
             return Err(format!(
                 "head-nn and logreg were trained on different classes ({} vs {})",

@@ -15,6 +15,7 @@
 //! thread count give bit-identical weights.
 
 mod model;
+mod predictor;
 mod stage;
 
 pub use model::Head;
@@ -22,6 +23,7 @@ pub use nn_train::{
     AdamConfig, BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor,
     Observer, Prediction, Result, Split, TrainData, TrainOutput, TrainSettings, Weights,
 };
+pub use predictor::HeadPredictor;
 pub use stage::{HeadNn, CACHE_VERSION};
 
 use nn_train::{FitConfig, Rng, Trainable};

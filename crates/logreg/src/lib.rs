@@ -80,6 +80,7 @@ pub mod linfa_compat;
 mod model;
 mod newton_cg;
 mod objective;
+mod predictor;
 mod stage;
 pub mod synthetic;
 mod types;
@@ -93,6 +94,7 @@ pub use grid::{
     STUDY_CS, STUDY_SOLVERS,
 };
 pub use model::Model;
+pub use predictor::LogRegPredictor;
 pub use stage::{LogReg, Params, CACHE_VERSION};
 pub use types::{Progress, Solver, StopReason};
 

@@ -12,6 +12,17 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// The weights a cached run of the network `model` evaluated, and its class names.
+    pub fn from_record(
+        model: &str,
+        rec: &pipeline::RunRecord,
+        store: &pipeline::Store,
+    ) -> contracts::Result<(Weights, Vec<String>)> {
+        let (tensors, classes): (Vec<NamedTensor>, Vec<String>) =
+            contracts::slots::nn_model(model).read_record(rec, store)?;
+        Ok((Weights { tensors }, classes))
+    }
+
     /// Adds a tensor; its data length must match its shape.
     pub fn push(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Result<()> {
         if shape.iter().product::<usize>() != data.len() {

@@ -48,6 +48,13 @@ pub struct Params {
     pub on_bad_file: OnBadFile,
 }
 
+impl Params {
+    /// The params a cached run of this stage used (from its run record).
+    pub fn from_record(rec: &pipeline::RunRecord) -> contracts::Result<Params> {
+        contracts::predictor::record_params(rec, contracts::ids::PREPROCESS)
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {

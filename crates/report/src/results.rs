@@ -145,7 +145,7 @@ pub(crate) fn read_model(
     for (seed, input, preds) in slots::predictions(model).read_variants::<Predictions>(ctx)? {
         let m = evaluate(&preds.labels, &preds.pred, classes)?;
         if meta.is_none() {
-            meta = Some(PredictionsMeta::read(&input)?);
+            meta = Some(slots::predictions(model).read_from::<PredictionsMeta>(input)?);
         }
         seeds.push((seed, m, preds));
     }

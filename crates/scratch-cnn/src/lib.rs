@@ -20,6 +20,7 @@
 mod images;
 pub mod kernels;
 mod model;
+mod predictor;
 mod stage;
 pub mod trunk;
 
@@ -29,6 +30,7 @@ pub use nn_train::{
     AdamConfig, BatchInfo, Callbacks, EpochRecord, Error, Evaluate, Evaluation, NamedTensor,
     Observer, Prediction, Result, Split, TrainData, TrainOutput, TrainSettings, Weights,
 };
+pub use predictor::CnnPredictor;
 pub use stage::{ScratchCnn, CACHE_VERSION};
 
 use nn_train::{FitConfig, Rng, Trainable};

@@ -36,6 +36,13 @@ pub struct Params {
     pub taps: Vec<String>,
 }
 
+impl Params {
+    /// The params a cached run of this stage used (from its run record).
+    pub fn from_record(rec: &pipeline::RunRecord) -> contracts::Result<Params> {
+        contracts::predictor::record_params(rec, contracts::ids::VGG_EXTRACT)
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {
