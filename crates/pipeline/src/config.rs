@@ -290,27 +290,8 @@ impl Config {
             .into_iter()
             .map(|id| stages.remove(&id).expect("ordered ids exist"))
             .collect();
-        let (cache, remote) = if raw.cache.contains("://") {
-            let (bucket, prefix) = crate::remote::parse_url(&raw.cache).map_err(|m| {
-                err(
-                    None,
-                    format!("cache: {m} (a cache is a folder or s3://bucket/prefix)"),
-                )
-            })?;
-            let local = match &raw.local_cache {
-                Some(l) => base.join(l),
-                None => base.join("data/s3-cache").join(&bucket).join(&prefix),
-            };
-            (local, Some(raw.cache.clone()))
-        } else {
-            if raw.local_cache.is_some() {
-                return Err(err(
-                    None,
-                    "local_cache is the local tier of an S3 cache, but cache is a folder".into(),
-                ));
-            }
-            (base.join(&raw.cache), None)
-        };
+        let (cache, remote) = cache_location(&raw.cache, raw.local_cache.as_deref(), base)
+            .map_err(|m| err(None, m))?;
         Ok(Config {
             file: label,
             base: base.to_path_buf(),
@@ -487,6 +468,46 @@ fn setting_names(item: &toml_edit::Item, prefix: &str, out: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Where the cache lives: a folder (relative to `base`), or an `s3://bucket/prefix` URL with
+/// its local tier (`local_cache`, default `data/s3-cache/<bucket>/<prefix>` under `base`).
+/// Anything that looks like a URL but is not an `s3://` one is refused, never taken for a
+/// folder (`s3:/x` would otherwise create `./s3:/x`).
+fn cache_location(
+    cache: &str,
+    local_cache: Option<&str>,
+    base: &Path,
+) -> Result<(PathBuf, Option<String>), String> {
+    const FORMS: &str = "a cache is a folder or s3://bucket/prefix";
+    if cache.contains("://") {
+        let (bucket, prefix) =
+            crate::remote::parse_url(cache).map_err(|m| format!("cache: {m} ({FORMS})"))?;
+        let local = match local_cache {
+            Some(l) => base.join(l),
+            None => base.join("data/s3-cache").join(&bucket).join(&prefix),
+        };
+        return Ok((local, Some(cache.to_string())));
+    }
+    if let Some(scheme) = url_scheme(cache) {
+        return Err(format!(
+            "cache: `{cache}` looks like a `{scheme}:` URL but is not one that is supported ({FORMS}; a folder whose name has a colon: write it as ./{cache})"
+        ));
+    }
+    if local_cache.is_some() {
+        return Err("local_cache is the local tier of an S3 cache, but cache is a folder".into());
+    }
+    Ok((base.join(cache), None))
+}
+
+/// The scheme of a value that starts like a URL (`s3:/x`, `s3:bucket`, `https:x`): letters,
+/// digits, `+`, `-` or `.` after a letter, at least two characters, then a colon.
+fn url_scheme(value: &str) -> Option<&str> {
+    let (scheme, _) = value.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest = chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (starts && rest && scheme.len() >= 2).then_some(scheme)
 }
 
 /// The `[stage.*]` tables checked (known upstreams, declared inputs that are path settings of
@@ -702,11 +723,40 @@ mod tests {
             |p: &str| toml_edit::Value::from(cwd.join(p).display().to_string()).to_string();
         assert_eq!(got[0], format!("dataset.root={}", quoted("photos")));
         assert_eq!(got[1], format!("cache={}", quoted("c")));
-        assert_eq!(got[2..6], set[2..6]);
-        // A path setting the caller names is rebased; another setting is not.
-        assert_eq!(got[6], format!("report.out={}", quoted("out")));
-        assert_eq!(got[7], set[7]);
+        assert_eq!(got[2..5], set[2..5]);
+        // A path setting the caller names is rebased; other settings are not.
+        assert_eq!(got[5], format!("report.out={}", quoted("out")));
+        assert_eq!(got[6..], set[6..]);
         // With the file in the current directory, nothing changes.
         assert_eq!(rebase_overrides(text, &cwd, &set, &["report.out"]), set);
+    }
+
+    #[test]
+    fn a_cache_that_looks_like_an_unsupported_url_is_refused() {
+        let base = Path::new("/p");
+        for bad in ["s3:/x", "s3:bucket/p", "https:/host/c", "gs:/b"] {
+            let text = format!("cache = \"{bad}\"\n");
+            let e = Config::parse("pipeline.toml", &text, base, &[]).unwrap_err();
+            assert!(
+                e.message.contains("is not one that is supported")
+                    && e.message.contains("s3://bucket/prefix"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        for good in ["data/cache", "./my:cache", "/abs/c", "c"] {
+            let text = format!("cache = \"{good}\"\n");
+            let c = Config::parse("pipeline.toml", &text, base, &[]).unwrap();
+            assert_eq!(c.cache, base.join(good), "{good}");
+            assert!(c.remote.is_none());
+        }
+        let e = Config::parse(
+            "pipeline.toml",
+            "cache = \"s3://Bad_Bucket/p\"\n",
+            base,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.message.contains("is not a bucket name"), "{}", e.message);
     }
 }
