@@ -1,6 +1,8 @@
 //! The study's stages end to end, through the runner, on the synthetic default and on a slice
 //! of the shared real photos.
 
+mod architecture;
+
 use study_tests::{food_slice, shared, Project};
 
 fn pipeline_toml() -> String {
