@@ -107,6 +107,22 @@ fn undecodable_file_is_skipped_by_preprocess_and_listed() {
         err.contains("training/0_1.jpg: corrupt or truncated image"),
         "{err}"
     );
+    // The loader's switch, the documented one, stops whichever stage finds the bad file: the
+    // loader keeps this file (its header is fine), preprocess stops at it.
+    let cfg = p.config(&["stage.loader.params.on_bad_file=error"]);
+    let s = pipeline::run(
+        &cfg,
+        &xtask::registry(),
+        &opts,
+        &pipeline::Progress::silent(),
+    )
+    .unwrap();
+    let err = s.check().unwrap_err().to_string();
+    assert!(
+        err.contains("training/0_1.jpg: corrupt or truncated image")
+            && err.contains("on_bad_file = \"error\""),
+        "{err}"
+    );
 }
 
 /// Digests of the first synthetic study (`synthetic = "shapes"`, 16/6/6 images per class,
@@ -845,4 +861,131 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
         .starts_with("<svg"));
     // A second run executes nothing.
     assert!(p.run(&[], &set).ran().is_empty());
+}
+
+/// Shard `index` of `count` of `stage`'s record file, as `run --shard` wrote it.
+fn shard_record_file(p: &Project, stage: &str, index: usize, count: usize) -> std::path::PathBuf {
+    let dir = p.path().join("cache/runs").join(stage).join("shards");
+    let key = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|k| k.is_dir())
+        .unwrap_or_else(|| panic!("no shard records under {}", dir.display()));
+    key.join(format!("{index}-of-{count}.json"))
+}
+
+/// Drops, repeats or swaps a chunk of the output of a shard record that has the most.
+fn tamper_chunks(file: &std::path::Path, how: &str) {
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let outputs = rec["outputs"].as_object_mut().unwrap();
+    let chunks = outputs
+        .values_mut()
+        .map(|a| a["chunks"].as_array_mut().unwrap())
+        .max_by_key(|c| c.len())
+        .unwrap();
+    assert!(
+        chunks.len() >= 2,
+        "{}: too few chunks to tamper with",
+        file.display()
+    );
+    match how {
+        "drop" => {
+            chunks.remove(1);
+        }
+        "repeat" => {
+            let c = chunks[0].clone();
+            chunks.insert(1, c);
+        }
+        _ => chunks.swap(0, 1),
+    }
+    std::fs::write(file, serde_json::to_vec(&rec).unwrap()).unwrap();
+}
+
+/// Runs `stage --gather count`; the error when it fails.
+fn gather_error(p: &Project, stage: &str, count: usize, set: &[&str]) -> Option<String> {
+    let opts = pipeline::RunOptions {
+        targets: vec![stage.to_string()],
+        gather: Some(count),
+        ..Default::default()
+    };
+    let s = pipeline::run(
+        &p.config(set),
+        &xtask::registry(),
+        &opts,
+        &pipeline::Progress::silent(),
+    )
+    .unwrap();
+    s.check().err().map(|e| format!("{e:#}"))
+}
+
+#[test]
+fn a_gather_refuses_shard_records_that_drop_repeat_or_swap_a_chunk() {
+    let set = ["threads=2", "stage.preprocess.params.chunk_size=4"];
+    for how in ["drop", "repeat", "swap"] {
+        let p = Project::new(&pipeline_toml());
+        p.run(&["loader"], &set);
+        for i in 0..3 {
+            p.run_opts(
+                pipeline::RunOptions {
+                    targets: vec!["preprocess".into()],
+                    shard: Some(pipeline::Shard::new(i, 3).unwrap()),
+                    ..Default::default()
+                },
+                &set,
+            );
+        }
+        tamper_chunks(&shard_record_file(&p, "preprocess", 1, 3), how);
+        let e = gather_error(&p, "preprocess", 3, &set)
+            .unwrap_or_else(|| panic!("{how}: the gather accepted a tampered shard record"));
+        assert!(
+            e.contains("cannot gather") && e.contains("dropped, repeated or reordered a chunk"),
+            "{how}: {e}"
+        );
+        assert!(
+            p.store().latest("preprocess").unwrap().is_none(),
+            "{how}: recorded"
+        );
+    }
+}
+
+#[test]
+fn a_gather_of_the_extraction_checks_its_chunks_against_the_images() {
+    let Some(shared) = shared() else { return };
+    let weights = format!(
+        "weights.path={}",
+        shared.join("weights/vgg16_notop.safetensors").display()
+    );
+    let set = [
+        weights.as_str(),
+        "threads=2",
+        "stage.preprocess.params.chunk_size=2",
+        "stage.loader.params.synthetic_per_class=[2, 2, 2]",
+        "stage.loader.params.synthetic_size=[64, 48]",
+    ];
+    let p = Project::new(&pipeline_toml());
+    p.run(&["preprocess"], &set);
+    for i in 0..3 {
+        p.run_opts(
+            pipeline::RunOptions {
+                targets: vec!["vgg-extract".into()],
+                shard: Some(pipeline::Shard::new(i, 3).unwrap()),
+                ..Default::default()
+            },
+            &set,
+        );
+    }
+    let file = shard_record_file(&p, "vgg-extract", 1, 3);
+    let good = std::fs::read(&file).unwrap();
+    for how in ["drop", "repeat", "swap"] {
+        tamper_chunks(&file, how);
+        let e = gather_error(&p, "vgg-extract", 3, &set)
+            .unwrap_or_else(|| panic!("{how}: the gather accepted a tampered shard record"));
+        assert!(e.contains("vgg-extract."), "{how}: {e}");
+        assert!(
+            e.contains("dropped, repeated or reordered a chunk"),
+            "{how}: {e}"
+        );
+        std::fs::write(&file, &good).unwrap();
+    }
+    assert!(gather_error(&p, "vgg-extract", 3, &set).is_none());
 }

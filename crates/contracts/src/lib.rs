@@ -120,6 +120,49 @@ pub fn skipped_inputs(rec: &pipeline::RunRecord) -> usize {
         .sum()
 }
 
+/// The manifest positions (`index`) of the rows of every chunk of a chunked artifact (images,
+/// features), chunk by chunk.
+pub fn chunk_rows(input: &pipeline::InputArtifact<'_>) -> Result<Vec<Vec<i64>>> {
+    (0..input.len())
+        .map(|i| {
+            let c = input.chunk(i)?;
+            Ok(c.i64(ROW_INDEX).map_err(|e| tensor_err(input, e))?.1)
+        })
+        .collect()
+}
+
+/// Checks that a gathered artifact holds the rows it must (`want`, chunk by chunk): no chunk
+/// dropped, repeated or reordered by a shard record. `what` names the artifact.
+pub fn check_same_rows(what: &str, got: &[Vec<i64>], want: &[Vec<i64>]) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    let rows = |v: &[Vec<i64>]| v.iter().map(Vec::len).sum::<usize>();
+    let span = |c: Option<&Vec<i64>>| match c {
+        Some(c) if !c.is_empty() => format!("rows {}..={}", c[0], c[c.len() - 1]),
+        Some(_) => "no rows".to_string(),
+        None => "nothing".to_string(),
+    };
+    let i = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    Err(format!(
+        "{what} has {} chunks with {} rows where its upstream gives {} chunks with {} rows; chunk {i} holds {} where {} belong: a shard record dropped, repeated or reordered a chunk (rerun the shards with `run STAGE --shard I/N --force`)",
+        got.len(),
+        rows(got),
+        want.len(),
+        rows(want),
+        span(got.get(i)),
+        span(want.get(i)),
+    )
+    .into())
+}
+
+/// The tensor of a chunk's manifest positions, in the images and the features alike.
+const ROW_INDEX: &str = "index";
+
 /// Metadata keys shared by several artifacts.
 pub(crate) mod meta {
     pub const CLASSES: &str = "classes";

@@ -16,6 +16,7 @@ const CLASS_COUNTS: &str = "class_counts";
 const LAYOUT: &str = "layout";
 const DATASET: &str = "dataset";
 const LEAKAGE: &str = "leakage";
+const ON_BAD_FILE: &str = "on_bad_file";
 
 /// One usable file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub struct ManifestArtifact<'a> {
     pub manifest: &'a Manifest,
     pub dataset: &'a str,
     pub synthetic_files: &'a [Vec<u8>],
+    /// The user asked to stop at the first bad file, whichever stage finds it (the loader's
+    /// `on_bad_file = "error"`): carried to the stages that decode the files. Stored only
+    /// when set, so a manifest of the default (skip) reads as before.
+    pub stop_on_bad_file: bool,
 }
 
 impl ManifestArtifact<'_> {
@@ -111,6 +116,9 @@ impl ManifestArtifact<'_> {
         w.set_meta(meta::SYNTHETIC, json!(m.synthetic));
         w.set_meta(meta::SKIPPED, json!(m.skipped));
         w.set_meta(LEAKAGE, json!(m.leakage));
+        if self.stop_on_bad_file {
+            w.set_meta(ON_BAD_FILE, json!("error"));
+        }
         w.finish()?;
         Ok(())
     }
@@ -121,6 +129,8 @@ pub struct ManifestReader {
     chunk: Chunk,
     pub manifest: Manifest,
     offsets: Option<Vec<i64>>,
+    /// See [`ManifestArtifact::stop_on_bad_file`].
+    pub stop_on_bad_file: bool,
 }
 
 impl ManifestReader {
@@ -144,6 +154,7 @@ impl ManifestReader {
             chunk,
             manifest,
             offsets,
+            stop_on_bad_file: input.meta(ON_BAD_FILE).and_then(Value::as_str) == Some("error"),
         })
     }
 

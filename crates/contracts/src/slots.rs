@@ -111,6 +111,20 @@ impl<'s, K> Slot<'s, K> {
         ctx.input(self.stage, self.output)
     }
 
+    /// The artifact among a stage's input artifacts (keyed `stage.output`, as a run's inputs
+    /// are), read with `R`.
+    pub fn read_among<'a, R: Read<'a, K>>(
+        &self,
+        inputs: &'a std::collections::BTreeMap<String, pipeline::Artifact>,
+        store: &'a pipeline::Store,
+    ) -> Result<R> {
+        let key = format!("{}.{}", self.stage, self.output);
+        let art = inputs
+            .get(&key)
+            .ok_or_else(|| format!("`{key}` is not among the inputs"))?;
+        R::read_input(InputArtifact::new(art, store))
+    }
+
     /// Whether the running stage has this artifact among its inputs.
     pub fn is_input(&self, ctx: &StageContext<'_>) -> bool {
         ctx.has_input(self.stage, self.output)
@@ -182,6 +196,13 @@ pub fn validation_predictions(model: &str) -> Slot<'_, kind::Predictions> {
 
 /// `report.report`.
 pub const REPORT: Slot<'static, kind::Report> = Slot::new(ids::REPORT, outputs::REPORT);
+
+/// Any artifact as it is (its chunks, its metadata), whatever its kind.
+impl<'a, K> Read<'a, K> for InputArtifact<'a> {
+    fn read_input(input: InputArtifact<'a>) -> Result<Self> {
+        Ok(input)
+    }
+}
 
 /// `impl Read<'a, kind::K> for T` with `read` (a function of the input artifact).
 macro_rules! readers {

@@ -235,6 +235,7 @@ fn write_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
             manifest: &manifest(),
             dataset: "food",
             synthetic_files: &[],
+            stop_on_bad_file: true,
         }
         .write(ctx),
         "w-images" => {
@@ -274,6 +275,7 @@ fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<
 fn read_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
     let m = ManifestReader::open(&ctx.input("w-manifest", outputs::MANIFEST)?)?;
     check("manifest", m.manifest, manifest())?;
+    check("manifest stop on bad file", m.stop_on_bad_file, true)?;
     let mm = ManifestMeta::read(&ctx.input("w-manifest", outputs::MANIFEST)?)?;
     check("manifest meta classes", mm.classes, classes())?;
     check(

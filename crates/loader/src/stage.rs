@@ -187,6 +187,7 @@ impl Stage for Loader {
             manifest: &m,
             dataset: &name,
             synthetic_files: &files,
+            stop_on_bad_file: p.on_bad_file == OnBadFile::Error,
         }
         .write(ctx)?;
         Ok(())

@@ -33,19 +33,31 @@ impl Default for AdamConfig {
 
 impl AdamConfig {
     /// Checks the ranges that Adam needs.
+    /// Checks the ranges that Adam needs; the message names each parameter out of range, with
+    /// its value and the range it must be in.
     pub fn validate(&self) -> Result<()> {
-        let ok = self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && (0.0..1.0).contains(&self.beta_1)
-            && (0.0..1.0).contains(&self.beta_2)
-            && self.epsilon.is_finite()
-            && self.epsilon >= 0.0;
-        if ok {
+        let mut bad = Vec::new();
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            bad.push(format!(
+                "learning_rate = {} (must be a positive number)",
+                self.learning_rate
+            ));
+        }
+        for (name, v) in [("beta_1", self.beta_1), ("beta_2", self.beta_2)] {
+            if !(0.0..1.0).contains(&v) {
+                bad.push(format!("{name} = {v} (must be in [0, 1))"));
+            }
+        }
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            bad.push(format!(
+                "epsilon = {} (must be a finite number >= 0)",
+                self.epsilon
+            ));
+        }
+        if bad.is_empty() {
             Ok(())
         } else {
-            Err(Error::Invalid(format!(
-                "Adam parameters out of range: {self:?}"
-            )))
+            Err(Error::Invalid(format!("Adam: {}", bad.join("; "))))
         }
     }
 }
@@ -160,5 +172,21 @@ mod tests {
             .unwrap();
         assert_eq!(q[0], 1.0);
         assert!(p[0] < 1.0);
+    }
+
+    #[test]
+    fn out_of_range_parameters_are_named_with_their_values() {
+        let cfg = AdamConfig {
+            learning_rate: -0.001,
+            beta_2: 1.5,
+            ..AdamConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid input: Adam: learning_rate = -0.001 (must be a positive number); beta_2 = 1.5 (must be in [0, 1))"
+        );
+        assert!(!e.contains('{'), "no Debug struct in the message: {e}");
+        assert!(AdamConfig::default().validate().is_ok());
     }
 }

@@ -50,7 +50,7 @@ struct RawConfig {
     cache: String,
     #[serde(default)]
     local_cache: Option<String>,
-    #[serde(default = "default_seed")]
+    #[serde(default = "default_seed", deserialize_with = "seed_value")]
     seed: u64,
     #[serde(default)]
     threads: usize,
@@ -73,6 +73,28 @@ struct RawStage {
     params: Option<Spanned<toml::Table>>,
     #[serde(default)]
     resources: Option<Spanned<toml::Table>>,
+}
+
+/// A seed: any u64. TOML integers stop at i64::MAX, so a larger seed is also accepted as a
+/// string of digits (`--set seed=18446744073709551615` arrives as one), as `--seeds` accepts
+/// it.
+fn seed_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seed {
+        Int(i64),
+        Text(String),
+    }
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "`seed` must be a whole number from 0 to {}",
+            u64::MAX
+        ))
+    };
+    match Seed::deserialize(d).map_err(|_: D::Error| bad())? {
+        Seed::Int(i) => u64::try_from(i).map_err(|_| bad()),
+        Seed::Text(t) => t.trim().parse::<u64>().map_err(|_| bad()),
+    }
 }
 
 fn default_cache() -> String {
@@ -758,5 +780,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("is not a bucket name"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_seed_takes_every_u64_from_the_file_and_from_set() {
+        let base = Path::new("/p");
+        let set = |v: &str| vec![format!("seed={v}")];
+        let c = Config::parse("p.toml", "seed = 1\n", base, &set("18446744073709551615")).unwrap();
+        assert_eq!(c.seed, u64::MAX);
+        let c = Config::parse("p.toml", "seed = 1\n", base, &set("7")).unwrap();
+        assert_eq!(c.seed, 7);
+        for bad in ["-1", "18446744073709551616", "1.5", "abc"] {
+            let e = Config::parse("p.toml", "seed = 1\n", base, &set(bad)).unwrap_err();
+            assert!(
+                e.message
+                    .contains("`seed` must be a whole number from 0 to 18446744073709551615"),
+                "{bad}: {}",
+                e.message
+            );
+        }
     }
 }

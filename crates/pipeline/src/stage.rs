@@ -7,11 +7,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::artifact::Artifact;
 use crate::context::StageContext;
 use crate::error::BoxError;
 use crate::progress::Progress;
 use crate::record::RunRecord;
 use crate::resources::Resources;
+use crate::store::Store;
 
 /// A missing external input that a stage may be able to obtain (see
 /// [`Stage::provide_input`]).
@@ -122,6 +124,20 @@ pub trait Stage: Send + Sync {
         Ok(false)
     }
 
+    /// Checks what a gather of this stage's shards put together (`outputs`, the unsharded
+    /// run's artifacts) against the stage's upstream artifacts (`inputs`, keyed
+    /// `stage.output`), before it is recorded: a shard record that parses but dropped,
+    /// repeated or reordered a unit of work must not become a result. The default checks
+    /// nothing.
+    fn check_gathered(
+        &self,
+        _outputs: &BTreeMap<String, Artifact>,
+        _inputs: &BTreeMap<String, Artifact>,
+        _store: &Store,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// How many input files a completed run `rec` of this stage skipped (unreadable or
     /// unusable ones it left out and listed in its outputs), for `status`. The stage knows
     /// where it lists them; the default is none.
@@ -150,6 +166,12 @@ pub trait AnyStage: Send + Sync {
     ) -> Result<BTreeMap<String, Value>, BoxError>;
     fn resources(&self) -> Resources;
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError>;
+    fn check_gathered(
+        &self,
+        outputs: &BTreeMap<String, Artifact>,
+        inputs: &BTreeMap<String, Artifact>,
+        store: &Store,
+    ) -> Result<(), BoxError>;
     fn skipped_inputs(&self, rec: &RunRecord) -> usize;
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
 }
@@ -191,6 +213,14 @@ impl<S: Stage> AnyStage for S {
     }
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
         Stage::provide_input(self, missing)
+    }
+    fn check_gathered(
+        &self,
+        outputs: &BTreeMap<String, Artifact>,
+        inputs: &BTreeMap<String, Artifact>,
+        store: &Store,
+    ) -> Result<(), BoxError> {
+        Stage::check_gathered(self, outputs, inputs, store)
     }
     fn skipped_inputs(&self, rec: &RunRecord) -> usize {
         Stage::skipped_inputs(self, rec)

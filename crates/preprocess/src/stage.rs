@@ -1,10 +1,10 @@
 //! The `preprocess` stage adapter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use contracts::{ids, Entry, ImagesMeta, ImagesWriter, ManifestReader, Skipped, SPLITS};
-use pipeline::{BoxError, Stage, StageContext, Validate};
+use pipeline::{Artifact, BoxError, InputArtifact, Stage, StageContext, Store, Validate};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,6 +157,35 @@ impl Stage for Preprocess {
         }
         Ok(merged.to_meta())
     }
+    /// Each split's images hold every manifest entry of the split that was not skipped, once,
+    /// in manifest order.
+    fn check_gathered(
+        &self,
+        outputs: &BTreeMap<String, Artifact>,
+        inputs: &BTreeMap<String, Artifact>,
+        store: &Store,
+    ) -> Result<(), BoxError> {
+        let reader: ManifestReader = contracts::slots::MANIFEST.read_among(inputs, store)?;
+        for split in SPLITS {
+            let entries = reader
+                .manifest
+                .splits
+                .get(split)
+                .ok_or_else(|| format!("manifest has no split `{split}`"))?;
+            let art = outputs
+                .get(split)
+                .ok_or_else(|| format!("no output `{split}`"))?;
+            let meta = ImagesMeta::from_meta(&art.meta)?;
+            let skipped: BTreeSet<&str> = meta.skipped.iter().map(|s| s.path.as_str()).collect();
+            let want: Vec<i64> = (0..entries.len())
+                .filter(|&i| !skipped.contains(entries[i].path.as_str()))
+                .map(|i| i as i64)
+                .collect();
+            let got = contracts::chunk_rows(&InputArtifact::new(art, store))?.concat();
+            contracts::check_same_rows(&format!("{}.{split}", ids::PREPROCESS), &[got], &[want])?;
+        }
+        Ok(())
+    }
     fn skipped_inputs(&self, rec: &pipeline::RunRecord) -> usize {
         contracts::skipped_inputs(rec)
     }
@@ -164,6 +193,8 @@ impl Stage for Preprocess {
         let p: Params = ctx.params()?;
         let reader: ManifestReader = contracts::slots::MANIFEST.read(ctx)?;
         let m = &reader.manifest;
+        // The loader's `on_bad_file = "error"` holds here too: one switch for every stage.
+        let stop_on_bad_file = p.on_bad_file == OnBadFile::Error || reader.stop_on_bad_file;
         let root = ctx.setting("dataset.root")?;
         if !m.synthetic && root.is_none() {
             return Err(
@@ -234,7 +265,7 @@ impl Stage for Preprocess {
                             index.push((start + k) as i64);
                         }
                         Err(reason) => {
-                            if p.on_bad_file == OnBadFile::Error {
+                            if stop_on_bad_file {
                                 return Err(format!(
                                     "{}: {reason} (on_bad_file = \"error\")",
                                     e.path

@@ -27,7 +27,31 @@ pub enum Error {
     /// The input does not match the network or the stated shape.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A layer produced a NaN or an infinity (an overflow: weights or inputs far out of
+    /// range).
+    #[error("layer {layer} produced {what} for image {image} of the batch (weights or inputs far out of range?)")]
+    NonFinite {
+        layer: String,
+        /// The image's position in the batch given to the network.
+        image: usize,
+        what: &'static str,
+    },
 }
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The same error with a non-finite value's image moved `by` images on (its place in a
+    /// larger batch).
+    pub(crate) fn offset(self, by: usize) -> Error {
+        match self {
+            Error::NonFinite { layer, image, what } => Error::NonFinite {
+                layer,
+                image: image + by,
+                what,
+            },
+            e => e,
+        }
+    }
+}

@@ -97,7 +97,7 @@ impl Im2col {
                 });
                 for px in dst.chunks_exact_mut(c_out) {
                     for (v, b) in px.iter_mut().zip(&self.bias) {
-                        *v = (*v + b).max(0.0);
+                        *v = crate::nan_relu(*v + b);
                     }
                 }
             });
@@ -118,7 +118,11 @@ pub(crate) fn maxpool2x2(x: &[f32], n: usize, h: usize, w: usize, c: usize, out:
             let at = |dy: usize, dx: usize| ((img * h + 2 * oy + dy) * w + 2 * ox + dx) * c;
             let (a, b, p, q) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
             for (j, o) in dst[ox * c..(ox + 1) * c].iter_mut().enumerate() {
-                *o = x[a + j].max(x[b + j]).max(x[p + j].max(x[q + j]));
+                let (top, bottom) = (
+                    crate::nan_max(x[a + j], x[b + j]),
+                    crate::nan_max(x[p + j], x[q + j]),
+                );
+                *o = crate::nan_max(top, bottom);
             }
         }
     });

@@ -35,6 +35,7 @@
 //!   bit-identical features; only the portable fallback, without FMA, rounds differently).
 
 mod error;
+mod finite;
 mod gemm;
 mod im2col;
 mod input;
@@ -47,6 +48,7 @@ mod winograd;
 mod tests;
 
 pub use error::{Error, Result};
+pub(crate) use finite::{nan_max, nan_relu};
 pub use input::InputConvention;
 pub use net::{layer_names, ConvStack, ConvWeights, LayerSpec, TapSummary, TensorSpec, VGG16};
 pub use stage::{extract, Extracted, Params, VggExtract, CACHE_VERSION, DEFAULT_WEIGHTS_PATH};

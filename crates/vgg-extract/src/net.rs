@@ -402,7 +402,7 @@ impl ConvStack {
         w: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        self.forward_tapped(x, n, h, w, out, &[], &mut [])
+        self.forward_tapped(x, n, h, w, out, &[], &mut [], false)
     }
 
     /// The VGG names of the layers, in order (see [`layer_names`]).
@@ -463,7 +463,7 @@ impl ConvStack {
                 max: Vec::with_capacity(n * c),
             });
         }
-        self.forward_tapped(x, n, h, w, &mut out, taps, &mut sums)?;
+        self.forward_tapped(x, n, h, w, &mut out, taps, &mut sums, false)?;
         Ok((out, sums))
     }
 
@@ -477,6 +477,7 @@ impl ConvStack {
         out: &mut [f32],
         taps: &[usize],
         sums: &mut [TapSummary],
+        check_each: bool,
     ) -> Result<()> {
         let (oh, ow, oc) = self.output_shape(h, w)?;
         let (per_in, per_out) = self.image_sizes(h, w)?;
@@ -523,6 +524,7 @@ impl ConvStack {
         }
         let mut bufs = self.take_buffers(lens);
         let mut scratch = Vec::new();
+        let mut done = 0;
         for (xg, og) in x
             .chunks(group * per_in)
             .zip(out.chunks_mut(group * per_out))
@@ -569,6 +571,22 @@ impl ConvStack {
                     Op::Im2col(conv) => conv.forward(src, g, ih, iw, dst),
                     Op::Pool => maxpool2x2(src, g, ih, iw, ic, dst),
                 }
+                // A NaN or an infinity is an error, named by the layer that produced it. ReLU
+                // and pooling carry non-finite values on, so the output shows any; only then is
+                // the group run again checking every layer, to find the first.
+                let last = i + 1 == self.ops.len();
+                if check_each || last {
+                    if let Some((image, what)) = crate::finite::first_non_finite(dst, g) {
+                        if !check_each {
+                            return Err(self.first_non_finite_layer(xg, g, h, w).offset(done));
+                        }
+                        return Err(Error::NonFinite {
+                            layer: self.op_name(i),
+                            image,
+                            what,
+                        });
+                    }
+                }
                 // A pool's output, or a convolution's when no pool is fused into it.
                 let pooled_here = matches!(op, Op::Pool | Op::Winograd { pool: true, .. });
                 for (k, _) in tapped(pooled_here) {
@@ -576,9 +594,36 @@ impl ConvStack {
                 }
                 (ih, iw, ic) = (sh, sw, sc);
             }
+            done += g;
         }
         self.return_buffers(bufs);
         Ok(())
+    }
+
+    /// The error naming the first layer that gives a non-finite value for `g` images whose
+    /// output holds one.
+    fn first_non_finite_layer(&self, x: &[f32], g: usize, h: usize, w: usize) -> Error {
+        let (_, per_out) = match self.image_sizes(h, w) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let mut out = vec![0.0; per_out * g];
+        match self.forward_tapped(x, g, h, w, &mut out, &[], &mut [], true) {
+            Err(e) => e,
+            Ok(()) => {
+                Error::InvalidInput("a non-finite value that a second pass did not find".into())
+            }
+        }
+    }
+
+    /// The layers op `i` computes, by name (`conv1_2+pool1` for a fused pool).
+    fn op_name(&self, i: usize) -> String {
+        let names = layer_names(&self.specs);
+        let mine: Vec<&str> = (0..self.specs.len())
+            .filter(|&s| self.op_of_spec[s] == i)
+            .map(|s| names[s].as_str())
+            .collect();
+        mine.join("+")
     }
 
     /// Two activation buffers of at least `lens` values, reused across calls: a fresh

@@ -1,9 +1,12 @@
 //! The `vgg-extract` stage adapter: preprocessed images -> pool5 features.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use contracts::{ids, slots, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, SPLITS};
-use pipeline::{BoxError, MissingInput, Stage, StageContext, Tensor, Validate};
+use pipeline::{
+    Artifact, BoxError, InputArtifact, MissingInput, Stage, StageContext, Store, Tensor, Validate,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::views::View;
@@ -90,6 +93,15 @@ pub fn extract(
             None => (rgb, h, w),
         };
         let per_img = h * w * 3;
+        // A non-finite value names the image by its place in `rgb`, and the view.
+        let in_chunk = |e: crate::Error, start: usize| match e {
+            crate::Error::NonFinite { layer, image, what } => crate::Error::NonFinite {
+                layer: format!("{layer} (view {})", view.name()),
+                image: start + image,
+                what,
+            },
+            e => e,
+        };
         let mut e = Extracted {
             view,
             features: Vec::new(),
@@ -102,10 +114,14 @@ pub fn extract(
             p.convention
                 .extend_from_rgb(&pixels[start * per_img..end * per_img], &mut x);
             if taps.is_empty() {
-                e.features
-                    .extend_from_slice(&net.forward(&x, end - start, h, w)?);
+                e.features.extend_from_slice(
+                    &net.forward(&x, end - start, h, w)
+                        .map_err(|e| in_chunk(e, start))?,
+                );
             } else {
-                let (f, sums) = net.forward_with_taps(&x, end - start, h, w, &taps)?;
+                let (f, sums) = net
+                    .forward_with_taps(&x, end - start, h, w, &taps)
+                    .map_err(|e| in_chunk(e, start))?;
                 e.features.extend_from_slice(&f);
                 if e.taps.is_empty() {
                     e.taps = sums;
@@ -210,6 +226,26 @@ impl Stage for VggExtract {
     fn shardable(&self) -> bool {
         true
     }
+    /// Each split's features hold the images' chunks, one for one, in order.
+    fn check_gathered(
+        &self,
+        outputs: &BTreeMap<String, Artifact>,
+        inputs: &BTreeMap<String, Artifact>,
+        store: &Store,
+    ) -> Result<(), BoxError> {
+        for split in SPLITS {
+            let images: InputArtifact<'_> = slots::images(split).read_among(inputs, store)?;
+            let features = outputs
+                .get(split)
+                .ok_or_else(|| format!("no output `{split}`"))?;
+            contracts::check_same_rows(
+                &format!("{}.{split}", ids::VGG_EXTRACT),
+                &contracts::chunk_rows(&InputArtifact::new(features, store))?,
+                &contracts::chunk_rows(&images)?,
+            )?;
+        }
+        Ok(())
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let wpath = ctx
@@ -254,8 +290,17 @@ impl Stage for VggExtract {
                 let chunk = images.chunk(ci)?;
                 let (n, h, wd) = (chunk.n, chunk.height, chunk.width);
                 let (oh, ow, oc) = net.output_shape(h, wd)?;
+                let index = chunk.index()?;
                 let views = extract(&net, &p, chunk.images(), (n, h, wd), &mut |k| {
                     pb.inc(k as u64)
+                })
+                .map_err(|e| match e {
+                    crate::Error::NonFinite { layer, image, what } => format!(
+                        "{split} image {} (manifest index): layer {layer} produced {what}; are the weights in {} sane? (the output would be garbage, so nothing is stored)",
+                        index.get(image).copied().unwrap_or(-1),
+                        wpath.display()
+                    ),
+                    e => e.to_string(),
                 })?;
                 let mut extra = Vec::new();
                 for (vi, v) in views.iter().enumerate() {
@@ -281,7 +326,7 @@ impl Stage for VggExtract {
                     &views[0].features,
                     [n, oh, ow, oc],
                     &chunk.labels()?,
-                    &chunk.index()?,
+                    &index,
                     extra,
                 )?;
             }

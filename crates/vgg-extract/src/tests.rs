@@ -451,3 +451,49 @@ fn conv_stack_is_shareable_and_rejects_absurd_sizes() {
     assert!(net.forward(&[], usize::MAX, 4, 4).is_err());
     assert!(net.forward(&[], 1, usize::MAX / 2, 3).is_err());
 }
+
+#[test]
+fn an_overflow_inside_the_network_is_an_error_naming_the_layer_and_the_image() {
+    use LayerSpec::{Conv, MaxPool};
+    // A finite but huge bias (3e38) in the first layer: its output is still finite, the next
+    // layer's sums overflow (and, in Winograd's transforms, inf - inf gives NaN). Plain
+    // `max`-based ReLU and pooling would turn those NaNs into zeros and collapse the features
+    // silently.
+    let specs = [Conv(8), Conv(8), MaxPool, Conv(8)];
+    let mut rng = Rng(9);
+    let mut ws = vec![
+        random_weights(&mut rng, 3, 8),
+        random_weights(&mut rng, 8, 8),
+        random_weights(&mut rng, 8, 8),
+    ];
+    for isa in Isa::available() {
+        let net = ConvStack::build(isa, 3, &specs, &ws).unwrap();
+        let x = rng.vec(3 * 16 * 16 * 3, 1.0);
+        assert!(net.forward(&x, 3, 16, 16).is_ok(), "{isa:?}: sane weights");
+    }
+    ws[0].bias[3] = 3e38;
+    for isa in Isa::available() {
+        let net = ConvStack::build(isa, 3, &specs, &ws).unwrap();
+        // The bias reaches every image: the first one is named.
+        let x = rng.vec(3 * 16 * 16 * 3, 1.0);
+        let e = net.forward(&x, 3, 16, 16).unwrap_err().to_string();
+        assert!(
+            e.contains("layer conv1_2+pool1 produced") && e.contains("image 0 of the batch"),
+            "{isa:?}: {e}"
+        );
+    }
+    // An infinity in the middle of a batch names its image.
+    let ws = vec![
+        random_weights(&mut rng, 3, 8),
+        random_weights(&mut rng, 8, 8),
+        random_weights(&mut rng, 8, 8),
+    ];
+    let net = ConvStack::build(Isa::available()[0], 3, &specs, &ws).unwrap();
+    let mut x = rng.vec(3 * 16 * 16 * 3, 1.0);
+    x[2 * 16 * 16 * 3 + 5] = f32::INFINITY;
+    let e = net.forward(&x, 3, 16, 16).unwrap_err().to_string();
+    assert!(
+        e.contains("layer conv1_1 produced") && e.contains("image 2 of the batch"),
+        "{e}"
+    );
+}

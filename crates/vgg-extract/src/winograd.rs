@@ -374,13 +374,13 @@ impl<const L: usize> Lanes<L> {
 
     #[inline(always)]
     fn max(self, o: Self) -> Self {
-        self.zip(o, f32::max)
+        self.zip(o, crate::nan_max)
     }
 
     /// `relu(self + bias)`.
     #[inline(always)]
     fn bias_relu(self, b: Self) -> Self {
-        self.zip(b, |a, b| (a + b).max(0.0))
+        self.zip(b, |a, b| crate::nan_relu(a + b))
     }
 }
 

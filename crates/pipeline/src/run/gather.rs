@@ -1,7 +1,8 @@
 //! The gather of a sharded stage (`run STAGE --gather N`): checks that every shard has a
-//! record and that every blob those records name is in place, then writes the record an
-//! unsharded run would have written (same artifacts, same digests), so that downstream stages
-//! and early cutoff see no difference.
+//! record and that every blob those records name is in place, has the stage check what the
+//! shards put together against its upstream (`Stage::check_gathered`: every unit of work
+//! once, in order), then writes the record an unsharded run would have written (same
+//! artifacts, same digests), so that downstream stages and early cutoff see no difference.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ pub(crate) fn gather(
     store: &Store,
     stage: &dyn AnyStage,
     ki: &KeyInputs,
+    inputs: &BTreeMap<String, Artifact>,
     count: usize,
 ) -> Result<RunRecord, String> {
     let id = stage.id();
@@ -89,6 +91,9 @@ pub(crate) fn gather(
             },
         );
     }
+    stage
+        .check_gathered(&outputs, inputs, store)
+        .map_err(|e| format!("cannot gather: {e}"))?;
     let started_ms = parts.iter().map(|r| r.started_ms).min().unwrap_or(0);
     let finished_ms = parts.iter().map(|r| r.finished_ms).max().unwrap_or(0);
     let us: Vec<Usage> = parts.iter().filter_map(|r| r.usage.clone()).collect();

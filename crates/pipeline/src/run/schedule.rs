@@ -313,7 +313,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                 return Ok(Step::Changed);
             }
         }
-        let shard = match self.sharded(n, &ki, store, progress)? {
+        let shard = match self.sharded(n, &ki, &inputs, store, progress)? {
             Ok(shard) => shard,
             Err(step) => return Ok(step),
         };
@@ -382,6 +382,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
         &mut self,
         n: usize,
         ki: &crate::key::KeyInputs,
+        inputs: &BTreeMap<String, Artifact>,
         store: &Store,
         progress: &Progress,
     ) -> Result<Result<Option<Shard>, Step>, Error> {
@@ -420,7 +421,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
             }
             Sharding::Gather(count) if !self.dry_run => {
                 let t0 = std::time::Instant::now();
-                match super::gather::gather(store, stage, ki, count) {
+                match super::gather::gather(store, stage, ki, inputs, count) {
                     Ok(rec) => {
                         store.write_record(&rec)?;
                         progress.println(format!(
