@@ -107,6 +107,15 @@ impl Backend {
         }
     }
 
+    /// [`Backend::delete`] that gives up after a few seconds on a bucket that does not
+    /// answer (for what expires by itself, such as a lease, on the way out).
+    pub(crate) fn delete_soon(&self, rel: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Local(_) => self.delete(rel),
+            Backend::Remote(r) => r.delete_soon(rel),
+        }
+    }
+
     /// Every file under `dir`, recursively, sorted by name; temp files (names starting with
     /// `.`) are left out.
     pub(crate) fn list(&self, dir: &str) -> Result<Vec<Entry>, StoreError> {

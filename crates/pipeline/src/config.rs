@@ -513,7 +513,7 @@ fn cache_location(
     }
     if let Some(scheme) = url_scheme(cache) {
         return Err(format!(
-            "cache: `{cache}` looks like a `{scheme}:` URL but is not one that is supported ({FORMS}; a folder whose name has a colon: write it as ./{cache})"
+            "cache: `{cache}` looks like a URL (`{scheme}:`) but is not one that is supported ({FORMS}; a folder whose name has a colon: write it as ./{cache})"
         ));
     }
     if local_cache.is_some() {

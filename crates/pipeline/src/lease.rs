@@ -84,13 +84,23 @@ impl Lease {
 }
 
 impl Drop for Lease {
+    /// Stops the heartbeat and removes the lease, without holding up the process's exit for a
+    /// bucket that does not answer: a heartbeat still in a request after a second is left to
+    /// finish on its own, and the removal is tried for a few seconds only (a lease left behind
+    /// expires after its TTL).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.beat.take() {
             t.thread().unpark();
-            let _ = t.join();
+            let give_up = std::time::Instant::now() + Duration::from_secs(1);
+            while !t.is_finished() && std::time::Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
-        let _ = self.backend.delete(&self.rel);
+        let _ = self.backend.delete_soon(&self.rel);
     }
 }
 

@@ -1318,12 +1318,38 @@ fn s3_cache_errors_are_one_clear_line() {
     assert!(!o.0.status.success());
     assert!(
         o.stderr().contains(&format!(
-            "S3 cache {}: the bucket does not answer",
-            s3.url("")
+            "S3 cache {}: the bucket `{}` at http://127.0.0.1:9 does not answer",
+            s3.url(""),
+            s3.bucket
         )) && o.stderr().contains("AWS_ENDPOINT_URL"),
         "{}",
         o.stderr()
     );
+    // A mistyped bucket is not an empty cache: every command stops at the start, naming the
+    // bucket and the endpoint.
+    let url = s3.url("").replacen(&s3.bucket, "no-such-bucket-here", 1);
+    let e = Env::s3(BASE, &url, s3.env());
+    for cmd in [
+        &["status"][..],
+        &["artifacts", "ls"],
+        &["why", "sum"],
+        &["run", "all", "--dry-run"],
+        &["run", "all"],
+        &["verify"],
+        &["gc"],
+    ] {
+        let o = e.run(cmd);
+        assert!(!o.0.status.success(), "{cmd:?}");
+        assert!(
+            o.stderr().contains(&format!(
+                "the bucket `no-such-bucket-here` at {} does not answer",
+                s3.endpoint
+            )) && o.stderr().contains("NoSuchBucket"),
+            "{cmd:?}: {}",
+            o.stderr()
+        );
+        assert_eq!(o.stderr().lines().count(), 1, "{cmd:?}: {}", o.stderr());
+    }
     let bad = Env::new(&BASE.replace("cache = \"cache\"", "cache = \"s3://Bad_Bucket/x\""));
     let o = bad.run(&["status"]);
     assert!(
@@ -1520,4 +1546,109 @@ fn s3_conditional_writes_retry_on_409_and_304() {
         let v = other.ok(&["verify"]).stdout();
         assert!(v.contains("checked 7 blobs") && v.contains("0 bad"), "{v}");
     }
+}
+
+/// BASE with a slow `square` (its writes come while the test plays an outage) and, when
+/// given, `[s3]` settings.
+fn slow_s3_base(s3_settings: &str) -> String {
+    let t = BASE.replace(
+        "[stage.square]\nneeds = [\"gen\"]\n",
+        "[stage.square]\nneeds = [\"gen\"]\nparams = { sleep_ms = 1500 }\n",
+    );
+    if s3_settings.is_empty() {
+        t
+    } else {
+        format!("{t}\n[s3]\n{s3_settings}\n")
+    }
+}
+
+/// Waits for `child` at most `limit`; panics (after killing it) if it is still running.
+fn finish_within(mut child: Child, limit: Duration) -> (bool, String) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn s3_outage_of_30_seconds_is_ridden_through_with_the_same_results() {
+    let Some(s3) = fixtures::s3::s3_up("toy-outage") else {
+        return;
+    };
+    let toml = slow_s3_base("");
+    let local = Env::new(&toml);
+    local.ok(&["run", "all"]);
+    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
+    let mut vars = s3.env();
+    vars[0].1 = proxy.endpoint.clone();
+    let e = Env::s3(&toml, &s3.url(""), vars);
+    let child = e.spawn(&["run", "all", "--jobs", "1"]);
+    // While `square` sleeps: its writes, the heartbeat and everything after meet the outage.
+    std::thread::sleep(Duration::from_millis(700));
+    proxy.drop_for(Duration::from_secs(30));
+    let (ok, err) = finish_within(child, Duration::from_secs(150));
+    assert!(ok, "the run failed during the outage: {err}");
+    assert!(proxy.refused() > 0, "the run met the outage");
+    assert_eq!(listed(&e), listed(&local));
+    // Straight to the server: the bucket holds the whole run.
+    let other = Env::s3(&toml, &s3.url(""), s3.env());
+    let v = other.ok(&["verify"]).stdout();
+    assert!(v.contains("0 bad"), "{v}");
+}
+
+#[test]
+fn s3_frozen_server_answers_are_abandoned_and_retried() {
+    let Some(s3) = fixtures::s3::s3_up("toy-stall") else {
+        return;
+    };
+    let toml = slow_s3_base("request_timeout_seconds = 2");
+    let local = Env::new(&slow_s3_base(""));
+    local.ok(&["run", "all"]);
+    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
+    let mut vars = s3.env();
+    vars[0].1 = proxy.endpoint.clone();
+    let e = Env::s3(&toml, &s3.url(""), vars);
+    let child = e.spawn(&["run", "all", "--jobs", "1"]);
+    std::thread::sleep(Duration::from_millis(700));
+    // Longer than a request may take: requests are abandoned (after 2 s) and retried.
+    proxy.stall_for(Duration::from_secs(7));
+    let (ok, err) = finish_within(child, Duration::from_secs(120));
+    assert!(ok, "the run failed while the server was frozen: {err}");
+    assert_eq!(listed(&e), listed(&local));
+}
+
+#[test]
+fn s3_outage_past_the_retry_budget_fails_with_a_clear_error_and_exits() {
+    let Some(s3) = fixtures::s3::s3_up("toy-outage-long") else {
+        return;
+    };
+    let toml = slow_s3_base("retry_seconds = 3\nrequest_timeout_seconds = 2");
+    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
+    let mut vars = s3.env();
+    vars[0].1 = proxy.endpoint.clone();
+    let e = Env::s3(&toml, &s3.url(""), vars);
+    let child = e.spawn(&["run", "all", "--jobs", "1"]);
+    std::thread::sleep(Duration::from_millis(700));
+    proxy.drop_for(Duration::from_secs(60));
+    let (ok, err) = finish_within(child, Duration::from_secs(45));
+    assert!(!ok);
+    assert!(
+        err.contains("gave up after") && err.contains("[s3] retry_seconds, is 3 s"),
+        "{err}"
+    );
 }
