@@ -23,6 +23,11 @@ pub struct ChunkRef {
     pub digest: String,
     pub bytes: u64,
     pub tensors: Vec<TensorInfo>,
+    /// blake3 of the stored blob's safetensors header (its length prefix and JSON), which
+    /// holds what the content digest leaves out (the run's key, params, producer, creation
+    /// time): with it, a changed byte anywhere in a blob is found. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
 }
 
 /// A named output of a stage.

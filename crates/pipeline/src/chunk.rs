@@ -83,6 +83,14 @@ impl Chunk {
         if digest != r.digest {
             return Err(format!("content digest is {}", &digest[..16]));
         }
+        if let Some(want) = &r.header {
+            if crate::digest::header_digest(&self.mmap).as_ref() != Some(want) {
+                return Err(
+                    "its header is not the one stored (a byte of the run's key, params, producer or creation time changed)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 

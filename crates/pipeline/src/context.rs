@@ -268,11 +268,12 @@ impl OutputWriter<'_> {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(&tmp)(e).into());
         }
-        let stored = ctx.store.commit_blob(&tmp, &digest)?;
+        let (stored, header) = ctx.store.commit_blob(&tmp, &digest)?;
         self.chunks.push(ChunkRef {
             digest: digest.clone(),
             bytes: stored,
             tensors: infos,
+            header,
         });
         Ok(digest)
     }

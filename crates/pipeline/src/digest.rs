@@ -61,6 +61,14 @@ pub(crate) fn chunk_digest(
     h.finalize().to_hex().to_string()
 }
 
+/// blake3 of a safetensors file's header: the 8-byte length and the JSON it counts (`None`
+/// when `bytes` are too short to hold them).
+pub(crate) fn header_digest(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let end = n.checked_add(8)?;
+    Some(blake3::hash(bytes.get(..end)?).to_hex().to_string())
+}
+
 /// Digest of an artifact: its chunk digests in order and its metadata.
 pub(crate) fn artifact_digest(chunks: &[ChunkRef], meta: &BTreeMap<String, Value>) -> String {
     let mut h = blake3::Hasher::new();

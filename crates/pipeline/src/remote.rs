@@ -362,6 +362,32 @@ impl Remote {
         }
     }
 
+    /// [`crate::digest::header_digest`] of a safetensors object, from two ranged reads (its
+    /// length prefix, then its header); `None` if the object is not there or too short.
+    pub(crate) fn header_digest(&self, rel: &str) -> Result<Option<String>, StoreError> {
+        let p = self.path(rel);
+        let range = |r: std::ops::Range<u64>| match self
+            .call(self.policy.budget, || self.s3.get_range(&p, r.clone()))
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("GET (range)", rel, e)),
+        };
+        let Some(len) = range(0..8)? else {
+            return Ok(None);
+        };
+        let Ok(len8) = <[u8; 8]>::try_from(&len[..]) else {
+            return Ok(None);
+        };
+        let n = u64::from_le_bytes(len8);
+        let Some(head) = range(8..8u64.saturating_add(n))? else {
+            return Ok(None);
+        };
+        let mut all = len.to_vec();
+        all.extend_from_slice(&head);
+        Ok(crate::digest::header_digest(&all))
+    }
+
     /// Writes the object (last writer wins; S3 writes are atomic).
     pub(crate) fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let p = self.path(rel);

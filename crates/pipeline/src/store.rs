@@ -273,14 +273,18 @@ impl Store {
     /// file's: the digest leaves out the run-specific metadata (creation time, producer), so
     /// an earlier run's blob of the same content may have a header of another length, and the
     /// run record must name the file that is there.
-    pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<u64, StoreError> {
+    pub(crate) fn commit_blob(
+        &self,
+        tmp: &Path,
+        digest: &str,
+    ) -> Result<(u64, Option<String>), StoreError> {
         if let Backend::Remote(r) = &self.backend {
             return self.commit_blob_remote(r, tmp, digest);
         }
         let dest = self.blob_path(digest);
         if let Ok(md) = fs::metadata(&dest) {
             let _ = fs::remove_file(tmp);
-            return Ok(md.len());
+            return Ok((md.len(), local_header_digest(&dest)));
         }
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -298,28 +302,41 @@ impl Store {
             Err(_) => fs::rename(tmp, &dest).map_err(io_err(&dest))?,
         }
         sync_dir(dir);
-        fs::metadata(&dest).map(|m| m.len()).map_err(io_err(&dest))
+        // The blob that stays (ours, or an identical one another writer stored first).
+        let size = fs::metadata(&dest)
+            .map(|m| m.len())
+            .map_err(io_err(&dest))?;
+        Ok((size, local_header_digest(&dest)))
     }
 
     /// S3: uploads the blob if the bucket has none of its digest (create-if-absent), then
     /// keeps the file as the local copy when it is the bucket's object.
-    fn commit_blob_remote(&self, r: &Remote, tmp: &Path, digest: &str) -> Result<u64, StoreError> {
+    fn commit_blob_remote(
+        &self,
+        r: &Remote,
+        tmp: &Path,
+        digest: &str,
+    ) -> Result<(u64, Option<String>), StoreError> {
         let rel = blob_rel(digest);
         let bytes = fs::read(tmp).map_err(io_err(tmp))?;
         let ours = bytes.len() as u64;
-        let size = if r.create(&rel, bytes)? {
-            ours
-        } else {
-            r.head(&rel)?.map(|(n, _)| n).unwrap_or(ours)
-        };
+        let our_header = crate::digest::header_digest(&bytes);
         let dest = self.blob_path(digest);
-        if size == ours && !dest.exists() {
+        let (size, header) = if r.create(&rel, bytes)? {
+            // The bucket's object is ours: so is the local copy (an older one of the same
+            // digest may carry another header).
+            let _ = fs::remove_file(&dest);
             self.place_local(tmp, &dest)?;
+            (ours, our_header)
         } else {
-            let _ = fs::remove_file(tmp);
-        }
+            // Another writer's object (same content, its own header): ours is not kept
+            // locally, so that the local tier holds the bucket's bytes.
+            let size = r.head(&rel)?.map(|(n, _)| n).unwrap_or(ours);
+            (size, r.header_digest(&rel)?)
+        };
+        let _ = fs::remove_file(tmp);
         self.remember(digest, size);
-        Ok(size)
+        Ok((size, header))
     }
 
     fn remember(&self, digest: &str, size: u64) {
@@ -753,6 +770,19 @@ impl Store {
 }
 
 /// `blobs/ab/<digest>.safetensors`.
+/// [`crate::digest::header_digest`] of a blob file (its first bytes only).
+fn local_header_digest(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    let mut head = len.to_vec();
+    head.resize(8usize.checked_add(n)?, 0);
+    f.read_exact(&mut head[8..]).ok()?;
+    crate::digest::header_digest(&head)
+}
+
 fn blob_rel(digest: &str) -> String {
     let prefix = digest.get(..2).unwrap_or("00");
     format!("blobs/{prefix}/{digest}.safetensors")

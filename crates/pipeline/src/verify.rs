@@ -1,6 +1,9 @@
 //! `verify`: re-hash every blob that a kept run record names (on S3, the bucket's object,
-//! freshly downloaded), and (with repair) forget the
-//! records whose blobs are corrupt or missing, so that the next run rebuilds them.
+//! freshly downloaded): its content (tensors and metadata) against its digest, and its header
+//! (the run's key, params, producer, creation time, which the content digest leaves out)
+//! against the header digest the record keeps, so a changed byte anywhere is found; with
+//! repair, forget the records whose blobs are corrupt or missing, so that the next run
+//! rebuilds them.
 
 use std::collections::BTreeMap;
 
@@ -44,11 +47,14 @@ pub fn verify(
     for rec in store.records()? {
         for a in rec.outputs.values() {
             for c in &a.chunks {
-                by_digest
+                let e = by_digest
                     .entry(c.digest.clone())
-                    .or_insert_with(|| (c.clone(), Vec::new()))
-                    .1
-                    .push((rec.stage.clone(), rec.key.clone()));
+                    .or_insert_with(|| (c.clone(), Vec::new()));
+                // A record that knows the blob's header checks it too.
+                if e.0.header.is_none() {
+                    e.0.header.clone_from(&c.header);
+                }
+                e.1.push((rec.stage.clone(), rec.key.clone()));
             }
         }
     }

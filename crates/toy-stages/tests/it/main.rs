@@ -779,6 +779,70 @@ fn flip_data_byte(blob: &Path, at: u64) {
     fs::write(blob, &bytes).unwrap();
 }
 
+/// Changes one character of a field's value in a blob's header (`key`, `created`, `params`,
+/// `producer`: what the content digest leaves out) to another of the same kind, so that the
+/// header still parses.
+fn flip_header_value(bytes: &mut [u8], field: &str, at: u64) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let open = format!("\"{field}\":\"");
+    let start = header
+        .find(&open)
+        .unwrap_or_else(|| panic!("no {field} in {header}"))
+        + open.len();
+    let len = header[start..].find('"').unwrap();
+    assert!(len > 0, "empty {field}");
+    let i = 8 + start + (at as usize % len);
+    bytes[i] = match bytes[i] {
+        b'0'..=b'8' | b'a'..=b'e' | b'A'..=b'Y' => bytes[i] + 1,
+        b'9' => b'0',
+        b'f' => b'a',
+        b'Z' => b'A',
+        c => {
+            if c == b'-' {
+                b'+'
+            } else {
+                b'-'
+            }
+        }
+    };
+}
+
+fn flip_header_file(blob: &Path, field: &str, at: u64) {
+    let mut bytes = fs::read(blob).unwrap();
+    flip_header_value(&mut bytes, field, at);
+    fs::write(blob, &bytes).unwrap();
+}
+
+// A byte of a blob's header that the content digest leaves out (the run's key, creation
+// time) is found by `verify` and by a stage that reads the blob.
+#[test]
+fn a_changed_header_byte_is_found() {
+    let e = Env::new(BASE);
+    e.ok(&["run", "all"]);
+    for (i, field) in ["key", "created", "producer", "params"].iter().enumerate() {
+        let blob = blobs_of(&e, "square")[0].clone();
+        flip_header_file(&blob, field, 7 + i as u64);
+        let o = e.run(&["verify"]);
+        assert!(!o.0.status.success(), "{field}: {}", o.stdout());
+        assert!(
+            o.stdout().contains("header is not the one stored"),
+            "{field}: {}",
+            o.stdout()
+        );
+        e.ok(&["verify", "--repair"]);
+        // The rebuilt blob is the same content: `sum` stays cached.
+        assert_eq!(e.ok(&["run", "all"]).ran(), ["square"], "{field}");
+        assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+    }
+    // A stage reading a blob with a changed header takes it for corrupt and rebuilds it.
+    let blob = blobs_of(&e, "square")[0].clone();
+    flip_header_file(&blob, "key", 3);
+    let o = e.ok(&["run", "sum", "--force"]);
+    assert!(o.ran().contains(&"square".to_string()), "{}", o.stdout());
+    assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
+}
+
 // `verify` re-hashes every blob a record names; `--repair` forgets what they invalidate.
 #[test]
 fn verify_reports_corrupt_blobs_and_repair_rebuilds_them() {
@@ -846,7 +910,12 @@ fn fault_campaign_kills_and_flipped_bytes() {
             blobs.extend(blobs_of(&e, s));
         }
         let blob = &blobs[(rng.next_u64() % blobs.len() as u64) as usize];
-        flip_data_byte(blob, rng.next_u64());
+        // Tensor data, or the header fields the content digest leaves out.
+        match rng.next_u64() % 3 {
+            0 => flip_data_byte(blob, rng.next_u64()),
+            1 => flip_header_file(blob, "key", rng.next_u64()),
+            _ => flip_header_file(blob, "created", rng.next_u64()),
+        }
         let o = e.run(&["verify"]);
         assert!(!o.0.status.success(), "a flipped byte must be found");
         e.ok(&["verify", "--repair"]);
@@ -1651,4 +1720,131 @@ fn s3_outage_past_the_retry_budget_fails_with_a_clear_error_and_exits() {
         err.contains("gave up after") && err.contains("[s3] retry_seconds, is 3 s"),
         "{err}"
     );
+}
+
+// The campaign on shards: kill -9 at random moments of shard runs and gathers, flipped bytes
+// (data and header) in blobs that only a shard record names yet; the gathered result and
+// everything after it come out clean.
+#[test]
+fn fault_campaign_on_shard_records() {
+    let mut rng = pipeline::SplitMix64::new(2027);
+    let slow = BASE
+        .replace(
+            "[stage.gen]\n",
+            "[stage.gen]\nparams = { n = 10, scale = 1.0, chunks = 6 }\n#",
+        )
+        .replace(
+            "[stage.square]\n",
+            "[stage.square]\nparams = { sleep_ms = 80 }\n",
+        );
+    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let e = Env::new(&slow);
+    e.ok(&["run", "gen"]);
+    for trial in 0..4 {
+        let _ = fs::remove_dir_all(e.cache().join("runs/square"));
+        let _ = fs::remove_file(e.cache().join("latest/square.json"));
+        // Every shard, one of them killed at a random moment, then run again.
+        let victim = rng.next_u64() % 3;
+        for i in 0..3 {
+            let shard = format!("{i}/3");
+            if i == victim {
+                let mut child = e.spawn(&["run", "square", "--shard", &shard]);
+                std::thread::sleep(Duration::from_millis(rng.next_u64() % 250));
+                let _ = child.kill();
+                child.wait().unwrap();
+            }
+            e.ok(&["run", "square", "--shard", &shard]);
+        }
+        // A flipped byte in a blob a shard record names, before the gather.
+        let shard_dir = fs::read_dir(e.cache().join("runs/square/shards"))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .next()
+            .unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(shard_dir.join("1-of-3.json")).unwrap()).unwrap();
+        let d = rec["outputs"]["values"]["chunks"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let blob = e
+            .cache()
+            .join("blobs")
+            .join(&d[..2])
+            .join(format!("{d}.safetensors"));
+        if trial % 2 == 0 {
+            flip_data_byte(&blob, rng.next_u64());
+        } else {
+            flip_header_file(&blob, "key", rng.next_u64());
+        }
+        e.ok(&["run", "square", "--gather", "3"]);
+        // The gathered record names the blob: `verify` finds it, and after the repair the
+        // next run rebuilds `square` and gives the clean result.
+        let o = e.run(&["verify"]);
+        assert!(!o.0.status.success(), "trial {trial}: {}", o.stdout());
+        assert!(
+            o.stdout().contains(&d[..16]),
+            "trial {trial}: {}",
+            o.stdout()
+        );
+        e.ok(&["verify", "--repair"]);
+        e.ok(&["run", "all"]);
+        assert_eq!(e.total(), expected, "trial {trial}");
+        assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+    }
+}
+
+// The campaign on an S3 cache: kill -9 at random moments of runs, flipped bytes (data and
+// header) in the bucket's objects; every time, verify finds them and the next run is clean.
+#[test]
+fn fault_campaign_on_an_s3_cache() {
+    let Some(s3) = fixtures::s3::s3_up("toy-campaign") else {
+        return;
+    };
+    let mut rng = pipeline::SplitMix64::new(2028);
+    let slow = BASE
+        .replace(
+            "[stage.gen]\n",
+            "[stage.gen]\nparams = { n = 10, scale = 1.0, sleep_ms = 60, chunks = 4 }\n#",
+        )
+        .replace(
+            "[stage.square]\n",
+            "[stage.square]\nparams = { sleep_ms = 60 }\n",
+        );
+    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let e = Env::s3(&slow, &s3.url(""), s3.env());
+    for _ in 0..4 {
+        let mut child = e.spawn(&["run", "gen", "--force", "--downstream", "--jobs", "1"]);
+        std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 600));
+        let _ = child.kill();
+        child.wait().unwrap();
+        e.ok(&["run", "all"]);
+        assert_eq!(e.total(), expected);
+    }
+    for round in 0..3 {
+        let rec: serde_json::Value = serde_json::from_slice(&s3.get("latest/square.json")).unwrap();
+        let chunks = rec["outputs"]["values"]["chunks"].as_array().unwrap();
+        let c = &chunks[(rng.next_u64() % chunks.len() as u64) as usize];
+        let d = c["digest"].as_str().unwrap();
+        let key = format!("blobs/{}/{d}.safetensors", &d[..2]);
+        let mut bytes = s3.get(&key);
+        if round % 2 == 0 {
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let i = 8 + n + (rng.next_u64() as usize % (bytes.len() - 8 - n));
+            bytes[i] ^= 0x10;
+        } else {
+            flip_header_value(&mut bytes, "key", rng.next_u64());
+        }
+        s3.put(&key, bytes);
+        let o = e.run(&["verify"]);
+        assert!(
+            !o.0.status.success(),
+            "a flipped byte in the bucket must be found"
+        );
+        assert!(o.stdout().contains(&d[..12]), "{}", o.stdout());
+        e.ok(&["verify", "--repair"]);
+        e.ok(&["run", "all"]);
+        assert_eq!(e.total(), expected);
+        assert!(e.ok(&["verify"]).stdout().contains(": 0 bad"));
+    }
 }
