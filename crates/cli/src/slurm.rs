@@ -218,6 +218,9 @@ pub(crate) fn submit(
                 .collect();
             let mut gather_deps = deps.clone();
             if !missing.is_empty() {
+                if let (Some(k), false) = (&key, args.dry_run) {
+                    store.note_shard_plan(&sc.id, k, n)?;
+                }
                 let array = compress(&missing);
                 let tail = format!(
                     "run {} --executor local --shard \"$SLURM_ARRAY_TASK_ID/{n}\"",
@@ -602,5 +605,25 @@ mod tests {
         assert_eq!(quote("/a/b-c.toml"), "/a/b-c.toml");
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("x='y'"), r"'x='\''y'\'''");
+    }
+
+    #[test]
+    fn a_planned_sharded_run_shows_before_any_shard_has_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(shard_status(&store, "square", "k1").unwrap().is_empty());
+        store.note_shard_plan("square", "k1", 3).unwrap();
+        // Planned twice (a resubmission): one line still.
+        store.note_shard_plan("square", "k1", 3).unwrap();
+        assert_eq!(
+            shard_status(&store, "square", "k1").unwrap(),
+            [
+                "shards of 3: 0 done, 0 running, 0 failed, 3 not started",
+                "  not started: 0, 1, 2"
+            ]
+        );
+        assert!(shard_status(&store, "square", "other-key")
+            .unwrap()
+            .is_empty());
     }
 }

@@ -490,6 +490,28 @@ impl Store {
         format!("runs/{stage}/shards/{key}")
     }
 
+    /// Notes that `stage` (key `key`) is to run in `count` shards, so that `status` shows
+    /// "0 of N done" from the moment a sharded run is planned, before any shard has a record
+    /// (`runs/<stage>/shards/<key>/planned-of-N.plan`; the gather removes it).
+    pub fn note_shard_plan(&self, stage: &str, key: &str, count: usize) -> Result<(), StoreError> {
+        let rel = format!("{}/planned-of-{count}.plan", Self::shard_dir(stage, key));
+        self.backend.create(&rel, b"")?;
+        Ok(())
+    }
+
+    /// Removes the plans [`Store::note_shard_plan`] left for `stage` (key `key`).
+    pub(crate) fn clear_shard_plans(&self, stage: &str, key: &str) {
+        for e in self
+            .backend
+            .list(&Self::shard_dir(stage, key))
+            .unwrap_or_default()
+        {
+            if e.rel.ends_with(".plan") {
+                let _ = self.backend.delete(&e.rel);
+            }
+        }
+    }
+
     /// `runs/<stage>/shards/<key>/I-of-N<suffix>`.
     fn shard_file(stage: &str, key: &str, shard: Shard, suffix: &str) -> String {
         format!(

@@ -123,15 +123,54 @@ pub(crate) fn execute(job: Job<'_>, store: &Store, progress: &Progress) -> Finis
     }
 }
 
+/// An error and its causes on one line, each cause once: one that the message above it
+/// already ends with (an error that prints its source, as `path: source` does) is not
+/// repeated.
 fn format_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_said_once() {
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = crate::error::StoreError::Io {
+            path: "cache/tmp/x.tmp".into(),
+            source: full,
+        };
+        let s = super::format_error(&e);
+        assert_eq!(s.matches("os error 28").count(), 1, "{s}");
+        assert!(s.starts_with("cache/tmp/x.tmp: "), "{s}");
+        // A cause the message does not include is still given.
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "writing the blob")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let s = super::format_error(&Outer(std::io::Error::from_raw_os_error(28)));
+        assert!(
+            s.starts_with("writing the blob: ") && s.contains("os error 28"),
+            "{s}"
+        );
+    }
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

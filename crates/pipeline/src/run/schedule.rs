@@ -417,6 +417,8 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                     self.slots.insert(n, Slot::Done(Box::new(rec)));
                     return Ok(Err(Step::Changed));
                 }
+                // `status` shows the sharded run from now on ("0 of N done").
+                let _ = store.note_shard_plan(&sc.id, &ki.key(), sh.count);
                 return Ok(Ok(Some(sh)));
             }
             Sharding::Gather(count) if !self.dry_run => {
@@ -424,6 +426,7 @@ impl<'c, 'r> Scheduler<'c, 'r> {
                 match super::gather::gather(store, stage, ki, inputs, count) {
                     Ok(rec) => {
                         store.write_record(&rec)?;
+                        store.clear_shard_plans(&sc.id, &rec.key);
                         progress.println(format!(
                             "{:>9} {}: {count} shards gathered in {:.1}s",
                             "done",
