@@ -5,6 +5,35 @@ mod architecture;
 
 use study_tests::{food_slice, shared, Project};
 
+/// `weights.path=<the shared VGG16 weights>`, for `--set`.
+fn weights_setting(shared: &std::path::Path) -> String {
+    format!(
+        "weights.path={}",
+        shared.join("weights/vgg16_notop.safetensors").display()
+    )
+}
+
+/// The error of a run with `opts` and `set`, `None` when it succeeds.
+fn run_error(p: &Project, opts: pipeline::RunOptions, set: &[&str]) -> Option<String> {
+    let s = pipeline::run(
+        &p.config(set),
+        &xtask::registry(),
+        &opts,
+        &pipeline::Progress::silent(),
+    )
+    .unwrap();
+    s.check().err().map(|e| format!("{e:#}"))
+}
+
+/// The error of running `target` alone with `set`, which must fail.
+fn failed_run_error(p: &Project, target: &str, set: &[&str]) -> String {
+    let opts = pipeline::RunOptions {
+        targets: vec![target.into()],
+        ..Default::default()
+    };
+    run_error(p, opts, set).expect("the run must fail")
+}
+
 fn pipeline_toml() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml"))
         .unwrap()
@@ -89,40 +118,20 @@ fn undecodable_file_is_skipped_by_preprocess_and_listed() {
         skipped[0]["reason"].as_str().unwrap().contains("truncated"),
         "{skipped:?}"
     );
-    // With on_bad_file = "error" the stage stops and names the file.
-    let opts = pipeline::RunOptions {
-        targets: vec!["preprocess".into()],
-        ..Default::default()
-    };
-    let cfg = p.config(&["stage.preprocess.params.on_bad_file=error"]);
-    let s = pipeline::run(
-        &cfg,
-        &xtask::registry(),
-        &opts,
-        &pipeline::Progress::silent(),
-    )
-    .unwrap();
-    let err = s.check().unwrap_err().to_string();
-    assert!(
-        err.contains("training/0_1.jpg: corrupt or truncated image"),
-        "{err}"
-    );
-    // The loader's switch, the documented one, stops whichever stage finds the bad file: the
-    // loader keeps this file (its header is fine), preprocess stops at it.
-    let cfg = p.config(&["stage.loader.params.on_bad_file=error"]);
-    let s = pipeline::run(
-        &cfg,
-        &xtask::registry(),
-        &opts,
-        &pipeline::Progress::silent(),
-    )
-    .unwrap();
-    let err = s.check().unwrap_err().to_string();
-    assert!(
-        err.contains("training/0_1.jpg: corrupt or truncated image")
-            && err.contains("on_bad_file = \"error\""),
-        "{err}"
-    );
+    // With on_bad_file = "error" the stage stops and names the file; the loader's switch, the
+    // documented one, stops whichever stage finds the bad file (the loader keeps this file:
+    // its header is fine; preprocess stops at it).
+    for switch in [
+        "stage.preprocess.params.on_bad_file=error",
+        "stage.loader.params.on_bad_file=error",
+    ] {
+        let err = failed_run_error(&p, "preprocess", &[switch]);
+        assert!(
+            err.contains("training/0_1.jpg: corrupt or truncated image")
+                && err.contains("on_bad_file = \"error\""),
+            "{switch}: {err}"
+        );
+    }
 }
 
 /// Digests of the first synthetic study (`synthetic = "shapes"`, 16/6/6 images per class,
@@ -230,10 +239,7 @@ const SHAPES: [&str; 3] = [
 fn synthetic_shapes_study_is_unchanged() {
     let Some(shared) = shared() else { return };
     let p = Project::new(&pipeline_toml());
-    let weights = format!(
-        "weights.path={}",
-        shared.join("weights/vgg16_notop.safetensors").display()
-    );
+    let weights = weights_setting(&shared);
     let mut set = vec![weights.as_str(), "threads=2"];
     set.extend(SHAPES);
     let s = p.run(&[], &set);
@@ -297,10 +303,7 @@ fn visible_text(dom: &str) -> String {
 fn default_study_shows_the_point_and_its_report_renders_in_a_real_browser() {
     let Some(shared) = shared() else { return };
     let p = Project::new(&pipeline_toml().replace("out = \"data/report\"", "out = \"report\""));
-    let weights = format!(
-        "weights.path={}",
-        shared.join("weights/vgg16_notop.safetensors").display()
-    );
+    let weights = weights_setting(&shared);
     let set = [weights.as_str(), "threads=2"];
     let s = p.run(&[], &set);
     // The demo shows the study's finding: transfer learning far above the scratch CNN.
@@ -562,10 +565,7 @@ fn output_digests(p: &Project, stages: &[&str]) -> Vec<(String, String)> {
 #[test]
 fn sharded_preprocess_and_extraction_equal_an_unsharded_run_byte_for_byte() {
     let Some(shared) = shared() else { return };
-    let weights = format!(
-        "weights.path={}",
-        shared.join("weights/vgg16_notop.safetensors").display()
-    );
+    let weights = weights_setting(&shared);
     // Small chunks, so that shards cut splits in the middle; one file that cannot be decoded,
     // so that the gather merges the skipped lists.
     let set = [
@@ -597,13 +597,7 @@ fn sharded_preprocess_and_extraction_equal_an_unsharded_run_byte_for_byte() {
         };
     // 15 units (5 chunks of 4 per split) in 4 and in 6 shards.
     for (stage, n) in [("preprocess", 4), ("vgg-extract", 6)] {
-        for i in 0..n {
-            let s = sharded.run_opts(
-                opts(stage, Some(pipeline::Shard::new(i, n).unwrap()), None),
-                &set,
-            );
-            assert_eq!(s.ran(), vec![stage], "{stage} shard {i}/{n}");
-        }
+        run_shards(&sharded, stage, n, &set);
         sharded.run_opts(opts(stage, None, Some(n)), &set);
     }
     assert_eq!(
@@ -720,10 +714,7 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     let ds = p.path().join("ds");
     std::fs::create_dir_all(&ds).unwrap();
     food_slice(&shared, &ds, 3);
-    let weights = format!(
-        "weights.path={}",
-        shared.join("weights/vgg16_notop.safetensors").display()
-    );
+    let weights = weights_setting(&shared);
     // The recipe's own training (30 epochs, early stopping, the best epoch): 4 epochs on six
     // rows per class leave the head at chance.
     let set = [weights.as_str(), "threads=2"];
@@ -863,6 +854,21 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     assert!(p.run(&[], &set).ran().is_empty());
 }
 
+/// Runs every shard of `stage` (`run STAGE --shard I/count`), one after the other.
+fn run_shards(p: &Project, stage: &str, count: usize, set: &[&str]) {
+    for i in 0..count {
+        let s = p.run_opts(
+            pipeline::RunOptions {
+                targets: vec![stage.to_string()],
+                shard: Some(pipeline::Shard::new(i, count).unwrap()),
+                ..Default::default()
+            },
+            set,
+        );
+        assert_eq!(s.ran(), vec![stage], "{stage} shard {i}/{count}");
+    }
+}
+
 /// Shard `index` of `count` of `stage`'s record file, as `run --shard` wrote it.
 fn shard_record_file(p: &Project, stage: &str, index: usize, count: usize) -> std::path::PathBuf {
     let dir = p.path().join("cache/runs").join(stage).join("shards");
@@ -908,14 +914,7 @@ fn gather_error(p: &Project, stage: &str, count: usize, set: &[&str]) -> Option<
         gather: Some(count),
         ..Default::default()
     };
-    let s = pipeline::run(
-        &p.config(set),
-        &xtask::registry(),
-        &opts,
-        &pipeline::Progress::silent(),
-    )
-    .unwrap();
-    s.check().err().map(|e| format!("{e:#}"))
+    run_error(p, opts, set)
 }
 
 #[test]
@@ -924,16 +923,7 @@ fn a_gather_refuses_shard_records_that_drop_repeat_or_swap_a_chunk() {
     for how in ["drop", "repeat", "swap"] {
         let p = Project::new(&pipeline_toml());
         p.run(&["loader"], &set);
-        for i in 0..3 {
-            p.run_opts(
-                pipeline::RunOptions {
-                    targets: vec!["preprocess".into()],
-                    shard: Some(pipeline::Shard::new(i, 3).unwrap()),
-                    ..Default::default()
-                },
-                &set,
-            );
-        }
+        run_shards(&p, "preprocess", 3, &set);
         tamper_chunks(&shard_record_file(&p, "preprocess", 1, 3), how);
         let e = gather_error(&p, "preprocess", 3, &set)
             .unwrap_or_else(|| panic!("{how}: the gather accepted a tampered shard record"));
@@ -951,10 +941,7 @@ fn a_gather_refuses_shard_records_that_drop_repeat_or_swap_a_chunk() {
 #[test]
 fn a_gather_of_the_extraction_checks_its_chunks_against_the_images() {
     let Some(shared) = shared() else { return };
-    let weights = format!(
-        "weights.path={}",
-        shared.join("weights/vgg16_notop.safetensors").display()
-    );
+    let weights = weights_setting(&shared);
     let set = [
         weights.as_str(),
         "threads=2",
@@ -964,16 +951,7 @@ fn a_gather_of_the_extraction_checks_its_chunks_against_the_images() {
     ];
     let p = Project::new(&pipeline_toml());
     p.run(&["preprocess"], &set);
-    for i in 0..3 {
-        p.run_opts(
-            pipeline::RunOptions {
-                targets: vec!["vgg-extract".into()],
-                shard: Some(pipeline::Shard::new(i, 3).unwrap()),
-                ..Default::default()
-            },
-            &set,
-        );
-    }
+    run_shards(&p, "vgg-extract", 3, &set);
     let file = shard_record_file(&p, "vgg-extract", 1, 3);
     let good = std::fs::read(&file).unwrap();
     for how in ["drop", "repeat", "swap"] {

@@ -30,6 +30,9 @@ pub struct ChunkRef {
     pub header: Option<String>,
 }
 
+/// A stage's artifacts by name (its outputs), or by `stage.output` (a stage's inputs).
+pub type Artifacts = BTreeMap<String, Artifact>;
+
 /// A named output of a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Artifact {

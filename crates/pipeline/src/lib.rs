@@ -52,7 +52,7 @@ mod tensor;
 mod usage;
 mod verify;
 
-pub use artifact::{Artifact, ChunkRef, TensorInfo};
+pub use artifact::{Artifact, Artifacts, ChunkRef, TensorInfo};
 pub use chunk::{Chunk, InputArtifact, ReadError};
 pub use clock::{format_unix, now_ms};
 pub use config::{Config, StageConfig, DEVICES};
@@ -69,7 +69,7 @@ pub use resources::{parse_bytes, Cpus, Resources};
 pub use rng::SplitMix64;
 pub use run::{run, RunOptions, RunSummary, StageOutcome};
 pub use shard::{Shard, MAX_SHARDS};
-pub use stage::{resolve_params, AnyStage, MissingInput, Stage, Validate};
+pub use stage::{resolve_params, AnyStage, Checked, MissingInput, Stage, Validate};
 pub use store::{LastRun, ShardFailure, Store, StoreLock, TimelineEntry};
 pub use tensor::{Dtype, Tensor};
 pub use verify::{verify, BlobProblem, VerifyReport};

@@ -7,13 +7,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::artifact::Artifact;
+use crate::artifact::Artifacts;
 use crate::context::StageContext;
 use crate::error::BoxError;
 use crate::progress::Progress;
 use crate::record::RunRecord;
 use crate::resources::Resources;
 use crate::store::Store;
+
+/// What [`Stage::check_gathered`] returns.
+pub type Checked = Result<(), BoxError>;
 
 /// A missing external input that a stage may be able to obtain (see
 /// [`Stage::provide_input`]).
@@ -129,12 +132,7 @@ pub trait Stage: Send + Sync {
     /// `stage.output`), before it is recorded: a shard record that parses but dropped,
     /// repeated or reordered a unit of work must not become a result. The default checks
     /// nothing.
-    fn check_gathered(
-        &self,
-        _outputs: &BTreeMap<String, Artifact>,
-        _inputs: &BTreeMap<String, Artifact>,
-        _store: &Store,
-    ) -> Result<(), BoxError> {
+    fn check_gathered(&self, _outputs: &Artifacts, _inputs: &Artifacts, _store: &Store) -> Checked {
         Ok(())
     }
 
@@ -166,12 +164,7 @@ pub trait AnyStage: Send + Sync {
     ) -> Result<BTreeMap<String, Value>, BoxError>;
     fn resources(&self) -> Resources;
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError>;
-    fn check_gathered(
-        &self,
-        outputs: &BTreeMap<String, Artifact>,
-        inputs: &BTreeMap<String, Artifact>,
-        store: &Store,
-    ) -> Result<(), BoxError>;
+    fn check_gathered(&self, outputs: &Artifacts, inputs: &Artifacts, store: &Store) -> Checked;
     fn skipped_inputs(&self, rec: &RunRecord) -> usize;
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError>;
 }
@@ -214,12 +207,7 @@ impl<S: Stage> AnyStage for S {
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
         Stage::provide_input(self, missing)
     }
-    fn check_gathered(
-        &self,
-        outputs: &BTreeMap<String, Artifact>,
-        inputs: &BTreeMap<String, Artifact>,
-        store: &Store,
-    ) -> Result<(), BoxError> {
+    fn check_gathered(&self, outputs: &Artifacts, inputs: &Artifacts, store: &Store) -> Checked {
         Stage::check_gathered(self, outputs, inputs, store)
     }
     fn skipped_inputs(&self, rec: &RunRecord) -> usize {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use contracts::{ids, Entry, ImagesMeta, ImagesWriter, ManifestReader, Skipped, SPLITS};
-use pipeline::{Artifact, BoxError, InputArtifact, Stage, StageContext, Store, Validate};
+use pipeline::{Artifacts, BoxError, Checked, InputArtifact, Stage, StageContext, Store, Validate};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -159,12 +159,7 @@ impl Stage for Preprocess {
     }
     /// Each split's images hold every manifest entry of the split that was not skipped, once,
     /// in manifest order.
-    fn check_gathered(
-        &self,
-        outputs: &BTreeMap<String, Artifact>,
-        inputs: &BTreeMap<String, Artifact>,
-        store: &Store,
-    ) -> Result<(), BoxError> {
+    fn check_gathered(&self, outputs: &Artifacts, inputs: &Artifacts, store: &Store) -> Checked {
         let reader: ManifestReader = contracts::slots::MANIFEST.read_among(inputs, store)?;
         for split in SPLITS {
             let entries = reader

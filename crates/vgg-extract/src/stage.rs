@@ -1,11 +1,11 @@
 //! The `vgg-extract` stage adapter: preprocessed images -> pool5 features.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use contracts::{ids, slots, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, SPLITS};
 use pipeline::{
-    Artifact, BoxError, InputArtifact, MissingInput, Stage, StageContext, Store, Tensor, Validate,
+    Artifacts, BoxError, Checked, InputArtifact, MissingInput, Stage, StageContext, Store, Tensor,
+    Validate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -227,12 +227,7 @@ impl Stage for VggExtract {
         true
     }
     /// Each split's features hold the images' chunks, one for one, in order.
-    fn check_gathered(
-        &self,
-        outputs: &BTreeMap<String, Artifact>,
-        inputs: &BTreeMap<String, Artifact>,
-        store: &Store,
-    ) -> Result<(), BoxError> {
+    fn check_gathered(&self, outputs: &Artifacts, inputs: &Artifacts, store: &Store) -> Checked {
         for split in SPLITS {
             let images: InputArtifact<'_> = slots::images(split).read_among(inputs, store)?;
             let features = outputs

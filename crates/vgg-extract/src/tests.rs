@@ -461,11 +461,13 @@ fn an_overflow_inside_the_network_is_an_error_naming_the_layer_and_the_image() {
     // silently.
     let specs = [Conv(8), Conv(8), MaxPool, Conv(8)];
     let mut rng = Rng(9);
-    let mut ws = vec![
-        random_weights(&mut rng, 3, 8),
-        random_weights(&mut rng, 8, 8),
-        random_weights(&mut rng, 8, 8),
-    ];
+    let three = |rng: &mut Rng| -> Vec<ConvWeights> {
+        [(3, 8), (8, 8), (8, 8)]
+            .iter()
+            .map(|&(c, k)| random_weights(rng, c, k))
+            .collect()
+    };
+    let mut ws = three(&mut rng);
     for isa in Isa::available() {
         let net = ConvStack::build(isa, 3, &specs, &ws).unwrap();
         let x = rng.vec(3 * 16 * 16 * 3, 1.0);
@@ -483,11 +485,7 @@ fn an_overflow_inside_the_network_is_an_error_naming_the_layer_and_the_image() {
         );
     }
     // An infinity in the middle of a batch names its image.
-    let ws = vec![
-        random_weights(&mut rng, 3, 8),
-        random_weights(&mut rng, 8, 8),
-        random_weights(&mut rng, 8, 8),
-    ];
+    let ws = three(&mut rng);
     let net = ConvStack::build(Isa::available()[0], 3, &specs, &ws).unwrap();
     let mut x = rng.vec(3 * 16 * 16 * 3, 1.0);
     x[2 * 16 * 16 * 3 + 5] = f32::INFINITY;

@@ -865,21 +865,31 @@ fn verify_reports_corrupt_blobs_and_repair_rebuilds_them() {
     assert_eq!(e.total(), (0..10).map(|i| (i * i) as f64).sum::<f64>());
 }
 
+/// BASE with these params for `gen` and `square` (the fault campaigns' slow pipelines).
+fn with_params(gen: &str, square: &str) -> String {
+    BASE.replace(
+        "[stage.gen]\n",
+        &format!("[stage.gen]\nparams = {{ {gen} }}\n#"),
+    )
+    .replace(
+        "[stage.square]\n",
+        &format!("[stage.square]\nparams = {{ {square} }}\n"),
+    )
+}
+
+/// The sum of squares `gen` and `square` give (n = 10).
+const EXPECTED_TOTAL: f64 = 285.0;
+
 // A small fault campaign from a fixed seed: kill -9 at random moments of a run, then flip
 // random data bytes of random blobs; every time, the next `run` gives the clean result.
 #[test]
 fn fault_campaign_kills_and_flipped_bytes() {
     let mut rng = pipeline::SplitMix64::new(2026);
-    let slow = BASE
-        .replace(
-            "[stage.gen]\n",
-            "[stage.gen]\nparams = { n = 10, scale = 1.0, sleep_ms = 100, chunks = 4 }\n#",
-        )
-        .replace(
-            "[stage.square]\n",
-            "[stage.square]\nparams = { sleep_ms = 100 }\n",
-        );
-    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let slow = with_params(
+        "n = 10, scale = 1.0, sleep_ms = 100, chunks = 4",
+        "sleep_ms = 100",
+    );
+    let expected = EXPECTED_TOTAL;
     let e = Env::new(&slow);
     let (mut killed, trials) = (0, 8);
     for _ in 0..trials {
@@ -1631,6 +1641,21 @@ fn slow_s3_base(s3_settings: &str) -> String {
     }
 }
 
+/// `run all` of the pipeline `toml` on the test bucket through a [`fixtures::s3::FaultProxy`],
+/// 0.7 s under way (while `square` sleeps) when this returns.
+fn run_behind_a_fault_proxy(
+    s3: &fixtures::s3::TestPrefix,
+    toml: &str,
+) -> (fixtures::s3::FaultProxy, Env, Child) {
+    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
+    let mut vars = s3.env();
+    vars[0].1 = proxy.endpoint.clone();
+    let e = Env::s3(toml, &s3.url(""), vars);
+    let child = e.spawn(&["run", "all", "--jobs", "1"]);
+    std::thread::sleep(Duration::from_millis(700));
+    (proxy, e, child)
+}
+
 /// Waits for `child` at most `limit`; panics (after killing it) if it is still running.
 fn finish_within(mut child: Child, limit: Duration) -> (bool, String) {
     let t0 = Instant::now();
@@ -1662,13 +1687,8 @@ fn s3_outage_of_30_seconds_is_ridden_through_with_the_same_results() {
     let toml = slow_s3_base("");
     let local = Env::new(&toml);
     local.ok(&["run", "all"]);
-    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
-    let mut vars = s3.env();
-    vars[0].1 = proxy.endpoint.clone();
-    let e = Env::s3(&toml, &s3.url(""), vars);
-    let child = e.spawn(&["run", "all", "--jobs", "1"]);
     // While `square` sleeps: its writes, the heartbeat and everything after meet the outage.
-    std::thread::sleep(Duration::from_millis(700));
+    let (proxy, e, child) = run_behind_a_fault_proxy(&s3, &toml);
     proxy.drop_for(Duration::from_secs(30));
     let (ok, err) = finish_within(child, Duration::from_secs(150));
     assert!(ok, "the run failed during the outage: {err}");
@@ -1688,12 +1708,7 @@ fn s3_frozen_server_answers_are_abandoned_and_retried() {
     let toml = slow_s3_base("request_timeout_seconds = 2");
     let local = Env::new(&slow_s3_base(""));
     local.ok(&["run", "all"]);
-    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
-    let mut vars = s3.env();
-    vars[0].1 = proxy.endpoint.clone();
-    let e = Env::s3(&toml, &s3.url(""), vars);
-    let child = e.spawn(&["run", "all", "--jobs", "1"]);
-    std::thread::sleep(Duration::from_millis(700));
+    let (proxy, e, child) = run_behind_a_fault_proxy(&s3, &toml);
     // Longer than a request may take: requests are abandoned (after 2 s) and retried.
     proxy.stall_for(Duration::from_secs(7));
     let (ok, err) = finish_within(child, Duration::from_secs(120));
@@ -1707,12 +1722,7 @@ fn s3_outage_past_the_retry_budget_fails_with_a_clear_error_and_exits() {
         return;
     };
     let toml = slow_s3_base("retry_seconds = 3\nrequest_timeout_seconds = 2");
-    let proxy = fixtures::s3::FaultProxy::start(&s3.endpoint);
-    let mut vars = s3.env();
-    vars[0].1 = proxy.endpoint.clone();
-    let e = Env::s3(&toml, &s3.url(""), vars);
-    let child = e.spawn(&["run", "all", "--jobs", "1"]);
-    std::thread::sleep(Duration::from_millis(700));
+    let (proxy, _e, child) = run_behind_a_fault_proxy(&s3, &toml);
     proxy.drop_for(Duration::from_secs(60));
     let (ok, err) = finish_within(child, Duration::from_secs(45));
     assert!(!ok);
@@ -1728,16 +1738,8 @@ fn s3_outage_past_the_retry_budget_fails_with_a_clear_error_and_exits() {
 #[test]
 fn fault_campaign_on_shard_records() {
     let mut rng = pipeline::SplitMix64::new(2027);
-    let slow = BASE
-        .replace(
-            "[stage.gen]\n",
-            "[stage.gen]\nparams = { n = 10, scale = 1.0, chunks = 6 }\n#",
-        )
-        .replace(
-            "[stage.square]\n",
-            "[stage.square]\nparams = { sleep_ms = 80 }\n",
-        );
-    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let slow = with_params("n = 10, scale = 1.0, chunks = 6", "sleep_ms = 80");
+    let expected = EXPECTED_TOTAL;
     let e = Env::new(&slow);
     e.ok(&["run", "gen"]);
     for trial in 0..4 {
@@ -1802,16 +1804,11 @@ fn fault_campaign_on_an_s3_cache() {
         return;
     };
     let mut rng = pipeline::SplitMix64::new(2028);
-    let slow = BASE
-        .replace(
-            "[stage.gen]\n",
-            "[stage.gen]\nparams = { n = 10, scale = 1.0, sleep_ms = 60, chunks = 4 }\n#",
-        )
-        .replace(
-            "[stage.square]\n",
-            "[stage.square]\nparams = { sleep_ms = 60 }\n",
-        );
-    let expected = (0..10).map(|i| (i * i) as f64).sum::<f64>();
+    let slow = with_params(
+        "n = 10, scale = 1.0, sleep_ms = 60, chunks = 4",
+        "sleep_ms = 60",
+    );
+    let expected = EXPECTED_TOTAL;
     let e = Env::s3(&slow, &s3.url(""), s3.env());
     for _ in 0..4 {
         let mut child = e.spawn(&["run", "gen", "--force", "--downstream", "--jobs", "1"]);
