@@ -231,7 +231,7 @@ pub(crate) fn upstream_inputs(
 pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
     let resolved = resolve(config, registry)?;
     let store = config.open_store()?;
-    let mut stat = StatCache::load(&store.stat_cache_path());
+    let mut stat = StatCache::open(store.stat_cache_dir());
     let mut done: BTreeMap<String, BTreeMap<String, Artifact>> = BTreeMap::new();
     let mut entries = Vec::new();
     for (sc, (stage, params, _)) in config.stages.iter().zip(&resolved.stages) {
@@ -281,7 +281,6 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Plan, Error> {
             needs: sc.needs.clone(),
         });
     }
-    let _ = stat.save(&store.stat_cache_path());
     let (cache_bytes, cache_blobs) = store.blob_usage();
     Ok(Plan {
         entries,

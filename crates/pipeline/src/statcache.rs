@@ -1,109 +1,474 @@
 //! The stat cache and content digests of external inputs (files and folders).
+//!
+//! One binary file per input path (`stat-cache/<blake3 of the absolute path>.bin` in the
+//! store's local folder), memory-mapped when read, never parsed whole:
+//!
+//! ```text
+//! magic "XTSTAT02" | saved_at_ns i64 | tree digest [32] | dirs u64 | files u64 | names u64
+//! dir records  (dirs  x 48 bytes: name offset u64, name length u64, mtime i64, ctime i64, ino u64, 0)
+//! file records (files x 88 bytes: name offset, name length, kind, len, mtime, ctime, ino, digest [32])
+//! names (relative paths, each followed by a NUL), then the blake3 of everything before it
+//! ```
+//!
+//! Files are sorted by relative path (the order of the folder digest), so a lookup is a binary
+//! search and the no-op needs neither a map nor a parse. A folder's listing is reused when
+//! every folder of the tree has the status it had (adding, removing or renaming an entry
+//! changes its folder's mtime and ctime); otherwise the tree is walked again. Every file is
+//! still `stat`ed (in parallel): a file whose (size, mtime, ctime, inode) differ, or whose
+//! times are too close to the moment the cache was saved (a write in the same clock tick
+//! could leave them unchanged), is hashed again. A file that is truncated, damaged (checksum)
+//! or of another format is ignored and rewritten: it only ever saves hashing, never decides a
+//! digest.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use memmap2::Mmap;
+use rayon::prelude::*;
 
-/// What the stat cache remembers of one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StatEntry {
-    len: u64,
-    mtime_ns: i128,
-    ino: u64,
-    digest: String,
+const MAGIC: &[u8; 8] = b"XTSTAT02";
+const HEADER: usize = 72;
+const DIR_REC: usize = 48;
+const FILE_REC: usize = 88;
+const TRAILER: usize = 32;
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Kind of a file record: a regular file with its content digest, or something whose
+/// digest is recomputed every time (not a file, unreadable).
+const KIND_FILE: u64 = 0;
+const KIND_OTHER: u64 = 1;
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
-/// Remembers file digests by (size, mtime, inode). It only decides whether a file must be
-/// re-hashed: the content hash is what goes into keys. Entries whose mtime is too close to the
-/// moment they were recorded are not trusted (a file written in the same clock tick as it
-/// was hashed could change without changing its mtime).
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What identifies a version of a file or folder without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Stat {
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+}
+
+impl Stat {
+    #[cfg(unix)]
+    fn of(md: &fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            len: md.len(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            ino: md.ino(),
+        }
+    }
+    #[cfg(not(unix))]
+    fn of(md: &fs::Metadata) -> Stat {
+        let t = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Stat {
+            len: md.len(),
+            mtime_ns: t,
+            ctime_ns: t,
+            ino: 0,
+        }
+    }
+
+    /// Old enough, compared with when the cache was saved, to be trusted.
+    fn settled(&self, saved_at_ns: i64) -> bool {
+        self.mtime_ns.max(self.ctime_ns) + RACY_WINDOW_NS < saved_at_ns
+    }
+}
+
+/// One file of a tree, as found now.
+#[derive(Debug, Clone)]
+struct FileNow {
+    kind: u64,
+    stat: Stat,
+    digest: [u8; 32],
+    /// For KIND_OTHER: the text hashed into the folder digest.
+    other: Option<Box<str>>,
+}
+
+/// A stored cache file, memory-mapped and checked.
+struct Stored {
+    map: Mmap,
+    saved_at_ns: i64,
+    tree: [u8; 32],
+    dirs: usize,
+    files: usize,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Stored {
+    /// The cache file at `path` if it is whole and of this format; `None` otherwise (a
+    /// missing, truncated, damaged or foreign file is never trusted).
+    fn open(path: &Path) -> Option<Stored> {
+        let file = fs::File::open(path).ok()?;
+        // Safety: the file is only ever replaced by rename, never written in place; a
+        // concurrent replacement leaves this mapping on the old inode.
+        let map = unsafe { Mmap::map(&file) }.ok()?;
+        let b = &map[..];
+        if b.len() < HEADER + TRAILER || &b[..8] != MAGIC {
+            return None;
+        }
+        let (dirs, files, names) = (u64_at(b, 48), u64_at(b, 56), u64_at(b, 64));
+        let body =
+            (dirs as u128) * DIR_REC as u128 + (files as u128) * FILE_REC as u128 + names as u128;
+        if HEADER as u128 + body + TRAILER as u128 != b.len() as u128 {
+            return None;
+        }
+        let end = b.len() - TRAILER;
+        if blake3::hash(&b[..end]).as_bytes() != &b[end..] {
+            return None;
+        }
+        let (saved_at_ns, tree) = (i64_at(b, 8), b[16..48].try_into().expect("32 bytes"));
+        let s = Stored {
+            saved_at_ns,
+            tree,
+            dirs: dirs as usize,
+            files: files as usize,
+            map,
+        };
+        // Every name must lie inside the names area.
+        let names_at = s.names_at();
+        let b = &s.map[..];
+        let ok = (0..s.dirs)
+            .map(|i| HEADER + i * DIR_REC)
+            .chain((0..s.files).map(|i| s.file_at(i)))
+            .all(|r| {
+                let (off, len) = (u64_at(b, r) as u128, u64_at(b, r + 8) as u128);
+                names_at as u128 + off + len < end as u128
+            });
+        ok.then_some(s)
+    }
+
+    fn names_at(&self) -> usize {
+        HEADER + self.dirs * DIR_REC + self.files * FILE_REC
+    }
+    fn file_at(&self, i: usize) -> usize {
+        HEADER + self.dirs * DIR_REC + i * FILE_REC
+    }
+    fn name(&self, rec: usize) -> &str {
+        let b = &self.map[..];
+        let (off, len) = (u64_at(b, rec) as usize, u64_at(b, rec + 8) as usize);
+        let at = self.names_at() + off;
+        std::str::from_utf8(&b[at..at + len]).unwrap_or("\u{fffd}")
+    }
+    fn dir(&self, i: usize) -> (&str, Stat) {
+        let r = HEADER + i * DIR_REC;
+        let b = &self.map[..];
+        let stat = Stat {
+            len: 0,
+            mtime_ns: i64_at(b, r + 16),
+            ctime_ns: i64_at(b, r + 24),
+            ino: u64_at(b, r + 32),
+        };
+        (self.name(r), stat)
+    }
+    fn file_name(&self, i: usize) -> &str {
+        self.name(self.file_at(i))
+    }
+    fn file(&self, i: usize) -> (u64, Stat, [u8; 32]) {
+        let r = self.file_at(i);
+        let b = &self.map[..];
+        let stat = Stat {
+            len: u64_at(b, r + 24),
+            mtime_ns: i64_at(b, r + 32),
+            ctime_ns: i64_at(b, r + 40),
+            ino: u64_at(b, r + 48),
+        };
+        (
+            u64_at(b, r + 16),
+            stat,
+            b[r + 56..r + 88].try_into().expect("32 bytes"),
+        )
+    }
+    fn find(&self, rel: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.files);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.file_name(mid).cmp(rel) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The tree's folders, if every one still has its cached status (then the cached listing
+    /// of files is the listing now).
+    fn dirs_if_unchanged(&self, root: &Path) -> Option<Vec<(String, Stat)>> {
+        let mut dirs = Vec::with_capacity(self.dirs);
+        for i in 0..self.dirs {
+            let (rel, then) = self.dir(i);
+            let now = Stat::of(&fs::metadata(join(root, rel)).ok()?);
+            let now = Stat { len: 0, ..now };
+            if now != then || !then.settled(self.saved_at_ns) {
+                return None;
+            }
+            dirs.push((rel.to_string(), now));
+        }
+        Some(dirs)
+    }
+
+    fn names(&self) -> Names {
+        let mut names = Names::default();
+        for i in 0..self.files {
+            names.push(self.file_name(i));
+        }
+        names
+    }
+}
+
+/// Relative paths in one buffer (a million `String`s would cost twice the memory).
+#[derive(Debug, Default)]
+struct Names {
+    blob: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Names {
+    fn push(&mut self, rel: &str) {
+        self.spans.push((self.blob.len(), rel.len()));
+        self.blob.push_str(rel);
+    }
+    fn get(&self, i: usize) -> &str {
+        let (at, len) = self.spans[i];
+        &self.blob[at..at + len]
+    }
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+    fn sort(&mut self) {
+        let blob = &self.blob;
+        self.spans
+            .par_sort_unstable_by(|a, b| blob[a.0..a.0 + a.1].cmp(&blob[b.0..b.0 + b.1]));
+    }
+}
+
+fn join(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// Walks `dir` (following symbolic links to folders), noting every folder's status before
+/// reading it and every other entry's path relative to `root`.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    dirs: &mut Vec<(String, Stat)>,
+    out: &mut Names,
+) -> std::io::Result<()> {
+    let rel_of = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let stat = Stat::of(&fs::metadata(dir)?);
+    dirs.push((rel_of(dir), Stat { len: 0, ..stat }));
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let p = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() || (ft.is_symlink() && p.is_dir()) {
+            walk(root, &p, dirs, out)?;
+        } else {
+            out.push(&rel_of(&p));
+        }
+    }
+    Ok(())
+}
+
+/// The state of one file now, hashing it only when the cached entry cannot be trusted.
+fn check_file(
+    path: &Path,
+    found: std::io::Result<(Stat, bool)>,
+    cached: Option<(u64, Stat, [u8; 32])>,
+    saved_at_ns: i64,
+) -> FileNow {
+    let other = |what: String| FileNow {
+        kind: KIND_OTHER,
+        stat: Stat::default(),
+        digest: [0; 32],
+        other: Some(what.into()),
+    };
+    let stat = match found {
+        Ok((stat, true)) => stat,
+        Ok((_, false)) => return other("not-a-file".into()),
+        Err(e) => return other(unreadable(e.kind())),
+    };
+    if let Some((KIND_FILE, then, digest)) = cached {
+        if then == stat && stat.settled(saved_at_ns) {
+            return FileNow {
+                kind: KIND_FILE,
+                stat,
+                digest,
+                other: None,
+            };
+        }
+    }
+    let hashed = fs::File::open(path).and_then(|f| {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(f)?;
+        Ok(*h.finalize().as_bytes())
+    });
+    match hashed {
+        Ok(digest) => FileNow {
+            kind: KIND_FILE,
+            stat,
+            digest,
+            other: None,
+        },
+        Err(e) => other(unreadable(e.kind())),
+    }
+}
+
+/// The text hashed for an entry that cannot be read.
+fn unreadable(kind: std::io::ErrorKind) -> String {
+    format!("unreadable:{kind:?}")
+}
+
+/// Writes the cache file (see the module docs), its checksum last.
+fn encode(
+    w: &mut dyn Write,
+    saved_at_ns: i64,
+    tree: &[u8; 32],
+    dirs: &[(String, Stat)],
+    names: &Names,
+    files: &[FileNow],
+) -> std::io::Result<()> {
+    let mut h = blake3::Hasher::new();
+    let mut put = |bytes: &[u8]| -> std::io::Result<()> {
+        h.update(bytes);
+        w.write_all(bytes)
+    };
+    let names_len: usize = dirs.iter().map(|(n, _)| n.len() + 1).sum::<usize>()
+        + names.iter().map(|n| n.len() + 1).sum::<usize>();
+    put(MAGIC)?;
+    put(&saved_at_ns.to_le_bytes())?;
+    put(tree)?;
+    for n in [dirs.len(), files.len(), names_len] {
+        put(&(n as u64).to_le_bytes())?;
+    }
+    let mut off = 0u64;
+    let mut rec = Vec::with_capacity(FILE_REC);
+    let mut name_ref = |rec: &mut Vec<u8>, n: &str| {
+        rec.clear();
+        rec.extend_from_slice(&off.to_le_bytes());
+        rec.extend_from_slice(&(n.len() as u64).to_le_bytes());
+        off += n.len() as u64 + 1;
+    };
+    for (n, s) in dirs {
+        name_ref(&mut rec, n);
+        for v in [s.mtime_ns, s.ctime_ns, s.ino as i64, 0] {
+            rec.extend_from_slice(&v.to_le_bytes());
+        }
+        put(&rec)?;
+    }
+    for (n, f) in names.iter().zip(files) {
+        name_ref(&mut rec, n);
+        rec.extend_from_slice(&f.kind.to_le_bytes());
+        rec.extend_from_slice(&f.stat.len.to_le_bytes());
+        for v in [f.stat.mtime_ns, f.stat.ctime_ns, f.stat.ino as i64] {
+            rec.extend_from_slice(&v.to_le_bytes());
+        }
+        rec.extend_from_slice(&f.digest);
+        put(&rec)?;
+    }
+    for n in dirs.iter().map(|(n, _)| n.as_str()).chain(names.iter()) {
+        put(n.as_bytes())?;
+        put(&[0])?;
+    }
+    let sum = h.finalize();
+    w.write_all(sum.as_bytes())
+}
+
+/// Stores a tree's state (a failure only costs hashing next time).
+fn save(
+    file: Option<&Path>,
+    tree: &[u8; 32],
+    dirs: &[(String, Stat)],
+    names: &Names,
+    files: &[FileNow],
+) {
+    if let Some(file) = file {
+        let saved_at = now_ns();
+        let _ = crate::fsutil::write_atomic_with(file, |w| {
+            encode(w, saved_at, tree, dirs, names, files)
+        });
+    }
+}
+
+/// The folder digest: sorted relative paths and their files' digests.
+fn tree_digest(names: &Names, files: &[FileNow]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"tree-v1\0");
+    let mut buf = Vec::with_capacity(1 << 20);
+    for (rel, f) in names.iter().zip(files) {
+        buf.extend_from_slice(rel.as_bytes());
+        buf.push(0);
+        if f.kind == KIND_FILE {
+            buf.extend_from_slice(blake3::Hash::from_bytes(f.digest).to_hex().as_bytes());
+        } else {
+            buf.extend_from_slice(f.other.as_deref().unwrap_or("").as_bytes());
+        }
+        buf.push(b'\n');
+        if buf.len() >= 1 << 20 {
+            h.update(&buf);
+            buf.clear();
+        }
+    }
+    h.update(&buf);
+    *h.finalize().as_bytes()
+}
+
+/// Content digests of external inputs, remembered by file status (see the module docs).
+#[derive(Debug, Default)]
 pub(crate) struct StatCache {
-    /// Unix nanoseconds when the cache was last saved.
-    saved_at_ns: i128,
-    entries: BTreeMap<PathBuf, StatEntry>,
-    #[serde(skip)]
-    dirty: bool,
+    /// Where the per-input cache files live (`None`: remember nothing on disk).
+    dir: Option<PathBuf>,
     /// Digests already computed in this process, by path (several stages often read the same
     /// dataset folder).
-    #[serde(skip)]
     memo: BTreeMap<PathBuf, String>,
 }
 
-const RACY_WINDOW_NS: i128 = 2_000_000_000;
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
-
-fn mtime_ns(md: &fs::Metadata) -> i128 {
-    md.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
-
-#[cfg(unix)]
-fn inode(md: &fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(md)
-}
-#[cfg(not(unix))]
-fn inode(_md: &fs::Metadata) -> u64 {
-    0
-}
-
 impl StatCache {
-    pub(crate) fn load(path: &Path) -> StatCache {
-        fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    pub(crate) fn open(dir: PathBuf) -> StatCache {
+        StatCache {
+            dir: Some(dir),
+            memo: BTreeMap::new(),
+        }
     }
 
-    pub(crate) fn save(&mut self, path: &Path) -> std::io::Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        self.saved_at_ns = now_ns();
-        let bytes = serde_json::to_vec(self).expect("stat cache serialises");
-        crate::fsutil::write_atomic(path, &bytes)?;
-        self.dirty = false;
-        Ok(())
-    }
-
-    /// Digest of one file's content, from the cache when its stat is unchanged and not racy.
-    fn file_digest(&mut self, path: &Path, md: &fs::Metadata) -> std::io::Result<String> {
-        let (len, mt, ino) = (md.len(), mtime_ns(md), inode(md));
-        if let Some(e) = self.entries.get(path) {
-            if e.len == len
-                && e.mtime_ns == mt
-                && e.ino == ino
-                && mt + RACY_WINDOW_NS < self.saved_at_ns
-            {
-                return Ok(e.digest.clone());
-            }
-        }
-        let mut h = blake3::Hasher::new();
-        h.update_reader(fs::File::open(path)?)?;
-        let digest = h.finalize().to_hex().to_string();
-        self.entries.insert(
-            path.to_path_buf(),
-            StatEntry {
-                len,
-                mtime_ns: mt,
-                ino,
-                digest: digest.clone(),
-            },
-        );
-        self.dirty = true;
-        Ok(digest)
+    fn file_for(&self, path: &Path) -> Option<PathBuf> {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
+        Some(self.dir.as_ref()?.join(format!("{}.bin", &key[..32])))
     }
 
     /// Content digest of a file, or of a folder as a whole (sorted relative paths and file
@@ -113,60 +478,154 @@ impl StatCache {
         if let Some(d) = self.memo.get(path) {
             return Ok(d.clone());
         }
-        let d = self.compute_path_digest(path)?;
+        let md = fs::metadata(path)?;
+        let store = self.file_for(path);
+        let stored = store.as_deref().and_then(Stored::open);
+        let d = if md.is_file() {
+            single_file(path, stored.as_ref(), store.as_deref())?
+        } else {
+            tree(path, stored.as_ref(), store.as_deref())?
+        };
         self.memo.insert(path.to_path_buf(), d.clone());
         Ok(d)
     }
+}
 
-    fn compute_path_digest(&mut self, path: &Path) -> std::io::Result<String> {
-        let md = fs::metadata(path)?;
-        if md.is_file() {
-            return self.file_digest(path, &md);
+/// A single file's digest, and the cache file to write if it changed.
+fn single_file(
+    path: &Path,
+    stored: Option<&Stored>,
+    store: Option<&Path>,
+) -> std::io::Result<String> {
+    let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
+    let cached = stored.filter(|s| s.files == 1).map(|s| s.file(0));
+    let found = fs::metadata(path).map(|md| (Stat::of(&md), md.is_file()));
+    let now = check_file(path, found, cached, saved);
+    if now.kind != KIND_FILE {
+        // Unreadable: the error itself, as before the cache.
+        fs::File::open(path)?;
+        return Err(std::io::Error::other(
+            now.other.unwrap_or_default().to_string(),
+        ));
+    }
+    let hex = blake3::Hash::from_bytes(now.digest).to_hex().to_string();
+    let unchanged =
+        cached.is_some_and(|(_, s, d)| s == now.stat && d == now.digest) && now.stat.settled(saved);
+    if !unchanged {
+        let mut names = Names::default();
+        names.push("");
+        let digest = now.digest;
+        save(store, &digest, &[], &names, &[now]);
+    }
+    Ok(hex)
+}
+
+/// Open handles of a tree's folders, to `stat` each file by its name in its folder (a path
+/// walk from the root for every file costs more than the `stat` itself).
+struct Folders<'a> {
+    root: &'a Path,
+    open: BTreeMap<String, fs::File>,
+}
+
+impl Folders<'_> {
+    fn open<'a>(root: &'a Path, dirs: &[(String, Stat)]) -> Folders<'a> {
+        let open = dirs
+            .iter()
+            .filter_map(|(rel, _)| Some((rel.clone(), fs::File::open(join(root, rel)).ok()?)))
+            .collect();
+        Folders { root, open }
+    }
+
+    /// The status of the file at `rel` (following symbolic links) and whether it is a file.
+    fn stat(&self, rel: &str) -> std::io::Result<(Stat, bool)> {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        match self.open.get(dir) {
+            #[cfg(unix)]
+            Some(d) if name.len() < 1024 && !name.contains('\0') => stat_in(d, name),
+            _ => fs::metadata(self.root.join(rel)).map(|md| (Stat::of(&md), md.is_file())),
         }
-        let mut files = Vec::new();
-        walk(path, path, &mut files)?;
-        files.sort();
-        let mut h = blake3::Hasher::new();
-        h.update(b"tree-v1\0");
-        for rel in files {
-            let full = path.join(&rel);
-            let d = match fs::metadata(&full).and_then(|md| {
-                if md.is_file() {
-                    self.file_digest(&full, &md)
-                } else {
-                    Ok("not-a-file".to_string())
-                }
-            }) {
-                Ok(d) => d,
-                Err(e) => format!("unreadable:{:?}", e.kind()),
-            };
-            h.update(rel.as_bytes());
-            h.update(b"\0");
-            h.update(d.as_bytes());
-            h.update(b"\n");
-        }
-        Ok(h.finalize().to_hex().to_string())
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let p = entry.path();
-        let ft = entry.file_type()?;
-        if ft.is_dir() || (ft.is_symlink() && p.is_dir()) {
-            walk(root, &p, out)?;
-        } else {
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            out.push(rel.to_string_lossy().replace('\\', "/"));
+#[cfg(unix)]
+fn stat_in(dir: &fs::File, name: &str) -> std::io::Result<(Stat, bool)> {
+    use std::os::fd::AsRawFd;
+    let mut c = [0u8; 1024];
+    c[..name.len()].copy_from_slice(name.as_bytes());
+    // Safety: `c` is NUL-terminated (name is shorter than the buffer and has no NUL), `st`
+    // is a plain struct the call fills, and the folder's handle is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr().cast(), &mut st, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let stat = Stat {
+        len: st.st_size as u64,
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        ino: st.st_ino,
+    };
+    Ok((stat, st.st_mode & libc::S_IFMT == libc::S_IFREG))
+}
+
+/// Whether every file of an unchanged listing still has its cached, settled status.
+fn all_files_unchanged(s: &Stored, folders: &Folders<'_>) -> bool {
+    (0..s.files).into_par_iter().with_min_len(1024).all(|i| {
+        let (kind, then, _) = s.file(i);
+        kind == KIND_FILE
+            && then.settled(s.saved_at_ns)
+            && folders
+                .stat(s.file_name(i))
+                .is_ok_and(|(now, is_file)| is_file && now == then)
+    })
+}
+
+/// A folder's digest; the cache file is rewritten if anything changed.
+fn tree(root: &Path, stored: Option<&Stored>, store: Option<&Path>) -> std::io::Result<String> {
+    let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
+    let same_dirs = stored.and_then(|s| Some((s, s.dirs_if_unchanged(root)?)));
+    // The no-op: the same folders, every file with its cached status.
+    if let Some((s, dirs)) = &same_dirs {
+        if all_files_unchanged(s, &Folders::open(root, dirs)) {
+            return Ok(blake3::Hash::from_bytes(s.tree).to_hex().to_string());
         }
     }
-    Ok(())
+    let listing_same = same_dirs.is_some();
+    let (dirs, names) = match same_dirs {
+        Some((s, dirs)) => (dirs, s.names()),
+        None => {
+            let (mut dirs, mut names) = (Vec::new(), Names::default());
+            walk(root, root, &mut dirs, &mut names)?;
+            names.sort();
+            dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            (dirs, names)
+        }
+    };
+    let folders = Folders::open(root, &dirs);
+    let files: Vec<FileNow> = (0..names.len())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|i| {
+            let rel = names.get(i);
+            let cached = stored.and_then(|s| {
+                let at = if listing_same { Some(i) } else { s.find(rel) };
+                at.map(|j| s.file(j))
+            });
+            check_file(&root.join(rel), folders.stat(rel), cached, saved)
+        })
+        .collect();
+    let digest = tree_digest(&names, &files);
+    save(store, &digest, &dirs, &names, &files);
+    Ok(blake3::Hash::from_bytes(digest).to_hex().to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache(t: &tempfile::TempDir) -> StatCache {
+        StatCache::open(t.path().join("sc"))
+    }
 
     #[test]
     fn folder_digest_follows_content_not_mtime() {
@@ -174,7 +633,7 @@ mod tests {
         fs::create_dir_all(t.path().join("d/sub")).unwrap();
         fs::write(t.path().join("d/a.txt"), "one").unwrap();
         fs::write(t.path().join("d/sub/b.txt"), "two").unwrap();
-        let mut sc = StatCache::default();
+        let mut sc = cache(&t);
         let d1 = sc.path_digest(&t.path().join("d")).unwrap();
         // Same content elsewhere: same digest (no absolute paths).
         fs::create_dir_all(t.path().join("e/sub")).unwrap();
@@ -186,17 +645,128 @@ mod tests {
         assert_ne!(sc.path_digest(&t.path().join("d")).unwrap(), d1);
     }
 
+    /// The folder digest of the JSON-era cache (tree-v1 over hex digests), computed directly.
+    fn reference_digest(root: &Path) -> String {
+        fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    files(root, &p, out);
+                } else {
+                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().into());
+                }
+            }
+        }
+        let mut v = Vec::new();
+        files(root, root, &mut v);
+        v.sort();
+        let mut h = blake3::Hasher::new();
+        h.update(b"tree-v1\0");
+        for rel in v {
+            let d = blake3::hash(&fs::read(root.join(&rel)).unwrap()).to_hex();
+            h.update(rel.as_bytes());
+            h.update(b"\0");
+            h.update(d.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    #[test]
+    fn digest_is_the_json_era_digest_and_survives_a_reload() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(d.join("b/c")).unwrap();
+        for (p, c) in [("a", "1"), ("b/x", "2"), ("b/c/y", "3"), ("b.txt", "4")] {
+            fs::write(d.join(p), c).unwrap();
+        }
+        let want = reference_digest(&d);
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), want);
+        // From the stored file (a new process), unchanged.
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), want);
+    }
+
+    /// Pretends the stored cache was saved `secs` later than it was, so entries are settled.
+    fn age_cache(t: &tempfile::TempDir, secs: i64) {
+        for e in fs::read_dir(t.path().join("sc")).unwrap() {
+            let p = e.unwrap().path();
+            let mut b = fs::read(&p).unwrap();
+            let saved = i64_at(&b, 8) + secs * 1_000_000_000;
+            b[8..16].copy_from_slice(&saved.to_le_bytes());
+            let end = b.len() - TRAILER;
+            let sum = *blake3::hash(&b[..end]).as_bytes();
+            b[end..].copy_from_slice(&sum);
+            fs::write(&p, b).unwrap();
+        }
+    }
+
+    #[test]
+    fn touched_added_and_removed_files_are_found() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(d.join("s")).unwrap();
+        for i in 0..50 {
+            fs::write(d.join(format!("s/{i}.txt")), format!("{i}")).unwrap();
+        }
+        let d0 = cache(&t).path_digest(&d).unwrap();
+        age_cache(&t, 10);
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), d0, "no change");
+        // Same size, new content.
+        fs::write(d.join("s/7.txt"), "x").unwrap();
+        age_cache(&t, 10);
+        let d1 = cache(&t).path_digest(&d).unwrap();
+        assert_ne!(d1, d0);
+        assert_eq!(d1, reference_digest(&d));
+        age_cache(&t, 10);
+        fs::write(d.join("s/new.txt"), "n").unwrap();
+        let d2 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d2, reference_digest(&d));
+        assert_ne!(d2, d1);
+        age_cache(&t, 10);
+        fs::remove_file(d.join("s/3.txt")).unwrap();
+        let d3 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d3, reference_digest(&d));
+        assert_ne!(d3, d2);
+    }
+
+    #[test]
+    fn a_damaged_or_truncated_cache_is_never_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("a"), "aaaa").unwrap();
+        let d0 = cache(&t).path_digest(&d).unwrap();
+        age_cache(&t, 10);
+        let file = fs::read_dir(t.path().join("sc"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let good = fs::read(&file).unwrap();
+        // A cache that claims another digest for the tree (and for the file), with a valid
+        // layout but a wrong checksum, is ignored.
+        let mut bad = good.clone();
+        bad[20] ^= 1;
+        let last = bad.len() - TRAILER - 10;
+        bad[last - FILE_REC + 60] ^= 1;
+        fs::write(&file, &bad).unwrap();
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), d0);
+        for cut in [0, 7, HEADER, good.len() - 1] {
+            fs::write(&file, &good[..cut]).unwrap();
+            assert_eq!(cache(&t).path_digest(&d).unwrap(), d0, "cut at {cut}");
+            assert_eq!(fs::read(&file).unwrap().len(), good.len(), "rebuilt");
+        }
+    }
+
     #[test]
     fn stat_cache_never_trusts_a_racy_entry() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("f");
         fs::write(&f, "aaaa").unwrap();
-        let mut sc = StatCache::default();
-        let d1 = sc.path_digest(&f).unwrap();
-        sc.saved_at_ns = now_ns();
+        let d1 = cache(&t).path_digest(&f).unwrap();
         // Rewrite with the same size within the same second: the entry is racy, so re-hashed.
         fs::write(&f, "bbbb").unwrap();
-        sc.memo.clear();
-        assert_ne!(sc.path_digest(&f).unwrap(), d1);
+        assert_ne!(cache(&t).path_digest(&f).unwrap(), d1);
     }
 }

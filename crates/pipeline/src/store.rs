@@ -6,7 +6,7 @@
 //! runs/<stage>/<key>.json         run records: key inputs, output artifacts, timings
 //! latest/<stage>.json             the stage's most recent run record (for `why`)
 //! last-run.json                   what the most recent `run` did, stage by stage (timeline)
-//! stat-cache.json                 file digests by (size, mtime, inode), to skip re-hashing
+//! stat-cache/<path hash>.bin     file digests by (size, mtime, ctime, inode), to skip re-hashing
 //! runs/<stage>/shards/<key>/I-of-N.json         a shard's partial record (`run --shard I/N`)
 //! runs/<stage>/shards/<key>/I-of-N.failed.json  why that shard's last attempt failed
 //! tmp/                            files being written (uniquely named per writer)
@@ -16,7 +16,7 @@
 //! With `cache = "s3://bucket/prefix"` the same layout is kept under the prefix of the bucket
 //! (blobs, runs, latest, last-run.json, leases), and the local folder keeps the rest: `blobs/`
 //! as a read-through copy of the bucket's blobs (downloaded on first read, so that readers can
-//! memory-map them), `tmp/`, `stat-cache.json` and `lock`.
+//! memory-map them), `tmp/`, `stat-cache/` and `lock`.
 //!
 //! Invariants: a blob is never rewritten; a run record is written (atomically) only after every
 //! blob it names is durable; a damaged record counts as absent and is moved aside. Blob and
@@ -175,8 +175,9 @@ impl Store {
         self.root.join("tmp")
     }
 
-    pub(crate) fn stat_cache_path(&self) -> PathBuf {
-        self.root.join("stat-cache.json")
+    /// The stat cache's folder (one file per external input; see `statcache`).
+    pub(crate) fn stat_cache_dir(&self) -> PathBuf {
+        self.root.join("stat-cache")
     }
 
     /// Takes the store's write lock. When another live process holds it, either waits (after

@@ -58,12 +58,11 @@ pub(crate) fn digest_externals(
     sel: &Selection,
     store: &Store,
 ) -> Result<BTreeMap<usize, BTreeMap<String, String>>, Error> {
-    let mut stat = StatCache::load(&store.stat_cache_path());
+    let mut stat = StatCache::open(store.stat_cache_dir());
     let mut out = BTreeMap::new();
     for &i in &sel.order {
         let sc = &config.stages[i];
         out.insert(i, external_digests(config, &sc.id, &sc.inputs, &mut stat)?);
     }
-    let _ = stat.save(&store.stat_cache_path());
     Ok(out)
 }

@@ -607,6 +607,77 @@ fn folder_inputs_hash_content_not_mtime() {
     assert_eq!(e.ok(&["run", "all"]).ran(), ["gen"]);
 }
 
+/// The stat cache's file for the project's dataset folder (one per input path).
+fn stat_cache_file(e: &Env) -> PathBuf {
+    let files: Vec<PathBuf> = fs::read_dir(e.cache().join("stat-cache"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn a_large_tree_no_op_plans_as_a_full_rescan_and_every_change_is_found() {
+    let e = Env::new(
+        "cache = \"cache\"\n[dataset]\nroot = \"ds\"\n[stage.gen]\ninputs = [\"dataset.root\"]\n",
+    );
+    for d in ["training", "validation", "evaluation"] {
+        fs::create_dir_all(e.path().join("ds").join(d)).unwrap();
+    }
+    for i in 0..20_000 {
+        let split = ["training", "validation", "evaluation"][i % 3];
+        fs::write(
+            e.path().join(format!("ds/{split}/{}_{i}.jpg", i % 11)),
+            format!("img{i:06}"),
+        )
+        .unwrap();
+    }
+    // Older than the stat cache's racy window, as a user's files are: the no-op below takes
+    // the fast path (cached listing, one stat per file).
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(e.ok(&["run", "all"]).ran(), ["gen"]);
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    let cached = e.ok(&["status", "--json"]).stdout();
+    // The same plan from a full rescan (no stat cache at all).
+    fs::remove_dir_all(e.cache().join("stat-cache")).unwrap();
+    assert_eq!(e.ok(&["status", "--json"]).stdout(), cached);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    let changed = |what: &str| {
+        let why = e.ok(&["why", "gen"]).stdout();
+        assert!(
+            why.contains("external input changed: dataset.root"),
+            "{what}: {why}"
+        );
+        assert_eq!(e.ok(&["run", "all"]).ran(), ["gen"], "{what}");
+        assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new(), "{what}");
+    };
+    // Same size, new content.
+    let touched = e.path().join("ds/validation/4_12346.jpg");
+    assert_eq!(fs::read_to_string(&touched).unwrap(), "img012346");
+    fs::write(&touched, "IMG012346").unwrap();
+    changed("a touched file");
+    fs::write(e.path().join("ds/training/3_20000.jpg"), "new").unwrap();
+    changed("an added file");
+    fs::remove_file(e.path().join("ds/evaluation/5_5.jpg")).unwrap();
+    changed("a removed file");
+    // A damaged or truncated stat cache is rebuilt, never trusted: flipping the stored folder
+    // digest would change the key if it were believed.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    let file = stat_cache_file(&e);
+    let good = fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    bad[20] ^= 0xff;
+    fs::write(&file, &bad).unwrap();
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    assert_eq!(fs::read(&file).unwrap().len(), good.len(), "rebuilt");
+    fs::write(&file, &good[..good.len() / 2]).unwrap();
+    assert_eq!(e.ok(&["run", "all"]).ran(), Vec::<String>::new());
+    assert_eq!(fs::read(&file).unwrap().len(), good.len(), "rebuilt");
+}
+
 fn error_of(toml: &str, args: &[&str]) -> String {
     let e = Env::new(toml);
     let mut a = vec!["status"];
