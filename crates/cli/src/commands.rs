@@ -57,7 +57,8 @@ pub enum CoreCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Run a crate's criterion benchmarks (all crates' without CRATE).
+    /// Run a crate's criterion benchmarks (all crates' without CRATE); `bench scale`: the
+    /// runner's cost per input file from 10 k to 1.28 M files (`bench scale -- --help`).
     Bench {
         #[arg(name = "CRATE")]
         krate: Option<String>,
@@ -593,6 +594,9 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn bench(krate: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+    if krate == Some("scale") {
+        return crate::scale::bench_scale(args);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.arg("bench");

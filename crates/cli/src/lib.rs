@@ -7,6 +7,7 @@
 mod commands;
 mod globals;
 mod run_args;
+mod scale;
 mod slurm;
 mod table;
 mod terminal;

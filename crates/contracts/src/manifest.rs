@@ -66,7 +66,8 @@ impl Manifest {
 /// What the loader writes: the manifest, the dataset's name (never its path) and, for the
 /// synthetic set, the embedded files (in training, validation, evaluation order).
 pub struct ManifestArtifact<'a> {
-    pub manifest: &'a Manifest,
+    /// Taken (and freed once written: at a million files it is hundreds of megabytes).
+    pub manifest: Manifest,
     pub dataset: &'a str,
     pub synthetic_files: &'a [Vec<u8>],
     /// The user asked to stop at the first bad file, whichever stage finds it (the loader's
@@ -76,12 +77,9 @@ pub struct ManifestArtifact<'a> {
 }
 
 impl ManifestArtifact<'_> {
-    pub fn write(&self, ctx: &StageContext<'_>) -> Result<()> {
+    pub fn write(self, ctx: &StageContext<'_>) -> Result<()> {
         let m = self.manifest;
-        let mut tensors: Vec<(String, Tensor)> = vec![(
-            MANIFEST_JSON.into(),
-            Tensor::from_text(&serde_json::to_string(m)?),
-        )];
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for s in SPLITS {
             let labels: Vec<i64> = m.splits[s].iter().map(|e| e.label as i64).collect();
             tensors.push((
@@ -103,12 +101,6 @@ impl ManifestArtifact<'_> {
             tensors.push((SYNTHETIC_BYTES.into(), Tensor::from_u8(&[all.len()], all)));
         }
         let mut w = ctx.output(MANIFEST)?;
-        w.write_chunk(
-            tensors
-                .iter()
-                .map(|(n, t)| (n.as_str(), t.clone()))
-                .collect(),
-        )?;
         w.set_meta(meta::CLASSES, json!(m.classes));
         w.set_meta(CLASS_COUNTS, json!(m.class_counts()));
         w.set_meta(LAYOUT, json!(m.layout));
@@ -116,6 +108,21 @@ impl ManifestArtifact<'_> {
         w.set_meta(meta::SYNTHETIC, json!(m.synthetic));
         w.set_meta(meta::SKIPPED, json!(m.skipped));
         w.set_meta(LEAKAGE, json!(m.leakage));
+        // The manifest's JSON goes straight to disk (at a million files it is a text of over
+        // a hundred megabytes), and the manifest is freed before the chunk is assembled.
+        w.write_chunk_with_text(
+            tensors
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.clone()))
+                .collect(),
+            MANIFEST_JSON,
+            move |out| {
+                serde_json::to_writer(out, &m)?;
+                drop(m);
+                pipeline::release_freed_memory();
+                Ok(())
+            },
+        )?;
         if self.stop_on_bad_file {
             w.set_meta(ON_BAD_FILE, json!("error"));
         }

@@ -232,7 +232,7 @@ const FEATURES: [f32; 2 * 4] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.5];
 fn write_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
     match ctx.stage() {
         "w-manifest" => ManifestArtifact {
-            manifest: &manifest(),
+            manifest: manifest(),
             dataset: "food",
             synthetic_files: &[],
             stop_on_bad_file: true,

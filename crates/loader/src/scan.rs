@@ -88,8 +88,9 @@ fn read_classes(path: &Path) -> Result<Option<Vec<String>>, ScanError> {
 }
 
 struct Candidate {
+    /// Path relative to the root (the full path is built when the file is read: a million
+    /// candidates hold no second copy of it).
     rel: String,
-    full: PathBuf,
     label: Result<usize, String>,
 }
 
@@ -235,7 +236,6 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
                         si,
                         Candidate {
                             rel: rel_of(root, &p),
-                            full: p,
                             label,
                         },
                     ));
@@ -246,7 +246,6 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
                             si,
                             Candidate {
                                 rel: rel_of(root, &p),
-                                full: p,
                                 label: Err("file outside a class folder".into()),
                             },
                         ));
@@ -273,7 +272,6 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
                             si,
                             Candidate {
                                 rel: rel_of(root, &fp),
-                                full: fp,
                                 label: label.clone(),
                             },
                         ));
@@ -284,10 +282,10 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
     }
 
     // Read, hash and sniff every candidate in parallel; the order stays deterministic.
-    let checked: Vec<(usize, String, Result<Entry, String>)> = candidates
+    let checked: Vec<(usize, String, Checked)> = candidates
         .into_par_iter()
         .map(|(si, c)| {
-            let r = check_file(&c);
+            let r = check_file(root, &c);
             (si, c.rel, r)
         })
         .collect();
@@ -296,7 +294,14 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
         SPLITS.iter().map(|s| (s.to_string(), Vec::new())).collect();
     for (si, rel, r) in checked {
         match r {
-            Ok(e) => splits.get_mut(SPLITS[si]).expect("known split").push(e),
+            Ok((label, digest)) => splits
+                .get_mut(SPLITS[si])
+                .expect("known split")
+                .push(Entry {
+                    path: rel,
+                    label,
+                    digest,
+                }),
             Err(reason) => {
                 if fail_on_bad {
                     return Err(ScanError::BadFile { path: rel, reason });
@@ -439,12 +444,15 @@ fn flat_label(name: &str, n: usize) -> Result<usize, String> {
     }
 }
 
-fn check_file(c: &Candidate) -> Result<Entry, String> {
+/// The label and content digest of a usable file, or why it cannot be used.
+type Checked = Result<(usize, String), String>;
+
+fn check_file(root: &Path, c: &Candidate) -> Checked {
     let name = c
-        .full
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+        .rel
+        .rsplit_once('/')
+        .map_or(c.rel.as_str(), |(_, n)| n)
+        .to_lowercase();
     if SYSTEM_FILES.contains(&name.as_str()) || name.starts_with("._") {
         return Err("not an image (system file)".into());
     }
@@ -460,7 +468,7 @@ fn check_file(c: &Candidate) -> Result<Entry, String> {
         });
     }
     let label = c.label.clone()?;
-    let bytes = fs::read(&c.full).map_err(|e| format!("unreadable: {e}"))?;
+    let bytes = fs::read(root.join(&c.rel)).map_err(|e| format!("unreadable: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
@@ -475,11 +483,7 @@ fn check_file(c: &Candidate) -> Result<Entry, String> {
         Ok((w, h)) => return Err(format!("image has no pixels ({w}x{h})")),
         Err(e) => return Err(format!("corrupt image header: {}", e.to_string().trim())),
     }
-    Ok(Entry {
-        path: c.rel.clone(),
-        label,
-        digest: blake3::hash(&bytes).to_hex().to_string(),
-    })
+    Ok((label, blake3::hash(&bytes).to_hex().to_string()))
 }
 
 fn find_leakage(splits: &BTreeMap<String, Vec<Entry>>) -> Vec<Vec<String>> {

@@ -184,7 +184,7 @@ impl Stage for Loader {
             "files",
         );
         ManifestArtifact {
-            manifest: &m,
+            manifest: m,
             dataset: &name,
             synthetic_files: &files,
             stop_on_bad_file: p.on_bad_file == OnBadFile::Error,

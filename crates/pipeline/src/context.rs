@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use crate::artifact::{Artifact, ChunkRef, TensorInfo};
 use crate::chunk::InputArtifact;
-use crate::digest::{artifact_digest, chunk_digest};
+use crate::digest::artifact_digest;
 use crate::error::{io_err, BoxError};
-use crate::fsutil::write_synced;
 use crate::progress::Progress;
 use crate::shard::Shard;
 use crate::store::Store;
@@ -225,11 +224,52 @@ fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
     }
 }
 
+/// A tensor of a chunk being written: an owned one, or bytes held elsewhere (a mapped file).
+enum Part<'a> {
+    Tensor(&'a Tensor),
+    Bytes(&'a [u8], [usize; 1]),
+}
+
+impl Part<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Part::Tensor(t) => t.dtype,
+            Part::Bytes(..) => Dtype::U8,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            Part::Tensor(t) => &t.shape,
+            Part::Bytes(_, shape) => shape,
+        }
+    }
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Tensor(t) => &t.data,
+            Part::Bytes(b, _) => b,
+        }
+    }
+}
+
+impl safetensors::View for Part<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        Part::dtype(self).to_st()
+    }
+    fn shape(&self) -> &[usize] {
+        Part::shape(self)
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self.bytes())
+    }
+    fn data_len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
 impl OutputWriter<'_> {
     /// Writes one chunk of named tensors; returns its content digest. A float tensor with a
     /// NaN or infinite value is refused: non-finite numbers are errors, never results.
     pub fn write_chunk(&mut self, tensors: Vec<(&str, Tensor)>) -> Result<String, BoxError> {
-        let ctx = self.ctx;
         for (n, t) in &tensors {
             if let Some((i, v)) = first_non_finite(t) {
                 return Err(format!(
@@ -239,6 +279,46 @@ impl OutputWriter<'_> {
                 .into());
             }
         }
+        let parts = tensors.iter().map(|(n, t)| (*n, Part::Tensor(t))).collect();
+        self.write_parts(parts)
+    }
+
+    /// Like [`OutputWriter::write_chunk`], with one more tensor of bytes (`u8`, one
+    /// dimension) named `text_name` whose content `fill` writes piece by piece: a text of
+    /// hundreds of megabytes (a million-row manifest) is never held in memory. The chunk is
+    /// byte for byte what `write_chunk` would store with that text as a tensor.
+    pub fn write_chunk_with_text(
+        &mut self,
+        tensors: Vec<(&str, Tensor)>,
+        text_name: &str,
+        fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), BoxError>,
+    ) -> Result<String, BoxError> {
+        let ctx = self.ctx;
+        let tmp = ctx
+            .store
+            .temp_file(&format!("{}-{}-text", ctx.stage, self.name));
+        let mapped = (|| -> Result<memmap2::Mmap, BoxError> {
+            let mut w = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&tmp).map_err(io_err(&tmp))?,
+            );
+            fill(&mut w)?;
+            let f = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+            drop(f);
+            let f = std::fs::File::open(&tmp).map_err(io_err(&tmp))?;
+            // Safety: the temp file is this writer's alone and no longer written.
+            Ok(unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(&tmp))?)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        let text = mapped?;
+        let mut parts: Vec<(&str, Part<'_>)> =
+            tensors.iter().map(|(n, t)| (*n, Part::Tensor(t))).collect();
+        parts.insert(0, (text_name, Part::Bytes(&text, [text.len()])));
+        self.write_parts(parts)
+    }
+
+    fn write_parts(&mut self, parts: Vec<(&str, Part<'_>)>) -> Result<String, BoxError> {
+        let ctx = self.ctx;
         let mut header: HashMap<String, String> = HashMap::new();
         header.insert("stage".into(), ctx.stage.clone());
         header.insert("output".into(), self.name.clone());
@@ -249,24 +329,33 @@ impl OutputWriter<'_> {
             format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
         );
         header.insert("created".into(), crate::clock::now_rfc3339());
-        let infos: Vec<TensorInfo> = tensors
+        let infos: Vec<TensorInfo> = parts
             .iter()
-            .map(|(n, t)| TensorInfo {
+            .map(|(n, p)| TensorInfo {
                 name: n.to_string(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
+                dtype: p.dtype(),
+                shape: p.shape().to_vec(),
             })
             .collect();
-        let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-        let bytes = safetensors::serialize(views, Some(header.clone()))
-            .map_err(|e| format!("serialising output `{}`: {e}", self.name))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| format!("re-reading chunk: {e}"))?;
-        let digest = chunk_digest(&st, Some(&header));
+        // The digest from the tensors themselves (what the file holds), then the chunk
+        // serialised straight to the temp file: a large chunk is never held twice in memory.
+        let digest = crate::digest::parts_digest(
+            parts
+                .iter()
+                .map(|(n, p)| (*n, p.dtype().to_st(), p.shape(), p.bytes()))
+                .collect(),
+            Some(&header),
+        );
         let tmp = ctx.store.temp_file(&format!("{}-{}", ctx.stage, self.name));
-        if let Err(e) = write_synced(&tmp, &bytes) {
+        let written = safetensors::serialize_to_file(parts, Some(header.clone()), &tmp)
+            .map_err(|e| BoxError::from(format!("serialising output `{}`: {e}", self.name)))
+            .and_then(|()| {
+                let f = std::fs::File::open(&tmp).map_err(io_err(&tmp))?;
+                Ok(f.sync_all().map_err(io_err(&tmp))?)
+            });
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e).into());
+            return Err(e);
         }
         let (stored, header) = ctx.store.commit_blob(&tmp, &digest)?;
         self.chunks.push(ChunkRef {

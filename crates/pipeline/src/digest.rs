@@ -33,18 +33,29 @@ pub(crate) fn chunk_digest(
     st: &safetensors::SafeTensors<'_>,
     meta: Option<&HashMap<String, String>>,
 ) -> String {
+    let tensors = st.tensors();
+    let parts: Vec<(&str, safetensors::Dtype, &[usize], &[u8])> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data()))
+        .collect();
+    parts_digest(parts, meta)
+}
+
+/// [`chunk_digest`] of a chunk's tensors before they are written: (name, dtype, shape, data).
+pub(crate) fn parts_digest(
+    mut parts: Vec<(&str, safetensors::Dtype, &[usize], &[u8])>,
+    meta: Option<&HashMap<String, String>>,
+) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"chunk-v1\0");
-    let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-    names.sort();
-    for n in names {
-        let t = st.tensor(&n).expect("name listed by the file");
+    parts.sort_by(|a, b| a.0.cmp(b.0));
+    for (n, dtype, shape, data) in parts {
         h.update(n.as_bytes());
         h.update(b"\0");
-        h.update(format!("{:?}", t.dtype()).as_bytes());
-        h.update(format!("{:?}", t.shape()).as_bytes());
-        h.update(&(t.data().len() as u64).to_le_bytes());
-        h.update(t.data());
+        h.update(format!("{dtype:?}").as_bytes());
+        h.update(format!("{shape:?}").as_bytes());
+        h.update(&(data.len() as u64).to_le_bytes());
+        h.update(data);
     }
     if let Some(m) = meta {
         let sorted: BTreeMap<&String, &String> = m

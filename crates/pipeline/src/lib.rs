@@ -50,6 +50,7 @@ mod statcache;
 mod store;
 mod tensor;
 mod usage;
+pub use usage::release_freed_memory;
 mod verify;
 
 pub use artifact::{Artifact, Artifacts, ChunkRef, TensorInfo};
