@@ -99,9 +99,14 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?,
         );
         let dry = run(&["run", "all", "--dry-run"])?;
+        let floor = median(
+            (0..a.repeat)
+                .map(|_| stat_floor(&tree))
+                .collect::<Result<_, _>>()?,
+        );
         let files = (n + images.split_extra) as f64;
         println!(
-            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s",
+            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; the stats alone {:.2} s (CPU {:.2} µs/file)",
             first.wall,
             files / first.wall,
             first.max_rss_kb / 1024,
@@ -111,16 +116,18 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
             noop.sys / files * 1e6,
             noop.max_rss_kb / 1024,
             status.wall,
-            dry.wall
+            dry.wall,
+            floor.wall,
+            (floor.user + floor.sys) / files * 1e6
         );
-        rows.push((n, first, noop, status, dry, files));
+        rows.push((n, first, noop, status, dry, floor, files));
     }
     println!();
-    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` |", a.repeat);
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (n, first, noop, status, dry, files) in rows {
+    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` | the stats alone | no-op CPU beyond them, µs/file |", a.repeat);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, first, noop, status, dry, floor, files) in rows {
         println!(
-            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s | {:.2} s |",
+            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s | {:.2} s | {:.2} s | {:.2} |",
             first.wall,
             files / first.wall,
             first.max_rss_kb / 1024,
@@ -129,10 +136,77 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
             noop.sys / files * 1e6,
             noop.max_rss_kb / 1024,
             status.wall,
-            dry.wall
+            dry.wall,
+            floor.wall,
+            (noop.user + noop.sys - floor.user - floor.sys) / files * 1e6
         );
     }
     Ok(())
+}
+
+/// The floor of any no-op: one `stat` (following links) of every file of the tree, by name in
+/// its open folder, on as many threads as the runner uses, in this process.
+fn stat_floor(tree: &Path) -> anyhow::Result<Cost> {
+    let mut names: Vec<(PathBuf, std::ffi::CString)> = Vec::new();
+    for split in ["training", "validation", "evaluation"] {
+        let dir = tree.join(split);
+        for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let name = e?.file_name();
+            let c = std::ffi::CString::new(name.as_encoded_bytes()).context("a NUL in a name")?;
+            names.push((dir.clone(), c));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let before = self_usage();
+    let start = Instant::now();
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for part in names.chunks(names.len().div_ceil(threads).max(1)) {
+            let failed = &failed;
+            scope.spawn(move || {
+                let mut open: Option<(&Path, std::fs::File)> = None;
+                for (dir, name) in part {
+                    if open.as_ref().is_none_or(|(d, _)| d != dir) {
+                        match std::fs::File::open(dir) {
+                            Ok(f) => open = Some((dir.as_path(), f)),
+                            Err(_) => {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    }
+                    let fd =
+                        std::os::fd::AsRawFd::as_raw_fd(&open.as_ref().expect("opened above").1);
+                    // Safety: `name` is a C string, `st` a plain struct the call fills.
+                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                    if unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, 0) } != 0 {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let after = self_usage();
+    let failed = failed.into_inner();
+    if failed > 0 {
+        bail!("{}: {failed} files could not be stat-ed", tree.display());
+    }
+    Ok(Cost {
+        wall,
+        user: after.0 - before.0,
+        sys: after.1 - before.1,
+        max_rss_kb: 0,
+    })
+}
+
+/// This process's user and kernel CPU seconds so far.
+fn self_usage() -> (f64, f64) {
+    // Safety: `ru` is a plain struct the call fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    (secs(ru.ru_utime), secs(ru.ru_stime))
 }
 
 fn median(mut v: Vec<Cost>) -> Cost {
@@ -280,13 +354,22 @@ fn tail(s: &str, lines: usize) -> String {
 }
 
 fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    let Ok(t) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown CPU".into();
+    };
+    let field = |k: &str| {
+        t.lines()
+            .find(|l| l.split(':').next().is_some_and(|n| n.trim() == k))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let avx512 = field("flags").split_whitespace().any(|f| f == "avx512f");
+    format!(
+        "{} (family {}, model {}, {})",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        if avx512 { "AVX-512" } else { "no AVX-512" }
+    )
 }

@@ -10,6 +10,19 @@
 //! names (relative paths, each followed by a NUL), then the blake3 of everything before it
 //! ```
 //!
+//! Updated incrementally: while a tree keeps its listing, what changed is appended to a
+//! journal beside it (`<same name>.log`), one batch per run, each batch whole or ignored:
+//!
+//! ```text
+//! "XTJRNL01" | base id [16] (the first bytes of the base file's checksum) | saved_at_ns i64
+//! | tree digest [32] | n u64 | n x (file index u64, kind, len, mtime, ctime, ino, digest [32])
+//! | blake3 of the batch before it
+//! ```
+//!
+//! A torn or damaged batch ends the journal (what follows is ignored, its files hashed again);
+//! a journal of another base is ignored. The base is rewritten when the listing changes or
+//! the journal grows past an eighth of the files.
+//!
 //! Files are sorted by relative path (the order of the folder digest), so a lookup is a binary
 //! search and the no-op needs neither a map nor a parse. A folder's listing is reused when
 //! every folder of the tree has the status it had (adding, removing or renaming an entry
@@ -107,6 +120,26 @@ struct Stored {
     tree: [u8; 32],
     dirs: usize,
     files: usize,
+    /// File records replaced by the journal, by index.
+    newer: std::collections::HashMap<usize, FileRec>,
+    /// Records in the journal (its size, to decide when to fold it into the base).
+    journal_records: usize,
+    /// Whether the journal was read to its end (a torn or foreign tail is never appended to:
+    /// what followed it could not be read).
+    journal_clean: bool,
+    /// The first bytes of the base's checksum: what its journal's batches name.
+    base_id: [u8; 16],
+}
+
+/// A file record: kind, status, digest.
+type FileRec = (u64, Stat, [u8; 32]);
+
+const JOURNAL_MAGIC: &[u8; 8] = b"XTJRNL01";
+const BATCH_HEAD: usize = 8 + 16 + 8 + 32 + 8;
+const JOURNAL_REC: usize = 6 * 8 + 32;
+
+fn journal_of(file: &Path) -> PathBuf {
+    file.with_extension("log")
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -139,9 +172,14 @@ impl Stored {
             return None;
         }
         let (saved_at_ns, tree) = (i64_at(b, 8), b[16..48].try_into().expect("32 bytes"));
-        let s = Stored {
+        let base_id = b[end..end + 16].try_into().expect("16 bytes");
+        let mut s = Stored {
             saved_at_ns,
             tree,
+            newer: Default::default(),
+            journal_records: 0,
+            journal_clean: true,
+            base_id,
             dirs: dirs as usize,
             files: files as usize,
             map,
@@ -156,7 +194,53 @@ impl Stored {
                 let (off, len) = (u64_at(b, r) as u128, u64_at(b, r + 8) as u128);
                 names_at as u128 + off + len < end as u128
             });
-        ok.then_some(s)
+        if !ok {
+            return None;
+        }
+        if let Ok(journal) = fs::read(journal_of(path)) {
+            s.journal_clean = s.apply_journal(&journal);
+        }
+        Some(s)
+    }
+
+    /// Applies the journal's whole batches, in order, up to the first that is not; whether
+    /// that was the end.
+    fn apply_journal(&mut self, j: &[u8]) -> bool {
+        let mut at = 0;
+        while j.len() >= at + BATCH_HEAD + 32 && &j[at..at + 8] == JOURNAL_MAGIC {
+            let h = &j[at..];
+            let n = u64_at(h, BATCH_HEAD - 8) as u128;
+            let len = BATCH_HEAD as u128 + n * JOURNAL_REC as u128;
+            if h[8..24] != self.base_id || (h.len() as u128) < len + 32 {
+                return false;
+            }
+            let len = len as usize;
+            if blake3::hash(&h[..len]).as_bytes() != &h[len..len + 32] {
+                return false;
+            }
+            let recs: Vec<(usize, FileRec)> = (0..n as usize)
+                .map(|k| {
+                    let r = BATCH_HEAD + k * JOURNAL_REC;
+                    let stat = Stat {
+                        len: u64_at(h, r + 16),
+                        mtime_ns: i64_at(h, r + 24),
+                        ctime_ns: i64_at(h, r + 32),
+                        ino: u64_at(h, r + 40),
+                    };
+                    let digest = h[r + 48..r + 80].try_into().expect("32 bytes");
+                    (u64_at(h, r) as usize, (u64_at(h, r + 8), stat, digest))
+                })
+                .collect();
+            if recs.iter().any(|(i, _)| *i >= self.files) {
+                return false;
+            }
+            self.saved_at_ns = i64_at(h, 24);
+            self.tree = h[32..64].try_into().expect("32 bytes");
+            self.journal_records += recs.len();
+            self.newer.extend(recs);
+            at += len + 32;
+        }
+        at == j.len()
     }
 
     fn names_at(&self) -> usize {
@@ -185,7 +269,12 @@ impl Stored {
     fn file_name(&self, i: usize) -> &str {
         self.name(self.file_at(i))
     }
-    fn file(&self, i: usize) -> (u64, Stat, [u8; 32]) {
+    fn file(&self, i: usize) -> FileRec {
+        if !self.newer.is_empty() {
+            if let Some(rec) = self.newer.get(&i) {
+                return *rec;
+            }
+        }
         let r = self.file_at(i);
         let b = &self.map[..];
         let stat = Stat {
@@ -615,8 +704,61 @@ fn tree(root: &Path, stored: Option<&Stored>, store: Option<&Path>) -> std::io::
         })
         .collect();
     let digest = tree_digest(&names, &files);
-    save(store, &digest, &dirs, &names, &files);
+    let journaled = match (stored, store) {
+        (Some(s), Some(file)) if listing_same => append_journal(file, s, &digest, &files),
+        _ => false,
+    };
+    if !journaled {
+        save(store, &digest, &dirs, &names, &files);
+        if let Some(file) = store {
+            let _ = fs::remove_file(journal_of(file));
+        }
+    }
     Ok(blake3::Hash::from_bytes(digest).to_hex().to_string())
+}
+
+/// Appends what changed since `s` as one journal batch; `false` when the journal would grow
+/// past an eighth of the files (or cannot be written): then the base is rewritten.
+fn append_journal(file: &Path, s: &Stored, tree: &[u8; 32], files: &[FileNow]) -> bool {
+    let changed: Vec<usize> = (0..files.len())
+        .into_par_iter()
+        .with_min_len(4096)
+        .filter(|&i| {
+            let (kind, stat, digest) = s.file(i);
+            let f = &files[i];
+            f.kind != kind || f.stat != stat || f.digest != digest
+        })
+        .collect();
+    if !s.journal_clean || s.journal_records + changed.len() > (s.files / 8).max(1024) {
+        return false;
+    }
+    let mut b = Vec::with_capacity(BATCH_HEAD + changed.len() * JOURNAL_REC + 32);
+    b.extend_from_slice(JOURNAL_MAGIC);
+    b.extend_from_slice(&s.base_id);
+    b.extend_from_slice(&now_ns().to_le_bytes());
+    b.extend_from_slice(tree);
+    b.extend_from_slice(&(changed.len() as u64).to_le_bytes());
+    for i in changed {
+        let f = &files[i];
+        for v in [i as u64, f.kind, f.stat.len] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [f.stat.mtime_ns, f.stat.ctime_ns, f.stat.ino as i64] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&f.digest);
+    }
+    let sum = blake3::hash(&b);
+    b.extend_from_slice(sum.as_bytes());
+    let appended = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(journal_of(file))
+        .and_then(|mut j| {
+            j.write_all(&b)?;
+            j.sync_data()
+        });
+    appended.is_ok()
 }
 
 #[cfg(test)]
@@ -757,6 +899,58 @@ mod tests {
             assert_eq!(cache(&t).path_digest(&d).unwrap(), d0, "cut at {cut}");
             assert_eq!(fs::read(&file).unwrap().len(), good.len(), "rebuilt");
         }
+    }
+
+    fn only(t: &tempfile::TempDir, ext: &str) -> PathBuf {
+        let v: Vec<PathBuf> = fs::read_dir(t.path().join("sc"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        assert_eq!(v.len(), 1, "{v:?}");
+        v[0].clone()
+    }
+
+    #[test]
+    fn a_changed_file_is_journaled_and_a_torn_journal_is_not_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(&d).unwrap();
+        for i in 0..20 {
+            fs::write(d.join(format!("{i}")), format!("{i:02}")).unwrap();
+        }
+        cache(&t).path_digest(&d).unwrap();
+        age_cache(&t, 10);
+        let base = fs::read(only(&t, "bin")).unwrap();
+        // One file changed: the base stays, one batch of one record is appended.
+        fs::write(d.join("4"), "xx").unwrap();
+        let d1 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d1, reference_digest(&d));
+        assert_eq!(
+            fs::read(only(&t, "bin")).unwrap(),
+            base,
+            "base not rewritten"
+        );
+        let journal = fs::read(only(&t, "log")).unwrap();
+        assert_eq!(journal.len(), BATCH_HEAD + JOURNAL_REC + 32);
+        // Read back through the journal: the changed file's record comes from it.
+        let s = Stored::open(&only(&t, "bin")).unwrap();
+        assert!(s.journal_clean);
+        assert_eq!(s.newer.len(), 1);
+        assert_eq!(s.tree, *blake3::Hash::from_hex(&d1).unwrap().as_bytes());
+        // A torn batch: ignored (the file is hashed again), and the base is rewritten rather
+        // than appended to a journal whose tail cannot be read.
+        fs::write(only(&t, "log"), &journal[..journal.len() - 5]).unwrap();
+        let s = Stored::open(&only(&t, "bin")).unwrap();
+        assert!(!s.journal_clean && s.newer.is_empty());
+        drop(s);
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), d1);
+        assert!(fs::read_dir(t.path().join("sc")).unwrap().all(|e| e
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|e| e == "bin")));
+        assert_ne!(fs::read(only(&t, "bin")).unwrap(), base);
     }
 
     #[test]

@@ -612,6 +612,7 @@ fn stat_cache_file(e: &Env) -> PathBuf {
     let files: Vec<PathBuf> = fs::read_dir(e.cache().join("stat-cache"))
         .unwrap()
         .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files[0].clone()
