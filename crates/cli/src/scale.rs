@@ -34,6 +34,11 @@ struct ScaleArgs {
     /// No-op runs (and `status` runs) per size; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Trees of small regular files instead of links (not images: only `status` is
+    /// measured, whose planning digests the tree the same way): what a no-op costs when every
+    /// file must be `stat`ed.
+    #[arg(long)]
+    regular_files: bool,
 }
 
 /// One child process's cost.
@@ -65,6 +70,9 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if a.regular_files {
+        return regular_trees(&a, &exe, &work);
+    }
     let mut rows = Vec::new();
     for &n in &a.files {
         let tree = work.join(format!("tree-{n}"));
@@ -106,7 +114,7 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         );
         let files = (n + images.split_extra) as f64;
         println!(
-            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; the stats alone {:.2} s (CPU {:.2} µs/file)",
+            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; one stat per file {:.2} s (CPU {:.2} µs/file)",
             first.wall,
             files / first.wall,
             first.max_rss_kb / 1024,
@@ -123,11 +131,11 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         rows.push((n, first, noop, status, dry, floor, files));
     }
     println!();
-    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` | the stats alone | no-op CPU beyond them, µs/file |", a.repeat);
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` | one stat per file (no cache) |", a.repeat);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, first, noop, status, dry, floor, files) in rows {
         println!(
-            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s | {:.2} s | {:.2} s | {:.2} |",
+            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s | {:.2} s | {:.2} s |",
             first.wall,
             files / first.wall,
             first.max_rss_kb / 1024,
@@ -138,7 +146,67 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
             status.wall,
             dry.wall,
             floor.wall,
-            (noop.user + noop.sys - floor.user - floor.sys) / files * 1e6
+        );
+    }
+    Ok(())
+}
+
+/// `--regular-files`: trees of small files (written once, kept), planning only.
+fn regular_trees(a: &ScaleArgs, exe: &Path, work: &Path) -> anyhow::Result<()> {
+    println!("| files (regular) | first `status` (hashes every file) | files/s | peak RSS first | no-op `status` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | one stat per file (no cache) |", a.repeat);
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &n in &a.files {
+        let tree = work.join(format!("regular-{n}"));
+        let training = tree.join("training");
+        if std::fs::read_dir(&training).map_or(0, |d| d.count()) != n {
+            if tree.exists() {
+                std::fs::remove_dir_all(&tree)?;
+            }
+            for split in ["training", "validation", "evaluation"] {
+                std::fs::create_dir_all(tree.join(split))?;
+            }
+            for i in 0..n {
+                let f = training.join(format!("{}_{i}.jpg", i % 10));
+                std::fs::write(&f, i.to_string())
+                    .with_context(|| format!("writing {}", f.display()))?;
+            }
+        }
+        let cache = work.join(format!("cache-regular-{n}"));
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)?;
+        }
+        let config = work.join(format!("pipeline-regular-{n}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "cache = {:?}\n[dataset]\nroot = {:?}\n[stage.loader]\ninputs = [\"dataset.root\"]\n",
+                cache.display().to_string(),
+                tree.display().to_string()
+            ),
+        )?;
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let first = measure(exe, &config, &["status"])?;
+        let noop = median(
+            (0..a.repeat)
+                .map(|_| measure(exe, &config, &["status"]))
+                .collect::<Result<_, _>>()?,
+        );
+        let floor = median(
+            (0..a.repeat)
+                .map(|_| stat_floor(&tree))
+                .collect::<Result<_, _>>()?,
+        );
+        let files = n as f64;
+        println!(
+            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s |",
+            first.wall,
+            files / first.wall,
+            first.max_rss_kb / 1024,
+            noop.wall,
+            noop.user / files * 1e6,
+            noop.sys / files * 1e6,
+            noop.max_rss_kb / 1024,
+            floor.wall
         );
     }
     Ok(())

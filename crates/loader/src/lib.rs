@@ -21,7 +21,7 @@ mod stage;
 pub mod synthetic;
 
 pub use contracts::{Entry, Manifest, Skipped, SPLITS};
-pub use scan::{scan, Layout, ScanError};
+pub use scan::{scan, scan_with_progress, Layout, ScanError};
 pub use stage::{Loader, OnBadFile, Params, SyntheticKind, CACHE_VERSION};
 
 /// Food-11's class names, in class-id order.

@@ -163,6 +163,15 @@ fn is_dir(e: &fs::DirEntry) -> bool {
 
 /// Scans `root`. `report_skip` may turn a skip into an error (`on_bad_file = "error"`).
 pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
+    scan_with_progress(root, fail_on_bad, &pipeline::Progress::silent())
+}
+
+/// [`scan`], with a bar of the files checked (read, hashed, header sniffed) on `progress`.
+pub fn scan_with_progress(
+    root: &Path,
+    fail_on_bad: bool,
+    progress: &pipeline::Progress,
+) -> Result<Manifest, ScanError> {
     for s in SPLITS {
         if !root.join(s).is_dir() {
             return Err(ScanError::MissingSplit {
@@ -282,13 +291,18 @@ pub fn scan(root: &Path, fail_on_bad: bool) -> Result<Manifest, ScanError> {
     }
 
     // Read, hash and sniff every candidate in parallel; the order stays deterministic.
+    let bar = progress.bar(candidates.len() as u64, "loader");
+    bar.set_message(format!("checking {}", root.display()));
     let checked: Vec<(usize, String, Checked)> = candidates
         .into_par_iter()
+        .with_min_len(64)
         .map(|(si, c)| {
             let r = check_file(root, &c);
+            bar.inc(1);
             (si, c.rel, r)
         })
         .collect();
+    bar.finish_and_clear();
 
     let mut splits: BTreeMap<String, Vec<Entry>> =
         SPLITS.iter().map(|s| (s.to_string(), Vec::new())).collect();

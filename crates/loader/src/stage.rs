@@ -6,7 +6,7 @@ use contracts::{Entry, Manifest, ManifestArtifact, SPLITS};
 use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 
-use crate::{scan, synthetic};
+use crate::{scan_with_progress, synthetic};
 
 /// Bump when the manifest's meaning changes without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -149,10 +149,8 @@ impl Stage for Loader {
         };
         let (m, files) = match root {
             Some(root) => {
-                let pb = ctx.progress().spinner("loader");
-                pb.set_message(format!("scanning {}", root.display()));
-                let m = scan(root, p.on_bad_file == OnBadFile::Error)?;
-                pb.finish_and_clear();
+                let m =
+                    scan_with_progress(root, p.on_bad_file == OnBadFile::Error, ctx.progress())?;
                 (m, Vec::new())
             }
             None => {
@@ -160,14 +158,37 @@ impl Stage for Loader {
                 Self::synthetic(&p, ctx.seed()?)
             }
         };
-        for s in &m.skipped {
+        // A million-file tree may skip or leak thousands: the first few are named here, all
+        // of them in the manifest (`cargo xtask artifacts show loader.manifest`).
+        const SHOWN: usize = 20;
+        for s in m.skipped.iter().take(SHOWN) {
             ctx.progress()
                 .warn(format!("skipped {}: {}", s.path, s.reason));
         }
-        for group in &m.leakage {
+        if m.skipped.len() > SHOWN {
             ctx.progress().warn(format!(
-                "same image in more than one split: {}",
-                group.join(", ")
+                "... and {} more skipped files (all listed in the manifest: cargo xtask artifacts show loader.manifest)",
+                m.skipped.len() - SHOWN
+            ));
+        }
+        for group in m.leakage.iter().take(SHOWN) {
+            let more = group.len().saturating_sub(SHOWN);
+            let names = group
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            ctx.progress().warn(if more > 0 {
+                format!("same image in more than one split: {names} and {more} more copies")
+            } else {
+                format!("same image in more than one split: {names}")
+            });
+        }
+        if m.leakage.len() > SHOWN {
+            ctx.progress().warn(format!(
+                "... and {} more groups of identical images (all listed in the manifest)",
+                m.leakage.len() - SHOWN
             ));
         }
         ctx.progress().println(format!(

@@ -4,10 +4,13 @@
 //! store's local folder), memory-mapped when read, never parsed whole:
 //!
 //! ```text
-//! magic "XTSTAT02" | saved_at_ns i64 | tree digest [32] | dirs u64 | files u64 | names u64
-//! dir records  (dirs  x 48 bytes: name offset u64, name length u64, mtime i64, ctime i64, ino u64, 0)
-//! file records (files x 88 bytes: name offset, name length, kind, len, mtime, ctime, ino, digest [32])
-//! names (relative paths, each followed by a NUL), then the blake3 of everything before it
+//! magic "XTSTAT03" | saved_at_ns i64 | tree digest [32] | dirs u64 | files u64 | names u64 | targets u64
+//! dir records    (dirs x 48 bytes: name offset u64, name length u64, mtime i64, ctime i64, ino u64, 0)
+//! file records   (files x 88 bytes: name offset, name length, kind u32, link target u32,
+//!                 len, mtime, ctime, ino, digest [32])
+//! target records (targets x 16 bytes: name offset, name length)
+//! names (relative paths, then link targets, each followed by a NUL), then the blake3 of
+//! everything before it
 //! ```
 //!
 //! Updated incrementally: while a tree keeps its listing, what changed is appended to a
@@ -15,7 +18,8 @@
 //!
 //! ```text
 //! "XTJRNL01" | base id [16] (the first bytes of the base file's checksum) | saved_at_ns i64
-//! | tree digest [32] | n u64 | n x (file index u64, kind, len, mtime, ctime, ino, digest [32])
+//! | tree digest [32] | n u64 | n x (file index u64, kind u32, link target u32, len, mtime,
+//! ctime, ino, digest [32])
 //! | blake3 of the batch before it
 //! ```
 //!
@@ -32,6 +36,12 @@
 //! could leave them unchanged), is hashed again. A file that is truncated, damaged (checksum)
 //! or of another format is ignored and rewritten: it only ever saves hashing, never decides a
 //! digest.
+//!
+//! A tree of symbolic links (a dataset view over a few thousand images, say) costs less: a
+//! link's target cannot change in place and its folder's status changes when it is replaced,
+//! so while the folders are unchanged each link still names the target it named, and only the
+//! distinct targets (stored once, resolved) need a `stat`, not every link. The status kept for
+//! a link is its target's, as for any path that is read through a link.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,11 +49,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use memmap2::Mmap;
 use rayon::prelude::*;
 
-const MAGIC: &[u8; 8] = b"XTSTAT02";
-const HEADER: usize = 72;
+const MAGIC: &[u8; 8] = b"XTSTAT03";
+const HEADER: usize = 80;
+const TARGET_REC: usize = 16;
 const DIR_REC: usize = 48;
 const FILE_REC: usize = 88;
 const TRAILER: usize = 32;
@@ -111,6 +124,8 @@ struct FileNow {
     digest: [u8; 32],
     /// For KIND_OTHER: the text hashed into the folder digest.
     other: Option<Box<str>>,
+    /// For a symbolic link: the path it resolves through (its folder joined with its target).
+    target: Option<Arc<[u8]>>,
 }
 
 /// A stored cache file, memory-mapped and checked.
@@ -120,6 +135,7 @@ struct Stored {
     tree: [u8; 32],
     dirs: usize,
     files: usize,
+    targets: usize,
     /// File records replaced by the journal, by index.
     newer: std::collections::HashMap<usize, FileRec>,
     /// Records in the journal (its size, to decide when to fold it into the base).
@@ -131,8 +147,19 @@ struct Stored {
     base_id: [u8; 16],
 }
 
-/// A file record: kind, status, digest.
+/// A file record: kind and link target (the low and high halves: see the module docs),
+/// status, digest.
 type FileRec = (u64, Stat, [u8; 32]);
+
+/// The kind half of a stored kind-and-target field.
+fn kind_of(raw: u64) -> u64 {
+    raw & 0xffff_ffff
+}
+
+/// The link target half (0: not a link; `t`: target `t - 1` of the tree's table).
+fn target_of(raw: u64) -> usize {
+    (raw >> 32) as usize
+}
 
 const JOURNAL_MAGIC: &[u8; 8] = b"XTJRNL01";
 const BATCH_HEAD: usize = 8 + 16 + 8 + 32 + 8;
@@ -162,8 +189,11 @@ impl Stored {
             return None;
         }
         let (dirs, files, names) = (u64_at(b, 48), u64_at(b, 56), u64_at(b, 64));
-        let body =
-            (dirs as u128) * DIR_REC as u128 + (files as u128) * FILE_REC as u128 + names as u128;
+        let targets = u64_at(b, 72);
+        let body = (dirs as u128) * DIR_REC as u128
+            + (files as u128) * FILE_REC as u128
+            + (targets as u128) * TARGET_REC as u128
+            + names as u128;
         if HEADER as u128 + body + TRAILER as u128 != b.len() as u128 {
             return None;
         }
@@ -182,6 +212,7 @@ impl Stored {
             base_id,
             dirs: dirs as usize,
             files: files as usize,
+            targets: targets as usize,
             map,
         };
         // Every name must lie inside the names area.
@@ -190,10 +221,12 @@ impl Stored {
         let ok = (0..s.dirs)
             .map(|i| HEADER + i * DIR_REC)
             .chain((0..s.files).map(|i| s.file_at(i)))
+            .chain((0..s.targets).map(|t| s.target_at(t)))
             .all(|r| {
                 let (off, len) = (u64_at(b, r) as u128, u64_at(b, r + 8) as u128);
                 names_at as u128 + off + len < end as u128
-            });
+            })
+            && (0..s.files).all(|i| target_of(u64_at(b, s.file_at(i) + 16)) <= s.targets);
         if !ok {
             return None;
         }
@@ -231,7 +264,10 @@ impl Stored {
                     (u64_at(h, r) as usize, (u64_at(h, r + 8), stat, digest))
                 })
                 .collect();
-            if recs.iter().any(|(i, _)| *i >= self.files) {
+            if recs
+                .iter()
+                .any(|(i, r)| *i >= self.files || target_of(r.0) > self.targets)
+            {
                 return false;
             }
             self.saved_at_ns = i64_at(h, 24);
@@ -244,7 +280,18 @@ impl Stored {
     }
 
     fn names_at(&self) -> usize {
-        HEADER + self.dirs * DIR_REC + self.files * FILE_REC
+        HEADER + self.dirs * DIR_REC + self.files * FILE_REC + self.targets * TARGET_REC
+    }
+    fn target_at(&self, t: usize) -> usize {
+        HEADER + self.dirs * DIR_REC + self.files * FILE_REC + t * TARGET_REC
+    }
+    /// The path of link target `t` (as resolved: the link's folder joined with its target).
+    fn target_path(&self, t: usize) -> &[u8] {
+        let b = &self.map[..];
+        let r = self.target_at(t);
+        let (off, len) = (u64_at(b, r) as usize, u64_at(b, r + 8) as usize);
+        let at = self.names_at() + off;
+        &b[at..at + len]
     }
     fn file_at(&self, i: usize) -> usize {
         HEADER + self.dirs * DIR_REC + i * FILE_REC
@@ -269,7 +316,16 @@ impl Stored {
     fn file_name(&self, i: usize) -> &str {
         self.name(self.file_at(i))
     }
+    /// File `i`'s kind (without its link target), status and digest.
     fn file(&self, i: usize) -> FileRec {
+        let (raw, stat, digest) = self.raw_file(i);
+        (kind_of(raw), stat, digest)
+    }
+    /// File `i`'s link target's index plus one (0: not a link).
+    fn target(&self, i: usize) -> usize {
+        target_of(self.raw_file(i).0)
+    }
+    fn raw_file(&self, i: usize) -> FileRec {
         if !self.newer.is_empty() {
             if let Some(rec) = self.newer.get(&i) {
                 return *rec;
@@ -396,15 +452,17 @@ fn walk(
 /// The state of one file now, hashing it only when the cached entry cannot be trusted.
 fn check_file(
     path: &Path,
-    found: std::io::Result<(Stat, bool)>,
+    found: Found,
     cached: Option<(u64, Stat, [u8; 32])>,
     saved_at_ns: i64,
 ) -> FileNow {
+    let (found, target) = found;
     let other = |what: String| FileNow {
         kind: KIND_OTHER,
         stat: Stat::default(),
         digest: [0; 32],
         other: Some(what.into()),
+        target: None,
     };
     let stat = match found {
         Ok((stat, true)) => stat,
@@ -418,6 +476,7 @@ fn check_file(
                 stat,
                 digest,
                 other: None,
+                target,
             };
         }
     }
@@ -432,6 +491,7 @@ fn check_file(
             stat,
             digest,
             other: None,
+            target,
         },
         Err(e) => other(unreadable(e.kind())),
     }
@@ -456,32 +516,46 @@ fn encode(
         h.update(bytes);
         w.write_all(bytes)
     };
+    // The distinct link targets, numbered in order of first use.
+    let mut index: std::collections::HashMap<&[u8], u64> = Default::default();
+    let mut targets: Vec<&[u8]> = Vec::new();
+    let target_ids: Vec<u64> = files
+        .iter()
+        .map(|f| match &f.target {
+            None => 0,
+            Some(t) => *index.entry(t).or_insert_with(|| {
+                targets.push(t);
+                targets.len() as u64
+            }),
+        })
+        .collect();
     let names_len: usize = dirs.iter().map(|(n, _)| n.len() + 1).sum::<usize>()
-        + names.iter().map(|n| n.len() + 1).sum::<usize>();
+        + names.iter().map(|n| n.len() + 1).sum::<usize>()
+        + targets.iter().map(|t| t.len() + 1).sum::<usize>();
     put(MAGIC)?;
     put(&saved_at_ns.to_le_bytes())?;
     put(tree)?;
-    for n in [dirs.len(), files.len(), names_len] {
+    for n in [dirs.len(), files.len(), names_len, targets.len()] {
         put(&(n as u64).to_le_bytes())?;
     }
     let mut off = 0u64;
     let mut rec = Vec::with_capacity(FILE_REC);
-    let mut name_ref = |rec: &mut Vec<u8>, n: &str| {
+    let mut name_ref = |rec: &mut Vec<u8>, n: &[u8]| {
         rec.clear();
         rec.extend_from_slice(&off.to_le_bytes());
         rec.extend_from_slice(&(n.len() as u64).to_le_bytes());
         off += n.len() as u64 + 1;
     };
     for (n, s) in dirs {
-        name_ref(&mut rec, n);
+        name_ref(&mut rec, n.as_bytes());
         for v in [s.mtime_ns, s.ctime_ns, s.ino as i64, 0] {
             rec.extend_from_slice(&v.to_le_bytes());
         }
         put(&rec)?;
     }
-    for (n, f) in names.iter().zip(files) {
-        name_ref(&mut rec, n);
-        rec.extend_from_slice(&f.kind.to_le_bytes());
+    for ((n, f), t) in names.iter().zip(files).zip(&target_ids) {
+        name_ref(&mut rec, n.as_bytes());
+        rec.extend_from_slice(&(f.kind | t << 32).to_le_bytes());
         rec.extend_from_slice(&f.stat.len.to_le_bytes());
         for v in [f.stat.mtime_ns, f.stat.ctime_ns, f.stat.ino as i64] {
             rec.extend_from_slice(&v.to_le_bytes());
@@ -489,8 +563,16 @@ fn encode(
         rec.extend_from_slice(&f.digest);
         put(&rec)?;
     }
-    for n in dirs.iter().map(|(n, _)| n.as_str()).chain(names.iter()) {
-        put(n.as_bytes())?;
+    for t in &targets {
+        name_ref(&mut rec, t);
+        put(&rec)?;
+    }
+    let all = dirs.iter().map(|(n, _)| n.as_bytes());
+    for n in all
+        .chain(names.iter().map(str::as_bytes))
+        .chain(targets.iter().copied())
+    {
+        put(n)?;
         put(&[0])?;
     }
     let sum = h.finalize();
@@ -544,6 +626,8 @@ pub(crate) struct StatCache {
     /// Digests already computed in this process, by path (several stages often read the same
     /// dataset folder).
     memo: BTreeMap<PathBuf, String>,
+    /// Where a bar shows the check of a tree that cannot take the no-op path.
+    progress: Option<crate::Progress>,
 }
 
 impl StatCache {
@@ -551,7 +635,14 @@ impl StatCache {
         StatCache {
             dir: Some(dir),
             memo: BTreeMap::new(),
+            progress: None,
         }
+    }
+
+    /// Shows a bar while a tree's files are checked (and hashed where they changed).
+    pub(crate) fn with_progress(mut self, progress: crate::Progress) -> StatCache {
+        self.progress = Some(progress);
+        self
     }
 
     fn file_for(&self, path: &Path) -> Option<PathBuf> {
@@ -573,7 +664,12 @@ impl StatCache {
         let d = if md.is_file() {
             single_file(path, stored.as_ref(), store.as_deref())?
         } else {
-            tree(path, stored.as_ref(), store.as_deref())?
+            tree(
+                path,
+                stored.as_ref(),
+                store.as_deref(),
+                self.progress.as_ref(),
+            )?
         };
         self.memo.insert(path.to_path_buf(), d.clone());
         Ok(d)
@@ -589,7 +685,7 @@ fn single_file(
     let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
     let cached = stored.filter(|s| s.files == 1).map(|s| s.file(0));
     let found = fs::metadata(path).map(|md| (Stat::of(&md), md.is_file()));
-    let now = check_file(path, found, cached, saved);
+    let now = check_file(path, (found, None), cached, saved);
     if now.kind != KIND_FILE {
         // Unreadable: the error itself, as before the cache.
         fs::File::open(path)?;
@@ -630,21 +726,105 @@ impl Folders<'_> {
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         match self.open.get(dir) {
             #[cfg(unix)]
-            Some(d) if name.len() < 1024 && !name.contains('\0') => stat_in(d, name),
+            Some(d) if name.len() < NAME_MAX && !name.contains('\0') => {
+                stat_in(d, name, 0).map(|(st, mode)| (st, mode == libc::S_IFREG))
+            }
             _ => fs::metadata(self.root.join(rel)).map(|md| (Stat::of(&md), md.is_file())),
         }
     }
+
+    /// Like [`Folders::stat`], and for a symbolic link the path it resolves through; each
+    /// distinct target is looked up once per `memo`.
+    fn stat_noting_link(&self, rel: &str, memo: &mut Targets) -> Found {
+        #[cfg(unix)]
+        {
+            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            if let Some(d) = self.open.get(dir) {
+                if name.len() < NAME_MAX && !name.contains('\0') {
+                    match stat_in(d, name, libc::AT_SYMLINK_NOFOLLOW) {
+                        Err(e) => return (Err(e), None),
+                        Ok((st, mode)) if mode != libc::S_IFLNK => {
+                            return (Ok((st, mode == libc::S_IFREG)), None)
+                        }
+                        Ok(_) => {}
+                    }
+                    if let Ok(target) = link_in(d, name) {
+                        use std::os::unix::ffi::OsStrExt;
+                        let full = join(self.root, dir).join(target);
+                        let key = full.as_os_str().as_bytes();
+                        if let Some((path, found)) = memo.get(key) {
+                            return (found.map_err(std::io::Error::from), Some(path.clone()));
+                        }
+                        let found = fs::metadata(&full)
+                            .map(|md| (Stat::of(&md), md.is_file()))
+                            .map_err(|e| e.kind());
+                        let path: Arc<[u8]> = Arc::from(key);
+                        memo.insert(key.to_vec(), (path.clone(), found));
+                        return (found.map_err(std::io::Error::from), Some(path));
+                    }
+                }
+            }
+        }
+        (self.stat(rel), None)
+    }
 }
 
+/// A file's status (following links) and whether it is a regular file; for a link, the path
+/// it resolves through.
+type Found = (std::io::Result<(Stat, bool)>, Option<Arc<[u8]>>);
+
+/// Link targets already looked up: path, status (or why not).
+type Targets =
+    std::collections::HashMap<Vec<u8>, (Arc<[u8]>, Result<(Stat, bool), std::io::ErrorKind>)>;
+
+const NAME_MAX: usize = 1024;
+
 #[cfg(unix)]
-fn stat_in(dir: &fs::File, name: &str) -> std::io::Result<(Stat, bool)> {
-    use std::os::fd::AsRawFd;
-    let mut c = [0u8; 1024];
+fn c_name(name: &str) -> [u8; NAME_MAX] {
+    let mut c = [0u8; NAME_MAX];
     c[..name.len()].copy_from_slice(name.as_bytes());
+    c
+}
+
+/// The target of the symbolic link `name` in the open folder `dir`.
+#[cfg(unix)]
+fn link_in(dir: &fs::File, name: &str) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = c_name(name);
+    let mut buf = vec![0u8; 4096];
+    // Safety: `c` is NUL-terminated, `buf` is writable for its length, the handle is open.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n as usize == buf.len() {
+        return Err(std::io::Error::other("link target too long"));
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&buf)))
+}
+
+/// `fstatat` of `name` in the open folder `dir`: its status and file type bits.
+#[cfg(unix)]
+fn stat_in(
+    dir: &fs::File,
+    name: &str,
+    flags: libc::c_int,
+) -> std::io::Result<(Stat, libc::mode_t)> {
+    use std::os::fd::AsRawFd;
+    let c = c_name(name);
     // Safety: `c` is NUL-terminated (name is shorter than the buffer and has no NUL), `st`
     // is a plain struct the call fills, and the folder's handle is open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr().cast(), &mut st, 0) };
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr().cast(), &mut st, flags) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -654,23 +834,49 @@ fn stat_in(dir: &fs::File, name: &str) -> std::io::Result<(Stat, bool)> {
         ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
         ino: st.st_ino,
     };
-    Ok((stat, st.st_mode & libc::S_IFMT == libc::S_IFREG))
+    Ok((stat, st.st_mode & libc::S_IFMT))
 }
 
 /// Whether every file of an unchanged listing still has its cached, settled status.
+/// A link is not `stat`ed itself: its target's status, looked up once, is compared.
 fn all_files_unchanged(s: &Stored, folders: &Folders<'_>) -> bool {
+    let targets: Vec<Option<Stat>> = (0..s.targets)
+        .into_par_iter()
+        .map(|t| {
+            let path = PathBuf::from(os_str(s.target_path(t)));
+            let md = fs::metadata(path).ok()?;
+            md.is_file().then(|| Stat::of(&md))
+        })
+        .collect();
     (0..s.files).into_par_iter().with_min_len(1024).all(|i| {
         let (kind, then, _) = s.file(i);
-        kind == KIND_FILE
-            && then.settled(s.saved_at_ns)
-            && folders
+        let now = match s.target(i) {
+            0 => folders
                 .stat(s.file_name(i))
-                .is_ok_and(|(now, is_file)| is_file && now == then)
+                .ok()
+                .and_then(|(now, is_file)| is_file.then_some(now)),
+            t => targets[t - 1],
+        };
+        kind == KIND_FILE && then.settled(s.saved_at_ns) && now == Some(then)
     })
 }
 
+#[cfg(unix)]
+fn os_str(b: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(b)
+}
+#[cfg(not(unix))]
+fn os_str(b: &[u8]) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(std::str::from_utf8(b).unwrap_or(""))
+}
+
 /// A folder's digest; the cache file is rewritten if anything changed.
-fn tree(root: &Path, stored: Option<&Stored>, store: Option<&Path>) -> std::io::Result<String> {
+fn tree(
+    root: &Path,
+    stored: Option<&Stored>,
+    store: Option<&Path>,
+    progress: Option<&crate::Progress>,
+) -> std::io::Result<String> {
     let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
     let same_dirs = stored.and_then(|s| Some((s, s.dirs_if_unchanged(root)?)));
     // The no-op: the same folders, every file with its cached status.
@@ -691,18 +897,34 @@ fn tree(root: &Path, stored: Option<&Stored>, store: Option<&Path>) -> std::io::
         }
     };
     let folders = Folders::open(root, &dirs);
+    let bar = progress
+        .filter(|_| names.len() >= 10_000)
+        .map(|p| p.bar(names.len() as u64, "inputs"));
+    if let Some(b) = &bar {
+        b.set_message(format!("checking {}", root.display()));
+    }
     let files: Vec<FileNow> = (0..names.len())
         .into_par_iter()
         .with_min_len(256)
-        .map(|i| {
+        .map_init(Targets::new, |memo, i| {
             let rel = names.get(i);
             let cached = stored.and_then(|s| {
                 let at = if listing_same { Some(i) } else { s.find(rel) };
                 at.map(|j| s.file(j))
             });
-            check_file(&root.join(rel), folders.stat(rel), cached, saved)
+            let now = check_file(
+                &root.join(rel),
+                folders.stat_noting_link(rel, memo),
+                cached,
+                saved,
+            );
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            now
         })
         .collect();
+    drop(bar);
     let digest = tree_digest(&names, &files);
     let journaled = match (stored, store) {
         (Some(s), Some(file)) if listing_same => append_journal(file, s, &digest, &files),
@@ -720,6 +942,18 @@ fn tree(root: &Path, stored: Option<&Stored>, store: Option<&Path>) -> std::io::
 /// Appends what changed since `s` as one journal batch; `false` when the journal would grow
 /// past an eighth of the files (or cannot be written): then the base is rewritten.
 fn append_journal(file: &Path, s: &Stored, tree: &[u8; 32], files: &[FileNow]) -> bool {
+    // A link whose target is not the base's cannot be journaled (targets live in the base).
+    let same_target = |i: usize, f: &FileNow| match (s.target(i), &f.target) {
+        (0, None) => true,
+        (t, Some(p)) if t > 0 => s.target_path(t - 1) == &p[..],
+        _ => false,
+    };
+    if !(0..files.len())
+        .into_par_iter()
+        .all(|i| same_target(i, &files[i]))
+    {
+        return false;
+    }
     let changed: Vec<usize> = (0..files.len())
         .into_par_iter()
         .with_min_len(4096)
@@ -740,7 +974,7 @@ fn append_journal(file: &Path, s: &Stored, tree: &[u8; 32], files: &[FileNow]) -
     b.extend_from_slice(&(changed.len() as u64).to_le_bytes());
     for i in changed {
         let f = &files[i];
-        for v in [i as u64, f.kind, f.stat.len] {
+        for v in [i as u64, f.kind | (s.target(i) as u64) << 32, f.stat.len] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         for v in [f.stat.mtime_ns, f.stat.ctime_ns, f.stat.ino as i64] {
@@ -951,6 +1185,55 @@ mod tests {
             .extension()
             .is_some_and(|e| e == "bin")));
         assert_ne!(fs::read(only(&t, "bin")).unwrap(), base);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_tree_of_links_is_checked_through_its_targets() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().unwrap();
+        let (src, d) = (t.path().join("src"), t.path().join("d"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(d.join("sub")).unwrap();
+        for i in 0..3 {
+            fs::write(src.join(format!("{i}")), format!("content {i}")).unwrap();
+        }
+        // Absolute and relative links, several to one target, one through a linked folder.
+        for k in 0..30 {
+            symlink(src.join(format!("{}", k % 3)), d.join(format!("a{k}"))).unwrap();
+        }
+        symlink("../../src/1", d.join("sub/rel")).unwrap();
+        symlink(&src, d.join("linked")).unwrap();
+        let d0 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d0, reference_digest(&d));
+        let s = Stored::open(&only(&t, "bin")).unwrap();
+        assert_eq!(
+            (s.files, s.targets),
+            (34, 4),
+            "three targets and the relative one"
+        );
+        drop(s);
+        age_cache(&t, 10);
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), d0);
+        // A target's content changes: every link to it is found changed.
+        fs::write(src.join("1"), "content X").unwrap();
+        age_cache(&t, 10);
+        let d1 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d1, reference_digest(&d));
+        assert_ne!(d1, d0);
+        // A link now names another target.
+        age_cache(&t, 10);
+        fs::remove_file(d.join("a4")).unwrap();
+        symlink(src.join("2"), d.join("a4")).unwrap();
+        let d2 = cache(&t).path_digest(&d).unwrap();
+        assert_eq!(d2, reference_digest(&d));
+        assert_ne!(d2, d1);
+        // A dangling link: an error kind in the digest, as before the cache.
+        age_cache(&t, 10);
+        fs::remove_file(src.join("0")).unwrap();
+        let d3 = cache(&t).path_digest(&d).unwrap();
+        assert_ne!(d3, d2);
+        assert_eq!(cache(&t).path_digest(&d).unwrap(), d3);
     }
 
     #[test]

@@ -285,12 +285,12 @@ fn a_diverging_network_fails_its_stage_and_records_nothing() {
     );
 }
 
-/// The VGG16 weights in `../shared` (or `$SHARED_DIR`), if present.
-fn shared_weights() -> Option<PathBuf> {
+/// `path` inside `../shared` (or `$SHARED_DIR`), if present.
+fn shared_path(path: &str) -> Option<PathBuf> {
     let shared = std::env::var_os("SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let w = shared.join("weights/vgg16_notop.safetensors");
+    let w = shared.join(path);
     if w.exists() {
         Some(w)
     } else {
@@ -302,6 +302,44 @@ fn shared_weights() -> Option<PathBuf> {
         eprintln!("SKIPPED: {} not found (set SHARED_DIR)", w.display());
         None
     }
+}
+
+/// The VGG16 weights in `../shared` (or `$SHARED_DIR`), if present.
+fn shared_weights() -> Option<PathBuf> {
+    shared_path("weights/vgg16_notop.safetensors")
+}
+
+#[test]
+fn bench_scale_builds_a_linked_tree_and_measures_each_command() {
+    let Some(source) = shared_path("datasets/food101-10") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = source.display().to_string();
+    let args = [
+        "bench", "scale", "--", "--files", "300,500", "--repeat", "1",
+    ];
+    let o = xtask(
+        dir.path(),
+        &[&args[..], &["--work", "w", "--source", &source]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for n in [300, 500] {
+        assert!(out.contains(&format!("\n| {n} | ")), "{out}");
+        let links = fs::read_dir(dir.path().join(format!("w/tree-{n}/training"))).unwrap();
+        assert_eq!(links.count(), n);
+        // Each size ran the loader on its own cache, from empty.
+        let rec = dir.path().join(format!("w/cache-{n}/latest/loader.json"));
+        assert!(rec.exists(), "{}", rec.display());
+    }
+    // A source without Food-11's layout is a clear error, not a panic.
+    let o = xtask(
+        dir.path(),
+        &["bench", "scale", "--", "--files", "5", "--source", "w"],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("Food-11"), "{}", text(&o.stderr));
 }
 
 #[test]

@@ -224,7 +224,7 @@ pub fn run(
     if !opts.dry_run {
         prepare::provide_missing(config, &resolved, &selection, opts.fetch, progress)?;
     }
-    let externals = prepare::digest_externals(config, &selection, &store)?;
+    let externals = prepare::digest_externals(config, &selection, &store, progress)?;
     let scheduler = schedule::Scheduler::new(config, &resolved, &selection, externals, opts);
     let done = scheduler.drive(&store, progress);
     for n in store.take_notices() {

@@ -57,8 +57,9 @@ pub(crate) fn digest_externals(
     config: &Config,
     sel: &Selection,
     store: &Store,
+    progress: &crate::Progress,
 ) -> Result<BTreeMap<usize, BTreeMap<String, String>>, Error> {
-    let mut stat = StatCache::open(store.stat_cache_dir());
+    let mut stat = StatCache::open(store.stat_cache_dir()).with_progress(progress.clone());
     let mut out = BTreeMap::new();
     for &i in &sel.order {
         let sc = &config.stages[i];
