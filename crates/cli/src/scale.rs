@@ -77,20 +77,7 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
     for &n in &a.files {
         let tree = work.join(format!("tree-{n}"));
         build_tree(&tree, &source, &images, n)?;
-        let cache = work.join(format!("cache-{n}"));
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache)
-                .with_context(|| format!("emptying {}", cache.display()))?;
-        }
-        let config = work.join(format!("pipeline-{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "cache = {:?}\n[dataset]\nroot = {:?}\n[stage.loader]\ninputs = [\"dataset.root\"]\n",
-                cache.display().to_string(),
-                tree.display().to_string()
-            ),
-        )?;
+        let config = loader_pipeline(&work, &tree, &n.to_string())?;
         let run = |what: &[&str]| measure(&exe, &config, what);
         let first = run(&["run", "loader"])?;
         // Let the tree's folders age past the stat cache's racy window, as a user's would.
@@ -135,14 +122,8 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, first, noop, status, dry, floor, files) in rows {
         println!(
-            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s | {:.2} s | {:.2} s |",
-            first.wall,
-            files / first.wall,
-            first.max_rss_kb / 1024,
-            noop.wall,
-            noop.user / files * 1e6,
-            noop.sys / files * 1e6,
-            noop.max_rss_kb / 1024,
+            "| {n} | {} | {:.2} s | {:.2} s | {:.2} s |",
+            cells(&first, &noop, files),
             status.wall,
             dry.wall,
             floor.wall,
@@ -171,19 +152,7 @@ fn regular_trees(a: &ScaleArgs, exe: &Path, work: &Path) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", f.display()))?;
             }
         }
-        let cache = work.join(format!("cache-regular-{n}"));
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache)?;
-        }
-        let config = work.join(format!("pipeline-regular-{n}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "cache = {:?}\n[dataset]\nroot = {:?}\n[stage.loader]\ninputs = [\"dataset.root\"]\n",
-                cache.display().to_string(),
-                tree.display().to_string()
-            ),
-        )?;
+        let config = loader_pipeline(work, &tree, &format!("regular-{n}"))?;
         std::thread::sleep(std::time::Duration::from_secs(2));
         let first = measure(exe, &config, &["status"])?;
         let noop = median(
@@ -198,14 +167,8 @@ fn regular_trees(a: &ScaleArgs, exe: &Path, work: &Path) -> anyhow::Result<()> {
         );
         let files = n as f64;
         println!(
-            "| {n} | {:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB | {:.2} s |",
-            first.wall,
-            files / first.wall,
-            first.max_rss_kb / 1024,
-            noop.wall,
-            noop.user / files * 1e6,
-            noop.sys / files * 1e6,
-            noop.max_rss_kb / 1024,
+            "| {n} | {} | {:.2} s |",
+            cells(&first, &noop, files),
             floor.wall
         );
     }
@@ -275,6 +238,36 @@ fn self_usage() -> (f64, f64) {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// The table cells of a first run and a no-op over `files` files.
+fn cells(first: &Cost, noop: &Cost, files: f64) -> String {
+    format!(
+        "{:.1} s | {:.0} | {} MB | {:.2} s | {:.2} | {:.2} | {} MB",
+        first.wall,
+        files / first.wall,
+        first.max_rss_kb / 1024,
+        noop.wall,
+        noop.user / files * 1e6,
+        noop.sys / files * 1e6,
+        noop.max_rss_kb / 1024
+    )
+}
+
+/// A pipeline of the loader alone on `tree`, with its own empty cache; its path.
+fn loader_pipeline(work: &Path, tree: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let cache = work.join(format!("cache-{name}"));
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).with_context(|| format!("emptying {}", cache.display()))?;
+    }
+    let config = work.join(format!("pipeline-{name}.toml"));
+    let text = format!(
+        "cache = {:?}\n[dataset]\nroot = {:?}\n[stage.loader]\ninputs = [\"dataset.root\"]\n",
+        cache.display().to_string(),
+        tree.display().to_string()
+    );
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
 }
 
 fn median(mut v: Vec<Cost>) -> Cost {

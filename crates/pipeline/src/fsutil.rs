@@ -40,20 +40,7 @@ pub fn hostname() -> String {
 /// Writes `bytes` to `path` via a uniquely named temp file in the same folder, fsync and
 /// rename: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = temp_path(dir, &name);
-    let r = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r?;
-    sync_dir(dir);
-    Ok(())
+    write_atomic_with(path, |w| w.write_all(bytes))
 }
 
 /// Like [`write_atomic`], for content written piece by piece (never held whole in memory).

@@ -1087,22 +1087,26 @@ mod tests {
         let d0 = cache(&t).path_digest(&d).unwrap();
         age_cache(&t, 10);
         assert_eq!(cache(&t).path_digest(&d).unwrap(), d0, "no change");
-        // Same size, new content.
-        fs::write(d.join("s/7.txt"), "x").unwrap();
-        age_cache(&t, 10);
-        let d1 = cache(&t).path_digest(&d).unwrap();
-        assert_ne!(d1, d0);
-        assert_eq!(d1, reference_digest(&d));
-        age_cache(&t, 10);
-        fs::write(d.join("s/new.txt"), "n").unwrap();
-        let d2 = cache(&t).path_digest(&d).unwrap();
-        assert_eq!(d2, reference_digest(&d));
-        assert_ne!(d2, d1);
-        age_cache(&t, 10);
-        fs::remove_file(d.join("s/3.txt")).unwrap();
-        let d3 = cache(&t).path_digest(&d).unwrap();
-        assert_eq!(d3, reference_digest(&d));
-        assert_ne!(d3, d2);
+        // Same size, new content; an added file; a removed file.
+        let d1 = after_change(&t, &d, &d0, || fs::write(d.join("s/7.txt"), "x").unwrap());
+        let d2 = after_change(&t, &d, &d1, || fs::write(d.join("s/new.txt"), "n").unwrap());
+        after_change(&t, &d, &d2, || fs::remove_file(d.join("s/3.txt")).unwrap());
+    }
+
+    /// The digest after `change` (made once the cache has settled): the reference digest,
+    /// and not `before`.
+    fn after_change(
+        t: &tempfile::TempDir,
+        d: &Path,
+        before: &str,
+        change: impl FnOnce(),
+    ) -> String {
+        age_cache(t, 10);
+        change();
+        let now = cache(t).path_digest(d).unwrap();
+        assert_eq!(now, reference_digest(d));
+        assert_ne!(now, before);
+        now
     }
 
     #[test]
@@ -1222,12 +1226,10 @@ mod tests {
         assert_eq!(d1, reference_digest(&d));
         assert_ne!(d1, d0);
         // A link now names another target.
-        age_cache(&t, 10);
-        fs::remove_file(d.join("a4")).unwrap();
-        symlink(src.join("2"), d.join("a4")).unwrap();
-        let d2 = cache(&t).path_digest(&d).unwrap();
-        assert_eq!(d2, reference_digest(&d));
-        assert_ne!(d2, d1);
+        let d2 = after_change(&t, &d, &d1, || {
+            fs::remove_file(d.join("a4")).unwrap();
+            symlink(src.join("2"), d.join("a4")).unwrap();
+        });
         // A dangling link: an error kind in the digest, as before the cache.
         age_cache(&t, 10);
         fs::remove_file(src.join("0")).unwrap();
