@@ -94,6 +94,7 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?,
         );
         let dry = run(&["run", "all", "--dry-run"])?;
+        let why = run(&["why", "loader"])?;
         let floor = median(
             (0..a.repeat)
                 .map(|_| stat_floor(&tree))
@@ -101,7 +102,7 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         );
         let files = (n + images.split_extra) as f64;
         println!(
-            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; one stat per file {:.2} s (CPU {:.2} µs/file)",
+            "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; why {:.2} s; one stat per file {:.2} s (CPU {:.2} µs/file)",
             first.wall,
             files / first.wall,
             first.max_rss_kb / 1024,
@@ -112,20 +113,22 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
             noop.max_rss_kb / 1024,
             status.wall,
             dry.wall,
+            why.wall,
             floor.wall,
             (floor.user + floor.sys) / files * 1e6
         );
-        rows.push((n, first, noop, status, dry, floor, files));
+        rows.push((n, first, noop, [status, dry, why], floor, files));
     }
     println!();
-    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` | one stat per file (no cache) |", a.repeat);
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (n, first, noop, status, dry, floor, files) in rows {
+    println!("| files | first `run loader` | files/s | peak RSS first | no-op `run loader` (median of {}) | no-op user µs/file | no-op kernel µs/file | peak RSS no-op | `status` | `run all --dry-run` | `why loader` | one stat per file (no cache) |", a.repeat);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, first, noop, [status, dry, why], floor, files) in rows {
         println!(
-            "| {n} | {} | {:.2} s | {:.2} s | {:.2} s |",
+            "| {n} | {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
             cells(&first, &noop, files),
             status.wall,
             dry.wall,
+            why.wall,
             floor.wall,
         );
     }
