@@ -59,20 +59,19 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         bail!("--files needs sizes of at least 1 and --repeat at least 1");
     }
     let exe = std::env::current_exe().context("locating this binary")?;
-    let source = std::path::absolute(&a.source)?;
-    let images = source_images(&source)?;
     std::fs::create_dir_all(&a.work).with_context(|| format!("creating {}", a.work.display()))?;
     let work = std::path::absolute(&a.work)?;
     println!(
-        "bench scale: links to {} images of {}; CPU: {}; {} threads",
-        images.len(),
-        source.display(),
+        "bench scale: CPU {}; {} threads",
         cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     if a.regular_files {
         return regular_trees(&a, &exe, &work);
     }
+    let source = std::path::absolute(&a.source)?;
+    let images = source_images(&source)?;
+    println!("links to {} images of {}", images.len(), source.display());
     let mut rows = Vec::new();
     for &n in &a.files {
         let tree = work.join(format!("tree-{n}"));
@@ -83,23 +82,11 @@ pub fn bench_scale(args: &[String]) -> anyhow::Result<()> {
         // Let the tree's folders age past the stat cache's racy window, as a user's would.
         std::thread::sleep(std::time::Duration::from_secs(2));
         run(&["run", "loader"])?;
-        let noop = median(
-            (0..a.repeat)
-                .map(|_| run(&["run", "loader"]))
-                .collect::<Result<_, _>>()?,
-        );
-        let status = median(
-            (0..a.repeat)
-                .map(|_| run(&["status"]))
-                .collect::<Result<_, _>>()?,
-        );
+        let noop = median_of(a.repeat, || run(&["run", "loader"]))?;
+        let status = median_of(a.repeat, || run(&["status"]))?;
         let dry = run(&["run", "all", "--dry-run"])?;
         let why = run(&["why", "loader"])?;
-        let floor = median(
-            (0..a.repeat)
-                .map(|_| stat_floor(&tree))
-                .collect::<Result<_, _>>()?,
-        );
+        let floor = median_of(a.repeat, || stat_floor(&tree))?;
         let files = (n + images.split_extra) as f64;
         println!(
             "{n:>9} files: first run {:.1} s ({:.0} files/s, peak {} MB); no-op {:.2} s (CPU {:.2} µs/file: user {:.2}, kernel {:.2}; peak {} MB); status {:.2} s; dry run {:.2} s; why {:.2} s; one stat per file {:.2} s (CPU {:.2} µs/file)",
@@ -158,16 +145,8 @@ fn regular_trees(a: &ScaleArgs, exe: &Path, work: &Path) -> anyhow::Result<()> {
         let config = loader_pipeline(work, &tree, &format!("regular-{n}"))?;
         std::thread::sleep(std::time::Duration::from_secs(2));
         let first = measure(exe, &config, &["status"])?;
-        let noop = median(
-            (0..a.repeat)
-                .map(|_| measure(exe, &config, &["status"]))
-                .collect::<Result<_, _>>()?,
-        );
-        let floor = median(
-            (0..a.repeat)
-                .map(|_| stat_floor(&tree))
-                .collect::<Result<_, _>>()?,
-        );
+        let noop = median_of(a.repeat, || measure(exe, &config, &["status"]))?;
+        let floor = median_of(a.repeat, || stat_floor(&tree))?;
         let files = n as f64;
         println!(
             "| {n} | {} | {:.2} s |",
@@ -273,9 +252,13 @@ fn loader_pipeline(work: &Path, tree: &Path, name: &str) -> anyhow::Result<PathB
     Ok(config)
 }
 
-fn median(mut v: Vec<Cost>) -> Cost {
+/// The median (by wall time) of `repeat` measurements.
+fn median_of(repeat: usize, f: impl Fn() -> anyhow::Result<Cost>) -> anyhow::Result<Cost> {
+    let mut v = (0..repeat)
+        .map(|_| f())
+        .collect::<anyhow::Result<Vec<Cost>>>()?;
     v.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-    v[v.len() / 2]
+    Ok(v[v.len() / 2])
 }
 
 /// The source's training images, with the number of validation and evaluation files.

@@ -110,11 +110,9 @@ impl ManifestArtifact<'_> {
         w.set_meta(LEAKAGE, json!(m.leakage));
         // The manifest's JSON goes straight to disk (at a million files it is a text of over
         // a hundred megabytes), and the manifest is freed before the chunk is assembled.
+        let (names, tensors): (Vec<String>, Vec<Tensor>) = tensors.into_iter().unzip();
         w.write_chunk_with_text(
-            tensors
-                .iter()
-                .map(|(n, t)| (n.as_str(), t.clone()))
-                .collect(),
+            names.iter().map(String::as_str).zip(tensors).collect(),
             MANIFEST_JSON,
             move |out| {
                 serde_json::to_writer(out, &m)?;

@@ -270,15 +270,7 @@ impl OutputWriter<'_> {
     /// Writes one chunk of named tensors; returns its content digest. A float tensor with a
     /// NaN or infinite value is refused: non-finite numbers are errors, never results.
     pub fn write_chunk(&mut self, tensors: Vec<(&str, Tensor)>) -> Result<String, BoxError> {
-        for (n, t) in &tensors {
-            if let Some((i, v)) = first_non_finite(t) {
-                return Err(format!(
-                    "output `{}` tensor `{n}` has a non-finite value ({v} at flat index {i} of shape {:?}); nothing was stored",
-                    self.name, t.shape
-                )
-                .into());
-            }
-        }
+        self.check_finite(&tensors)?;
         let parts = tensors.iter().map(|(n, t)| (*n, Part::Tensor(t))).collect();
         self.write_parts(parts)
     }
@@ -293,6 +285,7 @@ impl OutputWriter<'_> {
         text_name: &str,
         fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), BoxError>,
     ) -> Result<String, BoxError> {
+        self.check_finite(&tensors)?;
         let ctx = self.ctx;
         let tmp = ctx
             .store
@@ -315,6 +308,20 @@ impl OutputWriter<'_> {
             tensors.iter().map(|(n, t)| (*n, Part::Tensor(t))).collect();
         parts.insert(0, (text_name, Part::Bytes(&text, [text.len()])));
         self.write_parts(parts)
+    }
+
+    /// Refuses a float tensor with a NaN or infinite value.
+    fn check_finite(&self, tensors: &[(&str, Tensor)]) -> Result<(), BoxError> {
+        for (n, t) in tensors {
+            if let Some((i, v)) = first_non_finite(t) {
+                return Err(format!(
+                    "output `{}` tensor `{n}` has a non-finite value ({v} at flat index {i} of shape {:?}); nothing was stored",
+                    self.name, t.shape
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     fn write_parts(&mut self, parts: Vec<(&str, Part<'_>)>) -> Result<String, BoxError> {

@@ -580,19 +580,10 @@ fn encode(
 }
 
 /// Stores a tree's state (a failure only costs hashing next time).
-fn save(
-    file: Option<&Path>,
-    tree: &[u8; 32],
-    dirs: &[(String, Stat)],
-    names: &Names,
-    files: &[FileNow],
-) {
-    if let Some(file) = file {
-        let saved_at = now_ns();
-        let _ = crate::fsutil::write_atomic_with(file, |w| {
-            encode(w, saved_at, tree, dirs, names, files)
-        });
-    }
+fn save(file: &Path, tree: &[u8; 32], dirs: &[(String, Stat)], names: &Names, files: &[FileNow]) {
+    let saved_at = now_ns();
+    let _ =
+        crate::fsutil::write_atomic_with(file, |w| encode(w, saved_at, tree, dirs, names, files));
 }
 
 /// The folder digest: sorted relative paths and their files' digests.
@@ -619,10 +610,10 @@ fn tree_digest(names: &Names, files: &[FileNow]) -> [u8; 32] {
 }
 
 /// Content digests of external inputs, remembered by file status (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StatCache {
-    /// Where the per-input cache files live (`None`: remember nothing on disk).
-    dir: Option<PathBuf>,
+    /// Where the per-input cache files live.
+    dir: PathBuf,
     /// Digests already computed in this process, by path (several stages often read the same
     /// dataset folder).
     memo: BTreeMap<PathBuf, String>,
@@ -632,8 +623,11 @@ pub(crate) struct StatCache {
 
 impl StatCache {
     pub(crate) fn open(dir: PathBuf) -> StatCache {
+        // The JSON stat cache of earlier versions (hundreds of megabytes on a large tree) is
+        // no longer read.
+        let _ = fs::remove_file(dir.with_file_name("stat-cache.json"));
         StatCache {
-            dir: Some(dir),
+            dir,
             memo: BTreeMap::new(),
             progress: None,
         }
@@ -645,10 +639,10 @@ impl StatCache {
         self
     }
 
-    fn file_for(&self, path: &Path) -> Option<PathBuf> {
+    fn file_for(&self, path: &Path) -> PathBuf {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let key = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
-        Some(self.dir.as_ref()?.join(format!("{}.bin", &key[..32])))
+        self.dir.join(format!("{}.bin", &key[..32]))
     }
 
     /// Content digest of a file, or of a folder as a whole (sorted relative paths and file
@@ -660,16 +654,11 @@ impl StatCache {
         }
         let md = fs::metadata(path)?;
         let store = self.file_for(path);
-        let stored = store.as_deref().and_then(Stored::open);
+        let stored = Stored::open(&store);
         let d = if md.is_file() {
-            single_file(path, stored.as_ref(), store.as_deref())?
+            single_file(path, stored.as_ref(), &store)?
         } else {
-            tree(
-                path,
-                stored.as_ref(),
-                store.as_deref(),
-                self.progress.as_ref(),
-            )?
+            tree(path, stored.as_ref(), &store, self.progress.as_ref())?
         };
         self.memo.insert(path.to_path_buf(), d.clone());
         Ok(d)
@@ -677,11 +666,7 @@ impl StatCache {
 }
 
 /// A single file's digest, and the cache file to write if it changed.
-fn single_file(
-    path: &Path,
-    stored: Option<&Stored>,
-    store: Option<&Path>,
-) -> std::io::Result<String> {
+fn single_file(path: &Path, stored: Option<&Stored>, store: &Path) -> std::io::Result<String> {
     let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
     let cached = stored.filter(|s| s.files == 1).map(|s| s.file(0));
     let found = fs::metadata(path).map(|md| (Stat::of(&md), md.is_file()));
@@ -843,21 +828,23 @@ fn all_files_unchanged(s: &Stored, folders: &Folders<'_>) -> bool {
     let targets: Vec<Option<Stat>> = (0..s.targets)
         .into_par_iter()
         .map(|t| {
-            let path = PathBuf::from(os_str(s.target_path(t)));
-            let md = fs::metadata(path).ok()?;
+            let md = fs::metadata(os_str(s.target_path(t))).ok()?;
             md.is_file().then(|| Stat::of(&md))
         })
         .collect();
     (0..s.files).into_par_iter().with_min_len(1024).all(|i| {
-        let (kind, then, _) = s.file(i);
-        let now = match s.target(i) {
+        let (raw, then, _) = s.raw_file(i);
+        if kind_of(raw) != KIND_FILE || !then.settled(s.saved_at_ns) {
+            return false;
+        }
+        let now = match target_of(raw) {
             0 => folders
                 .stat(s.file_name(i))
                 .ok()
                 .and_then(|(now, is_file)| is_file.then_some(now)),
             t => targets[t - 1],
         };
-        kind == KIND_FILE && then.settled(s.saved_at_ns) && now == Some(then)
+        now == Some(then)
     })
 }
 
@@ -874,7 +861,7 @@ fn os_str(b: &[u8]) -> &std::ffi::OsStr {
 fn tree(
     root: &Path,
     stored: Option<&Stored>,
-    store: Option<&Path>,
+    store: &Path,
     progress: Option<&crate::Progress>,
 ) -> std::io::Result<String> {
     let saved = stored.map_or(i64::MIN, |s| s.saved_at_ns);
@@ -926,15 +913,13 @@ fn tree(
         .collect();
     drop(bar);
     let digest = tree_digest(&names, &files);
-    let journaled = match (stored, store) {
-        (Some(s), Some(file)) if listing_same => append_journal(file, s, &digest, &files),
+    let journaled = match stored {
+        Some(s) if listing_same => append_journal(store, s, &digest, &files),
         _ => false,
     };
     if !journaled {
         save(store, &digest, &dirs, &names, &files);
-        if let Some(file) = store {
-            let _ = fs::remove_file(journal_of(file));
-        }
+        let _ = fs::remove_file(journal_of(store));
     }
     Ok(blake3::Hash::from_bytes(digest).to_hex().to_string())
 }
@@ -1128,8 +1113,8 @@ mod tests {
         // layout but a wrong checksum, is ignored.
         let mut bad = good.clone();
         bad[20] ^= 1;
-        let last = bad.len() - TRAILER - 10;
-        bad[last - FILE_REC + 60] ^= 1;
+        // The only file's digest: after the header and the one folder record.
+        bad[HEADER + DIR_REC + 56] ^= 1;
         fs::write(&file, &bad).unwrap();
         assert_eq!(cache(&t).path_digest(&d).unwrap(), d0);
         for cut in [0, 7, HEADER, good.len() - 1] {

@@ -115,11 +115,6 @@ impl Tensor {
     pub fn from_text(s: &str) -> Tensor {
         Tensor::from_u8(&[s.len()], s.as_bytes().to_vec())
     }
-
-    /// Like [`Tensor::from_text`], taking the text (a large text is not copied).
-    pub fn from_string(s: String) -> Tensor {
-        Tensor::from_u8(&[s.len()], s.into_bytes())
-    }
 }
 
 impl safetensors::View for &Tensor {
