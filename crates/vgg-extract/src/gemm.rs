@@ -10,7 +10,7 @@ use std::ops::{Deref, DerefMut};
 
 /// The instruction set a network was packed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub enum Isa {
     /// Plain Rust; what the compiler makes of it for the baseline target.
     Portable,
     /// x86-64 AVX2 with FMA: 6 x 16 micro-kernel.
@@ -21,7 +21,7 @@ pub(crate) enum Isa {
 
 impl Isa {
     /// The best instruction set this CPU supports.
-    pub(crate) fn detect() -> Isa {
+    pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -38,7 +38,7 @@ impl Isa {
 
     /// Every instruction set this CPU supports (for tests that compare them).
     #[cfg(test)]
-    pub(crate) fn available() -> Vec<Isa> {
+    pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
@@ -55,7 +55,7 @@ impl Isa {
     }
 
     /// Rows of `C` per micro-kernel call.
-    pub(crate) const fn mr(self) -> usize {
+    pub const fn mr(self) -> usize {
         match self {
             Isa::Portable => 4,
             Isa::Avx2 => 6,
@@ -64,7 +64,7 @@ impl Isa {
     }
 
     /// Columns of `C` per micro-kernel call (the packed panel width).
-    pub(crate) const fn nr(self) -> usize {
+    pub const fn nr(self) -> usize {
         match self {
             Isa::Portable => 16,
             Isa::Avx2 => 16,
@@ -76,7 +76,7 @@ impl Isa {
     /// derives from plain loops inside [`Job::run`] (which must be `#[inline(always)]`, as must
     /// everything it calls) uses it.
     #[inline(always)]
-    pub(crate) fn dispatch<J: Job>(self, job: J) -> J::Output {
+    pub fn dispatch<J: Job>(self, job: J) -> J::Output {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
@@ -102,14 +102,14 @@ impl Isa {
 
 /// A piece of vectorisable work for [`Isa::dispatch`]. (A closure would not do: the
 /// compiler may keep it out of line, compiled for the baseline target.)
-pub(crate) trait Job {
+pub trait Job {
     type Output;
     /// Must be `#[inline(always)]`.
     fn run(self) -> Self::Output;
 }
 
 /// A zeroed `f32` buffer aligned to 64 bytes (one cache line, one AVX-512 register).
-pub(crate) struct AlignedBuf {
+pub struct AlignedBuf {
     storage: Vec<Align64>,
     len: usize,
 }
@@ -119,7 +119,7 @@ pub(crate) struct AlignedBuf {
 struct Align64([f32; 16]);
 
 impl AlignedBuf {
-    pub(crate) fn zeroed(len: usize) -> Self {
+    pub fn zeroed(len: usize) -> Self {
         AlignedBuf {
             storage: vec![Align64([0.0; 16]); len.div_ceil(16)],
             len,
@@ -145,7 +145,7 @@ impl DerefMut for AlignedBuf {
 
 /// Packs `B` (`k x n`, element `(r, c)` given by `b(r, c)`) into `ceil(n / nr)` panels of
 /// `k x nr`, zero-padding the last one.
-pub(crate) fn pack_b(k: usize, n: usize, nr: usize, b: impl Fn(usize, usize) -> f32) -> AlignedBuf {
+pub fn pack_b(k: usize, n: usize, nr: usize, b: impl Fn(usize, usize) -> f32) -> AlignedBuf {
     let panels = n.div_ceil(nr);
     let mut out = AlignedBuf::zeroed(panels * k * nr);
     for p in 0..panels {
@@ -170,7 +170,7 @@ pub(crate) fn pack_b(k: usize, n: usize, nr: usize, b: impl Fn(usize, usize) -> 
 /// stride `ldc`, and `isa` must be supported by the running CPU.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn microkernel(
+pub unsafe fn microkernel(
     isa: Isa,
     k: usize,
     a: *const f32,
@@ -200,7 +200,7 @@ pub(crate) unsafe fn microkernel(
 /// `ceil(n / nr)` packed panels of `k x nr`; `c` must be valid for writes of `m` rows of `n`
 /// elements at stride `ldc`; `isa` must be supported by the running CPU.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
+pub unsafe fn gemm(
     isa: Isa,
     m: usize,
     n: usize,

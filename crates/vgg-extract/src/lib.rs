@@ -48,6 +48,12 @@ mod winograd;
 mod tests;
 
 pub use error::{Error, Result};
+
+/// The packed GEMM and its instruction-set dispatch, for the other backbone
+/// (`lite0-extract`'s 1x1 convolutions).
+pub mod kernels {
+    pub use crate::gemm::{gemm, pack_b, AlignedBuf, Isa, Job};
+}
 pub(crate) use finite::{nan_max, nan_relu};
 pub use input::InputConvention;
 pub use net::{layer_names, ConvStack, ConvWeights, LayerSpec, TapSummary, TensorSpec, VGG16};

