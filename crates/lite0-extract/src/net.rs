@@ -9,7 +9,7 @@
 //! made in a fixed order whatever the batch size or the thread count.
 
 use rayon::prelude::*;
-use vgg_extract::kernels::{gemm, pack_b, AlignedBuf, Isa, Job};
+use vgg_extract::kernels::{microkernel, pack_b, AlignedBuf, Isa, Job};
 
 use lite0_weights::{layout, Block, Weights};
 
@@ -32,52 +32,97 @@ impl Pointwise {
         }
     }
 
-    /// `out[p, :] = act(x[p, :] * W + b)` for `pixels` rows.
-    fn forward(&self, isa: Isa, x: &[f32], pixels: usize, relu6: bool, out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(pixels * self.c_out, 0.0);
-        // SAFETY: `x` holds `pixels` rows of `c_in`, `out` `pixels` rows of `c_out`, the
-        // weights were packed for `isa.nr()`, and `isa` came from detection.
-        unsafe {
-            gemm(
-                isa,
-                pixels,
-                self.c_out,
-                self.c_in,
-                x.as_ptr(),
-                self.c_in,
-                self.packed.as_ptr(),
-                out.as_mut_ptr(),
-                self.c_out,
-            );
+    /// `out[p, :] = act(x[p, :] * W + b) (+ residual[p, :])` for `pixels` rows: each
+    /// micro-kernel tile gets its bias, activation and residual while it is in L1.
+    fn forward(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        pixels: usize,
+        relu6: bool,
+        residual: Option<&[f32]>,
+        out: &mut Vec<f32>,
+    ) {
+        let (k, n) = (self.c_in, self.c_out);
+        set_len(out, pixels * n);
+        assert!(x.len() >= pixels * k && residual.is_none_or(|r| r.len() >= pixels * n));
+        let (mr, nr) = (isa.mr(), isa.nr());
+        let mut tile = [0.0f32; 12 * 32];
+        let mut edge = vec![0.0f32; mr * k];
+        for p in 0..n.div_ceil(nr) {
+            let cols = nr.min(n - p * nr);
+            let c0 = p * nr;
+            // SAFETY: panel `p` lies inside the packed weights.
+            let bp = unsafe { self.packed.as_ptr().add(p * k * nr) };
+            for g in 0..pixels.div_ceil(mr) {
+                let rows = mr.min(pixels - g * mr);
+                let a = if rows == mr {
+                    x[g * mr * k..].as_ptr()
+                } else {
+                    edge.fill(0.0);
+                    edge[..rows * k].copy_from_slice(&x[g * mr * k..(g * mr + rows) * k]);
+                    edge.as_ptr()
+                };
+                // SAFETY: `a` has `mr` rows of `k`, the panel `k x nr`, the tile `mr x nr`;
+                // `isa` came from detection.
+                unsafe { microkernel(isa, k, a, k, bp, tile.as_mut_ptr(), nr, false) };
+                isa.dispatch(Epilogue {
+                    tile: &tile,
+                    nr,
+                    rows,
+                    cols,
+                    bias: &self.bias[c0..c0 + cols],
+                    relu6,
+                    residual: residual.map(|r| &r[g * mr * n + c0..]),
+                    out: &mut out[g * mr * n + c0..],
+                    ldc: n,
+                });
+            }
         }
-        isa.dispatch(BiasAct {
-            out,
-            bias: &self.bias,
-            relu6,
-        });
     }
 }
 
-struct BiasAct<'a> {
-    out: &'a mut [f32],
-    bias: &'a [f32],
-    relu6: bool,
+/// Sets `v`'s length to `n` without clearing what is kept (every element is overwritten).
+fn set_len(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    } else {
+        v.truncate(n);
+    }
 }
 
-impl Job for BiasAct<'_> {
+/// A micro-kernel tile's bias, ReLU6 and residual, stored into the output rows.
+struct Epilogue<'a> {
+    tile: &'a [f32],
+    nr: usize,
+    rows: usize,
+    cols: usize,
+    bias: &'a [f32],
+    relu6: bool,
+    residual: Option<&'a [f32]>,
+    out: &'a mut [f32],
+    ldc: usize,
+}
+
+impl Job for Epilogue<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let c = self.bias.len();
-        for row in self.out.chunks_exact_mut(c) {
+        for r in 0..self.rows {
+            let t = &self.tile[r * self.nr..r * self.nr + self.cols];
+            let o = &mut self.out[r * self.ldc..r * self.ldc + self.cols];
             if self.relu6 {
-                for (v, b) in row.iter_mut().zip(self.bias) {
-                    *v = relu6(*v + b);
+                for ((d, v), b) in o.iter_mut().zip(t).zip(self.bias) {
+                    *d = relu6(v + b);
+                }
+            } else if let Some(res) = self.residual {
+                let res = &res[r * self.ldc..r * self.ldc + self.cols];
+                for (((d, v), b), x) in o.iter_mut().zip(t).zip(self.bias).zip(res) {
+                    *d = (v + b) + x;
                 }
             } else {
-                for (v, b) in row.iter_mut().zip(self.bias) {
-                    *v += b;
+                for ((d, v), b) in o.iter_mut().zip(t).zip(self.bias) {
+                    *d = v + b;
                 }
             }
         }
@@ -123,38 +168,71 @@ struct DepthwiseJob<'a> {
 impl Job for DepthwiseJob<'_> {
     type Output = ();
     #[inline(always)]
-    fn run(self) {
+    fn run(mut self) {
         let d = self.d;
-        let (c, k, s) = (d.c, d.k, d.stride);
-        let (oh, pt) = same_padding(self.h, k, s);
-        let (ow, pl) = same_padding(self.w, k, s);
-        let mut acc = vec![0.0f32; c];
+        let c = d.c;
+        let (oh, pt) = same_padding(self.h, d.k, d.stride);
+        let (ow, pl) = same_padding(self.w, d.k, d.stride);
         for oy in 0..oh {
             for ox in 0..ow {
-                acc.copy_from_slice(&d.bias);
-                for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - pt as isize;
-                    if iy < 0 || iy >= self.h as isize {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - pl as isize;
-                        if ix < 0 || ix >= self.w as isize {
-                            continue;
-                        }
-                        let px = (iy as usize * self.w + ix as usize) * c;
-                        let xin = &self.x[px..px + c];
-                        let wk = &d.w[(ky * k + kx) * c..(ky * k + kx + 1) * c];
-                        for ((a, xv), wv) in acc.iter_mut().zip(xin).zip(wk) {
-                            *a += xv * wv;
-                        }
-                    }
-                }
                 let o = (oy * ow + ox) * c;
-                for (dst, a) in self.out[o..o + c].iter_mut().zip(&acc) {
-                    *dst = relu6(*a);
+                let at = (oy, ox, pt, pl);
+                // Channels in blocks whose sums stay in registers.
+                let mut c0 = 0;
+                while c0 + 64 <= c {
+                    self.block::<64>(at, c0, o);
+                    c0 += 64;
+                }
+                while c0 + 16 <= c {
+                    self.block::<16>(at, c0, o);
+                    c0 += 16;
+                }
+                while c0 < c {
+                    self.block::<1>(at, c0, o);
+                    c0 += 1;
                 }
             }
+        }
+    }
+}
+
+impl DepthwiseJob<'_> {
+    /// Output pixel `(oy, ox)`'s channels `c0..c0 + W`, written at `out[o + c0..]`.
+    #[inline(always)]
+    fn block<const W: usize>(
+        &mut self,
+        (oy, ox, pt, pl): (usize, usize, usize, usize),
+        c0: usize,
+        o: usize,
+    ) {
+        let d = self.d;
+        let (c, k, s) = (d.c, d.k, d.stride);
+        let mut acc = [0.0f32; W];
+        acc.copy_from_slice(&d.bias[c0..c0 + W]);
+        for ky in 0..k {
+            let iy = (oy * s + ky).wrapping_sub(pt);
+            if iy >= self.h {
+                continue;
+            }
+            for kx in 0..k {
+                let ix = (ox * s + kx).wrapping_sub(pl);
+                if ix >= self.w {
+                    continue;
+                }
+                let px = (iy * self.w + ix) * c + c0;
+                let xin: &[f32; W] = self.x[px..px + W].try_into().expect("W values");
+                let wo = (ky * k + kx) * c + c0;
+                let wk: &[f32; W] = d.w[wo..wo + W].try_into().expect("W values");
+                for j in 0..W {
+                    acc[j] += xin[j] * wk[j];
+                }
+            }
+        }
+        let dst: &mut [f32; W] = (&mut self.out[o + c0..o + c0 + W])
+            .try_into()
+            .expect("W values");
+        for j in 0..W {
+            dst[j] = relu6(acc[j]);
         }
     }
 }
@@ -450,8 +528,7 @@ impl Lite0 {
             }
         };
         let (mut ch, mut cw) = (same_padding(h, 3, 2).0, same_padding(w, 3, 2).0);
-        s.a.clear();
-        s.a.resize(ch * cw * layout::STEM_CHANNELS, 0.0);
+        set_len(&mut s.a, ch * cw * layout::STEM_CHANNELS);
         self.isa.dispatch(StemJob {
             s: &self.stem,
             x,
@@ -466,7 +543,7 @@ impl Lite0 {
             // a: block input; b: expanded; c: depthwise output; then a = projection (+ a).
             let expanded: &[f32] = match &b.expand {
                 Some(e) => {
-                    e.forward(self.isa, &s.a, pixels, true, &mut s.b);
+                    e.forward(self.isa, &s.a, pixels, true, None, &mut s.b);
                     &s.b
                 }
                 None => &s.a,
@@ -475,8 +552,7 @@ impl Lite0 {
                 same_padding(ch, spec.kernel, spec.stride).0,
                 same_padding(cw, spec.kernel, spec.stride).0,
             );
-            s.c.clear();
-            s.c.resize(oh * ow * spec.c_mid(), 0.0);
+            set_len(&mut s.c, oh * ow * spec.c_mid());
             self.isa.dispatch(DepthwiseJob {
                 d: &b.depthwise,
                 x: expanded,
@@ -485,20 +561,17 @@ impl Lite0 {
                 out: &mut s.c,
             });
             let mut projected = std::mem::take(&mut s.b);
+            let residual = spec.skip().then_some(&s.a[..]);
             b.project
-                .forward(self.isa, &s.c, oh * ow, false, &mut projected);
-            if spec.skip() {
-                for (p, i) in projected.iter_mut().zip(&s.a) {
-                    *p += i;
-                }
-            }
+                .forward(self.isa, &s.c, oh * ow, false, residual, &mut projected);
             s.b = std::mem::replace(&mut s.a, projected);
             ch = oh;
             cw = ow;
             tap(1 + bi, &s.a, spec.c_out, &mut tapped);
         }
         let mut out = Vec::new();
-        self.head.forward(self.isa, &s.a, ch * cw, true, &mut out);
+        self.head
+            .forward(self.isa, &s.a, ch * cw, true, None, &mut out);
         tap(
             1 + self.blocks.len(),
             &out,

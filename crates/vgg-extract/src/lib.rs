@@ -52,7 +52,7 @@ pub use error::{Error, Result};
 /// The packed GEMM and its instruction-set dispatch, for the other backbone
 /// (`lite0-extract`'s 1x1 convolutions).
 pub mod kernels {
-    pub use crate::gemm::{gemm, pack_b, AlignedBuf, Isa, Job};
+    pub use crate::gemm::{gemm, microkernel, pack_b, AlignedBuf, Isa, Job};
 }
 pub(crate) use finite::{nan_max, nan_relu};
 pub use input::InputConvention;
