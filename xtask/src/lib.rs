@@ -48,6 +48,7 @@ pub fn registry() -> pipeline::Registry {
         .with(loader::Loader)
         .with(preprocess::Preprocess)
         .with(vgg_extract::VggExtract)
+        .with(lite0_extract::Lite0Extract)
         .with(describe::Describe)
         .with(head_nn::HeadNn)
         .with(logreg::LogReg)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use contracts::predictor::{ModelInputs, Predictor};
-use contracts::{ids, FeatureSource};
+use contracts::{ids, Backbone, FeatureSource};
 use pipeline::{Config, Plan, RunRecord, StageState, Store};
 
 /// `predict`'s arguments.
@@ -169,19 +169,22 @@ impl ModelInputs for Inputs<'_> {
         if let Some((_, x, dim)) = self.features.iter().find(|(s, ..)| *s == source) {
             return Ok((x.clone(), *dim));
         }
-        let vgg = selected_record(self.plan, self.store, ids::VGG_EXTRACT, self.model)?;
-        let described = match source {
-            FeatureSource::Described => Some(selected_record(
-                self.plan,
-                self.store,
-                ids::DESCRIBE,
-                self.model,
-            )?),
-            FeatureSource::Extracted => None,
+        let (described, backbone) = match source {
+            FeatureSource::Described => {
+                let d = selected_record(self.plan, self.store, ids::DESCRIBE, self.model)?;
+                let backbone = match FeatureSource::of_record(&d) {
+                    FeatureSource::Extracted(b) => b,
+                    FeatureSource::Described => Backbone::Vgg16,
+                };
+                (Some(d), backbone)
+            }
+            FeatureSource::Extracted(b) => (None, b),
         };
+        let extracted = selected_record(self.plan, self.store, backbone.stage(), self.model)?;
         let (x, dim) = compute_features(
             self.config,
-            &vgg,
+            backbone,
+            &extracted,
             described.as_ref(),
             &self.pixels,
             self.n,
@@ -197,24 +200,38 @@ impl ModelInputs for Inputs<'_> {
     }
 }
 
-/// The features of preprocessed images as the pipeline computed them: pool5 maps with the
-/// extraction stage's own convention and the configured weights, or, with the `describe`
-/// record `described`, the descriptors of its recipe (views averaged, as for evaluation).
-/// Returns the rows and their channel count (the last axis).
+/// The features of preprocessed images as the pipeline computed them: the extraction stage's
+/// maps (`backbone`'s, with that stage's own params in `extracted` and the configured weights),
+/// or, with the `describe` record `described`, the descriptors of its recipe (views averaged,
+/// as for evaluation). Returns the rows and their channel count (the last axis).
 fn compute_features(
     config: &Config,
-    vgg: &RunRecord,
+    backbone: Backbone,
+    extracted: &RunRecord,
     described: Option<&RunRecord>,
     pixels: &[u8],
     n: usize,
     size: usize,
 ) -> anyhow::Result<(Vec<f32>, usize)> {
-    let p = vgg_extract::Params::from_record(vgg).map_err(anyhow::Error::from_boxed)?;
     let wpath = config
         .setting_path("weights.path")
         .context("`weights.path` is empty")?;
-    vgg_weights::validate(&wpath)?;
-    let net = vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?;
+    let (p, net): (vgg_extract::Params, Box<dyn vgg_extract::Network>) = match backbone {
+        Backbone::Vgg16 => {
+            vgg_weights::validate(&wpath)?;
+            (
+                vgg_extract::Params::from_record(extracted).map_err(anyhow::Error::from_boxed)?,
+                Box::new(vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?),
+            )
+        }
+        Backbone::Lite0 => (
+            lite0_extract::Params::from_record(extracted)
+                .map_err(anyhow::Error::from_boxed)?
+                .extraction(),
+            Box::new(lite0_extract::Lite0::new(&lite0_weights::load(&wpath)?)),
+        ),
+    };
+    let net = &*net;
     let (_, _, oc) = net.output_shape(size, size)?;
     let Some(d) = described else {
         let original = vgg_extract::Params {
@@ -222,12 +239,12 @@ fn compute_features(
             taps: Vec::new(),
             ..p
         };
-        let mut v = vgg_extract::extract(&net, &original, pixels, (n, size, size), &mut |_| {})?;
+        let mut v = vgg_extract::extract(net, &original, pixels, (n, size, size), &mut |_| {})?;
         return Ok((v.remove(0).features, oc));
     };
     let dp = describe::Params::from_record(d).map_err(anyhow::Error::from_boxed)?;
     let parts = dp.parsed_parts().map_err(anyhow::Error::msg)?;
-    let views = vgg_extract::extract(&net, &p, pixels, (n, size, size), &mut |_| {})?;
+    let views = vgg_extract::extract(net, &p, pixels, (n, size, size), &mut |_| {})?;
     let data: Vec<describe::ViewData<'_>> = views
         .iter()
         .filter(|v| dp.views.is_empty() || dp.views.iter().any(|w| *w == v.view.name()))

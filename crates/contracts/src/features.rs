@@ -22,6 +22,7 @@ const LAYOUT: &str = "layout";
 const LAYOUT_VALUE: &str = "NHWC f32 pool5 (Keras flatten order)";
 const VIEWS: &str = "views";
 const TAPS: &str = "taps";
+const BACKBONE: &str = "backbone";
 
 /// The view every features artifact has.
 pub const ORIGINAL_VIEW: &str = "original";
@@ -56,8 +57,12 @@ pub struct FeaturesMeta {
     pub views: Vec<String>,
     /// The tapped layers; empty: none.
     pub taps: Vec<String>,
-    /// What the `features` tensor holds, when not pool5 maps (a descriptor's recipe).
+    /// What the `features` tensor holds, when not pool5 maps (a descriptor's recipe, another
+    /// backbone's maps).
     pub layout: Option<String>,
+    /// The network, when not VGG16 (e.g. `"efficientnet-lite0"`): VGG16's artifacts say
+    /// nothing, as before there was a choice.
+    pub backbone: Option<String>,
 }
 
 /// Writes one split, chunk by chunk.
@@ -121,6 +126,9 @@ impl<'c> FeaturesWriter<'c> {
         }
         if !m.taps.is_empty() {
             self.w.set_meta(TAPS, json!(m.taps));
+        }
+        if let Some(b) = &m.backbone {
+            self.w.set_meta(BACKBONE, json!(b));
         }
         self.w.finish()?;
         Ok(())
@@ -201,6 +209,14 @@ impl<'a> FeaturesReader<'a> {
             None => Ok(Vec::new()),
             Some(v) => Ok(serde_json::from_value(v.clone())?),
         }
+    }
+
+    /// The network the features came from (`"vgg16"` when the artifact names none).
+    pub fn backbone(&self) -> &str {
+        self.input
+            .meta(BACKBONE)
+            .and_then(Value::as_str)
+            .unwrap_or("vgg16")
     }
 
     /// What the `features` tensor holds (`NHWC f32 pool5 ...` or a descriptor's recipe).

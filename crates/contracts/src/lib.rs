@@ -36,7 +36,7 @@ pub use predictions::{
     PredictionsMeta, StoredScores,
 };
 pub use report::{ModelSummary, ReportBundle};
-pub use slots::{FeatureSource, Slot};
+pub use slots::{Backbone, FeatureSource, Slot};
 
 /// Results of reading or writing an artifact.
 pub type Result<T> = std::result::Result<T, pipeline::BoxError>;
@@ -46,6 +46,8 @@ pub mod ids {
     pub const LOADER: &str = "loader";
     pub const PREPROCESS: &str = "preprocess";
     pub const VGG_EXTRACT: &str = "vgg-extract";
+    /// The other backbone's extraction (EfficientNet-Lite0): the same features contract.
+    pub const LITE0_EXTRACT: &str = "lite0-extract";
     /// Descriptors computed from stored features (optional: the classifiers read it when
     /// they need it, else `vgg-extract`).
     pub const DESCRIBE: &str = "describe";

@@ -60,15 +60,24 @@ impl<'s, K> Slot<'s, K> {
 }
 
 impl FeatureSource {
-    /// The features the run `rec` read: `describe`'s when it read them, else `vgg-extract`'s.
+    /// The features the run `rec` read: `describe`'s when it read them, else the extraction
+    /// stage's it read (`vgg-extract`'s when it names none).
     pub fn of_record(rec: &RunRecord) -> FeatureSource {
-        let described = crate::slots::features(FeatureSource::Described, outputs::TRAINING);
-        let key = format!("{}.{}", described.stage, described.output);
-        if rec.key_inputs.inputs.contains_key(&key) {
-            FeatureSource::Described
-        } else {
-            FeatureSource::Extracted
+        let read = |source: FeatureSource| {
+            let slot = crate::slots::features(source, outputs::TRAINING);
+            rec.key_inputs
+                .inputs
+                .contains_key(&format!("{}.{}", slot.stage, slot.output))
+        };
+        if read(FeatureSource::Described) {
+            return FeatureSource::Described;
         }
+        FeatureSource::Extracted(
+            crate::Backbone::ALL
+                .into_iter()
+                .find(|b| read(FeatureSource::Extracted(*b)))
+                .unwrap_or(crate::Backbone::Vgg16),
+        )
     }
 }
 
@@ -170,7 +179,15 @@ mod tests {
         );
         assert_eq!(
             FeatureSource::of_record(&extracted),
-            FeatureSource::Extracted
+            FeatureSource::Extracted(crate::Backbone::Vgg16)
+        );
+        let lite0 = record(
+            ids::LOGREG,
+            &["lite0-extract.training", "lite0-extract.validation"],
+        );
+        assert_eq!(
+            FeatureSource::of_record(&lite0),
+            FeatureSource::Extracted(crate::Backbone::Lite0)
         );
         let described = record(ids::LOGREG, &["describe.training", "describe.validation"]);
         assert_eq!(

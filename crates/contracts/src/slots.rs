@@ -139,33 +139,85 @@ pub fn images(split: &str) -> Slot<'_, kind::Images> {
     Slot::new(ids::PREPROCESS, split)
 }
 
-/// Where a classifier reads its features: `describe`'s descriptors or `vgg-extract`'s maps.
+/// A network whose per-view feature maps an extraction stage stores: each has its own stage,
+/// and every stage that reads features reads either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backbone {
+    /// The study's VGG16 (`vgg-extract`): pool5 maps, 7x7x512 at 224 pixels.
+    Vgg16,
+    /// EfficientNet-Lite0 (`lite0-extract`): the head's maps, 7x7x1280 at 224 pixels.
+    Lite0,
+}
+
+impl Backbone {
+    pub const ALL: [Backbone; 2] = [Backbone::Vgg16, Backbone::Lite0];
+
+    /// The extraction stage's id.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Backbone::Vgg16 => ids::VGG_EXTRACT,
+            Backbone::Lite0 => ids::LITE0_EXTRACT,
+        }
+    }
+
+    /// The name of the layer whose maps are the `features` tensor.
+    pub fn feature_layer(self) -> &'static str {
+        match self {
+            Backbone::Vgg16 => "pool5",
+            Backbone::Lite0 => "head",
+        }
+    }
+
+    /// The name written in metadata and shown to users.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::Vgg16 => "vgg16",
+            Backbone::Lite0 => "efficientnet-lite0",
+        }
+    }
+
+    /// The backbone whose extraction the running stage reads (VGG16 unless `lite0-extract`).
+    pub fn of(ctx: &StageContext<'_>) -> Backbone {
+        Backbone::ALL
+            .into_iter()
+            .find(|b| features(FeatureSource::Extracted(*b), outputs::TRAINING).is_input(ctx))
+            .unwrap_or(Backbone::Vgg16)
+    }
+
+    /// The backbone of the stage with id `stage`, if it is an extraction stage.
+    pub fn of_stage(stage: &str) -> Option<Backbone> {
+        Backbone::ALL.into_iter().find(|b| b.stage() == stage)
+    }
+}
+
+/// Where a classifier reads its features: `describe`'s descriptors or an extraction stage's
+/// maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FeatureSource {
-    Extracted,
+    Extracted(Backbone),
     Described,
 }
 
 impl FeatureSource {
-    /// `describe` when the running stage reads it, else `vgg-extract`.
+    /// `describe` when the running stage reads it, else the extraction it reads.
     pub fn of(ctx: &StageContext<'_>) -> FeatureSource {
         if features(FeatureSource::Described, outputs::TRAINING).is_input(ctx) {
             FeatureSource::Described
         } else {
-            FeatureSource::Extracted
+            FeatureSource::Extracted(Backbone::of(ctx))
         }
     }
 
     /// The stage id.
     pub fn stage(self) -> &'static str {
         match self {
-            FeatureSource::Extracted => ids::VGG_EXTRACT,
+            FeatureSource::Extracted(b) => b.stage(),
             FeatureSource::Described => ids::DESCRIBE,
         }
     }
 }
 
-/// `vgg-extract.<split>` or `describe.<split>`.
+/// `vgg-extract.<split>`, `lite0-extract.<split>` or `describe.<split>`.
 pub fn features(source: FeatureSource, split: &str) -> Slot<'_, kind::Features> {
     Slot::new(source.stage(), split)
 }

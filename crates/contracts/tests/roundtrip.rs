@@ -90,6 +90,7 @@ fn features_meta() -> FeaturesMeta {
         views: vec!["original".into(), "flip".into()],
         taps: vec!["conv5_3".into()],
         layout: Some("a descriptor".into()),
+        backbone: Some("efficientnet-lite0".into()),
     }
 }
 
@@ -312,6 +313,11 @@ fn read_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
     check("features weights", f.weights_digest(), Some("w123"))?;
     check("features views", f.views()?, features_meta().views)?;
     check("features taps", f.taps()?, features_meta().taps)?;
+    check(
+        "features backbone",
+        Some(f.backbone().to_string()),
+        features_meta().backbone,
+    )?;
     check("features layout", f.layout(), Some("a descriptor"))?;
 
     let (w, cl) = NnModel::read_selected(&ctx.input("w-net", outputs::MODEL)?)?;

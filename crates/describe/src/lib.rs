@@ -1,4 +1,5 @@
-//! Descriptors of images from stored VGG16 features, without rerunning the network.
+//! Descriptors of images from stored features (VGG16's or EfficientNet-Lite0's), without
+//! rerunning the network.
 //!
 //! The study classifies flattened pool5 maps (head-nn: their global average). The literature
 //! on off-the-shelf CNN features (Razavian et al. 2014; Chatfield et al. 2014) finds that
@@ -17,6 +18,10 @@
 //! - `pool5.rmac`: regional maximum activations (Tolias et al. 2016): maxima over square
 //!   regions at 3 scales, each L2-normalised, summed (`c` values);
 //! - `{layer}.avg`, `{layer}.max` for a layer `vgg-extract` tapped (`conv5_3.avg`, ...).
+//!
+//! On EfficientNet-Lite0's features (`lite0-extract`) the stored maps are the head's, and the
+//! same parts are named `head`, `head.avg`, `head.max2x2`, ...; its taps are `stem`, `block0`
+//! .. `block15`.
 //!
 //! Each part, in order: signed square root (`sqrt`), then scaled to unit L2 norm (`l2`); the
 //! parts are concatenated, and with `l2` the concatenation is scaled to unit norm. The
@@ -77,6 +82,9 @@ impl Default for Params {
     }
 }
 
+/// The names of the stored maps a part may pool: VGG16's `pool5`, EfficientNet-Lite0's `head`.
+pub const MAP_LAYERS: [&str; 2] = ["pool5", "head"];
+
 /// One part of a descriptor, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
@@ -93,8 +101,23 @@ pub enum Part {
 }
 
 impl Part {
-    /// Parses `pool5`, `pool5.avg`, `pool5.max`, `{layer}.avg`, `{layer}.max`.
+    /// The stored maps' layer a part names (`pool5` for VGG16, `head` for EfficientNet-Lite0),
+    /// if it names them; the parts of the two are the same.
+    pub fn map_layer(s: &str) -> Option<&'static str> {
+        MAP_LAYERS
+            .into_iter()
+            .find(|m| s == *m || s.strip_prefix(m).is_some_and(|r| r.starts_with('.')))
+    }
+
+    /// Parses `pool5`, `pool5.avg`, `pool5.max`, `{layer}.avg`, `{layer}.max` (and the same
+    /// with `head`, the name of EfficientNet-Lite0's stored maps, for `pool5`).
     pub fn parse(s: &str) -> Result<Part, String> {
+        if let Some(rest) = s
+            .strip_prefix("head")
+            .filter(|_| Part::map_layer(s) == Some("head"))
+        {
+            return Part::parse(&format!("pool5{rest}")).map_err(|e| e.replace("pool5", "head"));
+        }
         match s {
             "pool5" => return Ok(Part::Pool5),
             "pool5.avg" => return Ok(Part::Pool5Stat { max: false }),

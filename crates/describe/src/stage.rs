@@ -1,14 +1,14 @@
-//! The `describe` stage adapter: stored `vgg-extract` features -> descriptors per split.
+//! The `describe` stage adapter: stored features (`vgg-extract`'s or `lite0-extract`'s) -> descriptors per split.
 
 use std::collections::BTreeMap;
 
 use contracts::{
-    ids, outputs, slots, tap_tensor, view_tensor, FeatureSource, FeaturesMeta, FeaturesReader,
-    FeaturesWriter, FEATURES_TENSOR, SPLITS,
+    ids, outputs, slots, tap_tensor, view_tensor, Backbone, FeatureSource, FeaturesMeta,
+    FeaturesReader, FeaturesWriter, FEATURES_TENSOR, SPLITS,
 };
 use pipeline::{BoxError, Resources, Stage, StageContext, Validate};
 
-use crate::{descriptors, Params, TrainViews, ViewData};
+use crate::{descriptors, Params, Part, TrainViews, ViewData};
 
 /// Bump when the descriptors' meaning changes without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -43,9 +43,21 @@ impl Stage for Describe {
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
         let parts = p.parsed_parts()?;
+        let backbone = Backbone::of(ctx);
+        let src = backbone.stage();
+        for name in &p.parts {
+            if let Some(m) = Part::map_layer(name).filter(|m| *m != backbone.feature_layer()) {
+                return Err(format!(
+                    "descriptor part \"{name}\" pools `{m}` maps, but this describe reads {src}, whose maps are `{}` (write \"{}\")",
+                    backbone.feature_layer(),
+                    name.replacen(m, backbone.feature_layer(), 1)
+                )
+                .into());
+            }
+        }
         for split in SPLITS {
             let f: FeaturesReader<'_> =
-                slots::features(FeatureSource::Extracted, split).read(ctx)?;
+                slots::features(FeatureSource::Extracted(backbone), split).read(ctx)?;
             let stored = f.views()?;
             let views: Vec<String> = if p.views.is_empty() {
                 stored.clone()
@@ -53,7 +65,7 @@ impl Stage for Describe {
                 for v in &p.views {
                     if !stored.contains(v) {
                         return Err(format!(
-                            "view \"{v}\" is not in vgg-extract.{split} (it has {}); add it to vgg-extract's `views`",
+                            "view \"{v}\" is not in {src}.{split} (it has {}); add it to {src}'s `views`",
                             stored.join(", ")
                         )
                         .into());
@@ -66,7 +78,7 @@ impl Stage for Describe {
                 if let Some(layer) = part.layer() {
                     if !taps.iter().any(|t| t == layer) {
                         return Err(format!(
-                            "descriptor part \"{name}\" needs layer `{layer}`, which vgg-extract did not tap (it tapped: {}); add \"{layer}\" to vgg-extract's `taps`",
+                            "descriptor part \"{name}\" needs layer `{layer}`, which {src} did not tap (it tapped: {}); add \"{layer}\" to {src}'s `taps`",
                             if taps.is_empty() { "none".to_string() } else { taps.join(", ") }
                         )
                         .into());
@@ -91,7 +103,7 @@ impl Stage for Describe {
                             f.chunk_tensor(ci, &view_tensor(FEATURES_TENSOR, v))?;
                         let [_, h, w, _] = shape[..] else {
                             return Err(format!(
-                                "vgg-extract.{split}, chunk {ci}: view \"{v}\" has shape {shape:?}, expected [n, h, w, c]"
+                                "{src}.{split}, chunk {ci}: view \"{v}\" has shape {shape:?}, expected [n, h, w, c]"
                             )
                             .into());
                         };
@@ -117,7 +129,7 @@ impl Stage for Describe {
                     })
                     .collect();
                 let (x, d) = descriptors(&parts, &p, n, &data, average)
-                    .map_err(|e| format!("vgg-extract.{split}, chunk {ci}: {e}"))?;
+                    .map_err(|e| format!("{src}.{split}, chunk {ci}: {e}"))?;
                 let per = if average { 1 } else { views.len() };
                 let repeat = |v: &[i64]| -> Vec<i64> {
                     v.iter()
@@ -156,6 +168,7 @@ impl Stage for Describe {
                 views: Vec::new(),
                 taps: Vec::new(),
                 layout: Some(p.recipe()),
+                backbone: (backbone != Backbone::Vgg16).then(|| backbone.name().to_string()),
             })?;
         }
         Ok(())

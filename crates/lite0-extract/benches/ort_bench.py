@@ -1,5 +1,5 @@
 """EfficientNet-Lite0 (224x224 -> the head's maps, `extract_features`) on PyTorch and ONNX
-Runtime, 2 threads, images/s: the anchors for examples/throughput.rs. The reference model of
+Runtime, 2 threads, images/s: the anchors for examples/lite0_throughput.rs. The reference model of
 `efficientnet-lite-pytorch` 0.1.0 (weights do not change the speed; the checkpoint is used when
 given). Usage: python ort_bench.py REPS BATCH [PTH]
 (venv with torch, onnx, onnxruntime, efficientnet-lite-pytorch==0.1.0)."""

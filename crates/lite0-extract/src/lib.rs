@@ -4,5 +4,7 @@
 //! layers), so every stage that reads features reads either.
 
 mod net;
+mod stage;
 
-pub use net::{layer_names, same_padding, Lite0, TapSummary, FEATURE_LAYER};
+pub use net::{layer_names, same_padding, Lite0, FEATURE_LAYER};
+pub use stage::{Lite0Extract, Params, CACHE_VERSION, LAYOUT};

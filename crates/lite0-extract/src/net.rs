@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use vgg_extract::kernels::{microkernel, pack_b, AlignedBuf, Isa, Job};
 
 use lite0_weights::{layout, Block, Weights};
+use vgg_extract::TapSummary;
 
 /// A 1x1 convolution: packed `C_in x C_out` weights and a bias.
 struct Pointwise {
@@ -132,13 +133,7 @@ impl Job for Epilogue<'_> {
 /// ReLU6 that keeps NaN (so the finiteness check sees it).
 #[inline(always)]
 fn relu6(v: f32) -> f32 {
-    if v < 0.0 {
-        0.0
-    } else if v > 6.0 {
-        6.0
-    } else {
-        v
-    }
+    v.clamp(0.0, 6.0)
 }
 
 /// TensorFlow `SAME`: output size and the padding before the first input.
@@ -148,7 +143,11 @@ pub fn same_padding(size: usize, k: usize, s: usize) -> (usize, usize) {
     (out, total / 2)
 }
 
-/// A depthwise `k x k` convolution (weights as `[ky, kx, c]`) with bias and ReLU6.
+/// Channels per depthwise block: one AVX-512 register, two AVX2 ones (every Lite0 layer has
+/// a multiple of 16 channels).
+const DW_BLOCK: usize = 16;
+
+/// A depthwise `k x k` convolution with bias and ReLU6; weights as `[ky][kx][c]`.
 struct Depthwise {
     c: usize,
     k: usize,
@@ -157,139 +156,238 @@ struct Depthwise {
     bias: Vec<f32>,
 }
 
-struct DepthwiseJob<'a> {
-    d: &'a Depthwise,
-    x: &'a [f32],
-    h: usize,
-    w: usize,
-    out: &'a mut [f32],
-}
-
-impl Job for DepthwiseJob<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run(mut self) {
-        let d = self.d;
-        let c = d.c;
-        let (oh, pt) = same_padding(self.h, d.k, d.stride);
-        let (ow, pl) = same_padding(self.w, d.k, d.stride);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let o = (oy * ow + ox) * c;
-                let at = (oy, ox, pt, pl);
-                // Channels in blocks whose sums stay in registers.
-                let mut c0 = 0;
-                while c0 + 64 <= c {
-                    self.block::<64>(at, c0, o);
-                    c0 += 64;
-                }
-                while c0 + 16 <= c {
-                    self.block::<16>(at, c0, o);
-                    c0 += 16;
-                }
-                while c0 < c {
-                    self.block::<1>(at, c0, o);
-                    c0 += 1;
-                }
+impl Depthwise {
+    /// From weights `[c, k, k]`.
+    fn new(w: &[f32], bias: &[f32], c: usize, k: usize, stride: usize) -> Self {
+        assert!(
+            c.is_multiple_of(DW_BLOCK),
+            "depthwise channels {c} not a multiple of {DW_BLOCK}"
+        );
+        let mut t = vec![0.0; w.len()];
+        for ch in 0..c {
+            for j in 0..k * k {
+                t[j * c + ch] = w[ch * k * k + j];
             }
+        }
+        Depthwise {
+            c,
+            k,
+            stride,
+            w: t,
+            bias: bias.to_vec(),
         }
     }
-}
 
-impl DepthwiseJob<'_> {
-    /// Output pixel `(oy, ox)`'s channels `c0..c0 + W`, written at `out[o + c0..]`.
-    #[inline(always)]
-    fn block<const W: usize>(
-        &mut self,
-        (oy, ox, pt, pl): (usize, usize, usize, usize),
-        c0: usize,
-        o: usize,
-    ) {
-        let d = self.d;
-        let (c, k, s) = (d.c, d.k, d.stride);
-        let mut acc = [0.0f32; W];
-        acc.copy_from_slice(&d.bias[c0..c0 + W]);
-        for ky in 0..k {
-            let iy = (oy * s + ky).wrapping_sub(pt);
-            if iy >= self.h {
-                continue;
-            }
-            for kx in 0..k {
-                let ix = (ox * s + kx).wrapping_sub(pl);
-                if ix >= self.w {
-                    continue;
-                }
-                let px = (iy * self.w + ix) * c + c0;
-                let xin: &[f32; W] = self.x[px..px + W].try_into().expect("W values");
-                let wo = (ky * k + kx) * c + c0;
-                let wk: &[f32; W] = d.w[wo..wo + W].try_into().expect("W values");
-                for j in 0..W {
-                    acc[j] += xin[j] * wk[j];
-                }
-            }
-        }
-        let dst: &mut [f32; W] = (&mut self.out[o + c0..o + c0 + W])
-            .try_into()
-            .expect("W values");
-        for j in 0..W {
-            dst[j] = relu6(acc[j]);
-        }
-    }
-}
-
-/// The stem: a 3x3 stride-2 convolution of the 3-channel input (weights `[ky, kx, ci, co]`).
-struct Stem {
-    w: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-struct StemJob<'a> {
-    s: &'a Stem,
-    x: &'a [f32],
-    h: usize,
-    w: usize,
-    out: &'a mut [f32],
-}
-
-impl Job for StemJob<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run(self) {
-        const CO: usize = layout::STEM_CHANNELS;
-        let (oh, pt) = same_padding(self.h, 3, 2);
-        let (ow, pl) = same_padding(self.w, 3, 2);
-        let mut acc = [0.0f32; CO];
+    /// `out` (`[oh, ow, c]`) from `x` (`[h, w, c]`), one output pixel at a time, all its
+    /// channels in blocks of 16.
+    fn forward(&self, isa: Isa, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (c, k, s) = (self.c, self.k, self.stride);
+        let (oh, pt) = same_padding(h, k, s);
+        let (ow, pl) = same_padding(w, k, s);
+        assert!(x.len() >= h * w * c && out.len() >= oh * ow * c);
+        // Offsets (in values) of the taps inside the input, for the pixel's valid window.
+        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(k * k);
         for oy in 0..oh {
             for ox in 0..ow {
-                acc.copy_from_slice(&self.s.bias);
-                for ky in 0..3 {
-                    let iy = (oy * 2 + ky) as isize - pt as isize;
-                    if iy < 0 || iy >= self.h as isize {
+                taps.clear();
+                for ky in 0..k {
+                    let iy = (oy * s + ky).wrapping_sub(pt);
+                    if iy >= h {
                         continue;
                     }
-                    for kx in 0..3 {
-                        let ix = (ox * 2 + kx) as isize - pl as isize;
-                        if ix < 0 || ix >= self.w as isize {
-                            continue;
-                        }
-                        let px = (iy as usize * self.w + ix as usize) * 3;
-                        for ci in 0..3 {
-                            let xv = self.x[px + ci];
-                            let wk = &self.s.w[((ky * 3 + kx) * 3 + ci) * CO..][..CO];
-                            for (a, wv) in acc.iter_mut().zip(wk) {
-                                *a += xv * wv;
-                            }
+                    for kx in 0..k {
+                        let ix = (ox * s + kx).wrapping_sub(pl);
+                        if ix < w {
+                            taps.push(((iy * w + ix) * c, (ky * k + kx) * c));
                         }
                     }
                 }
-                let o = (oy * ow + ox) * CO;
-                for (dst, a) in self.out[o..o + CO].iter_mut().zip(&acc) {
-                    *dst = relu6(*a);
+                let o = (oy * ow + ox) * c;
+                // SAFETY: every tap offset plus `c` lies inside `x` / the weights (checked
+                // bounds above), `o + c` inside `out`; `isa` came from detection.
+                unsafe {
+                    dw_pixel(
+                        isa,
+                        c,
+                        x.as_ptr(),
+                        self.w.as_ptr(),
+                        &taps,
+                        self.bias.as_ptr(),
+                        out.as_mut_ptr().add(o),
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// One output pixel of a depthwise convolution: for every channel, the bias plus the sum over
+/// `taps` (input offset, weight offset) of input times weight, then ReLU6.
+///
+/// # Safety
+/// For every tap, `x + xo .. x + xo + c` and `w + wo .. w + wo + c` must be readable; `bias`
+/// and `out` valid for `c` values; `c` a multiple of 16; `isa` supported by this CPU.
+#[inline]
+unsafe fn dw_pixel(
+    isa: Isa,
+    c: usize,
+    x: *const f32,
+    w: *const f32,
+    taps: &[(usize, usize)],
+    bias: *const f32,
+    out: *mut f32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::dw_pixel_avx512(c, x, w, taps, bias, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::dw_pixel_avx2(c, x, w, taps, bias, out),
+            _ => {
+                for ch in 0..c {
+                    let mut acc = *bias.add(ch);
+                    for &(xo, wo) in taps {
+                        acc += *x.add(xo + ch) * *w.add(wo + ch);
+                    }
+                    *out.add(ch) = relu6(acc);
                 }
             }
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// AVX-512 [`super::dw_pixel`]: 16 channels per register, four registers at a time.
+    ///
+    /// # Safety
+    /// As [`super::dw_pixel`]; AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dw_pixel_avx512(
+        c: usize,
+        x: *const f32,
+        w: *const f32,
+        taps: &[(usize, usize)],
+        bias: *const f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: the caller's bounds (see `dw_pixel`).
+        unsafe {
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            let mut c0 = 0;
+            while c0 + 64 <= c {
+                let mut a: [__m512; 4] =
+                    std::array::from_fn(|j| _mm512_loadu_ps(bias.add(c0 + 16 * j)));
+                for &(xo, wo) in taps {
+                    for (j, aj) in a.iter_mut().enumerate() {
+                        let o = c0 + 16 * j;
+                        *aj = _mm512_fmadd_ps(
+                            _mm512_loadu_ps(x.add(xo + o)),
+                            _mm512_loadu_ps(w.add(wo + o)),
+                            *aj,
+                        );
+                    }
+                }
+                for (j, aj) in a.iter().enumerate() {
+                    _mm512_storeu_ps(out.add(c0 + 16 * j), relu6_512(*aj, zero, six));
+                }
+                c0 += 64;
+            }
+            while c0 < c {
+                let mut a = _mm512_loadu_ps(bias.add(c0));
+                for &(xo, wo) in taps {
+                    a = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(x.add(xo + c0)),
+                        _mm512_loadu_ps(w.add(wo + c0)),
+                        a,
+                    );
+                }
+                _mm512_storeu_ps(out.add(c0), relu6_512(a, zero, six));
+                c0 += 16;
+            }
+        }
+    }
+
+    /// ReLU6 that keeps NaN: `max` and `min` return their second operand when either is NaN.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn relu6_512(v: __m512, zero: __m512, six: __m512) -> __m512 {
+        _mm512_min_ps(six, _mm512_max_ps(zero, v))
+    }
+
+    /// AVX2 [`super::dw_pixel`]: 8 channels per register, four registers at a time.
+    ///
+    /// # Safety
+    /// As [`super::dw_pixel`]; AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dw_pixel_avx2(
+        c: usize,
+        x: *const f32,
+        w: *const f32,
+        taps: &[(usize, usize)],
+        bias: *const f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: the caller's bounds (see `dw_pixel`).
+        unsafe {
+            let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+            let mut c0 = 0;
+            while c0 < c {
+                let mut a: [__m256; 2] =
+                    std::array::from_fn(|j| _mm256_loadu_ps(bias.add(c0 + 8 * j)));
+                for &(xo, wo) in taps {
+                    for (j, aj) in a.iter_mut().enumerate() {
+                        let o = c0 + 8 * j;
+                        *aj = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(x.add(xo + o)),
+                            _mm256_loadu_ps(w.add(wo + o)),
+                            *aj,
+                        );
+                    }
+                }
+                for (j, aj) in a.iter().enumerate() {
+                    _mm256_storeu_ps(
+                        out.add(c0 + 8 * j),
+                        _mm256_min_ps(six, _mm256_max_ps(zero, *aj)),
+                    );
+                }
+                c0 += 16;
+            }
+        }
+    }
+}
+
+/// The stem's input patches: row `(oy, ox)` holds the 3x3x3 window (`ky, kx, ci` order,
+/// zeros outside the image) that output pixel reads, so the stem is one GEMM.
+fn stem_patches(x: &[f32], h: usize, w: usize, out: &mut Vec<f32>) -> usize {
+    let (oh, pt) = same_padding(h, 3, 2);
+    let (ow, pl) = same_padding(w, 3, 2);
+    set_len(out, oh * ow * STEM_K);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &mut out[(oy * ow + ox) * STEM_K..][..STEM_K];
+            for ky in 0..3 {
+                let iy = (oy * 2 + ky).wrapping_sub(pt);
+                for kx in 0..3 {
+                    let ix = (ox * 2 + kx).wrapping_sub(pl);
+                    let dst = &mut row[(ky * 3 + kx) * 3..][..3];
+                    if iy < h && ix < w {
+                        dst.copy_from_slice(&x[(iy * w + ix) * 3..][..3]);
+                    } else {
+                        dst.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+    oh * ow
+}
+
+/// Values in a stem patch.
+const STEM_K: usize = 27;
 
 struct MbBlock {
     spec: Block,
@@ -298,19 +396,10 @@ struct MbBlock {
     project: Pointwise,
 }
 
-/// A per-image summary of a tapped layer: its global average and maximum per channel.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TapSummary {
-    pub channels: usize,
-    /// `[n, channels]`.
-    pub avg: Vec<f32>,
-    pub max: Vec<f32>,
-}
-
 /// EfficientNet-Lite0 with its batch norms folded.
 pub struct Lite0 {
     isa: Isa,
-    stem: Stem,
+    stem: Pointwise,
     blocks: Vec<MbBlock>,
     head: Pointwise,
     fc_w: Vec<f32>,
@@ -327,6 +416,14 @@ pub fn layer_names() -> Vec<String> {
 
 /// The name of the final layer, whose maps are the features.
 pub const FEATURE_LAYER: &str = "head";
+
+/// One image's head maps and its taps' (channels, average, maximum).
+type ImageOut = (Vec<f32>, Vec<(usize, Vec<f32>, Vec<f32>)>);
+
+thread_local! {
+    /// Each thread's buffers, kept between images and batches (no allocation, no zeroing).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
 
 /// Scratch buffers of one image's pass.
 #[derive(Default)]
@@ -348,7 +445,7 @@ impl Lite0 {
             w.get(name)
                 .unwrap_or_else(|| panic!("checked weights lack {name}"))
         };
-        // Stem `[co, ci, ky, kx]` -> `[ky, kx, ci, co]`.
+        // Stem `[co, ci, ky, kx]` -> `[co, (ky, kx, ci)]`, the patches' order.
         let sw = t("stem.weight");
         let co = layout::STEM_CHANNELS;
         let mut stem_w = vec![0.0; sw.len()];
@@ -356,7 +453,7 @@ impl Lite0 {
             for ci in 0..3 {
                 for ky in 0..3 {
                     for kx in 0..3 {
-                        stem_w[((ky * 3 + kx) * 3 + ci) * co + o] =
+                        stem_w[o * STEM_K + (ky * 3 + kx) * 3 + ci] =
                             sw[((o * 3 + ci) * 3 + ky) * 3 + kx];
                     }
                 }
@@ -367,14 +464,6 @@ impl Lite0 {
             .enumerate()
             .map(|(i, spec)| {
                 let mid = spec.c_mid();
-                let dw = t(&format!("blocks.{i}.depthwise.weight"));
-                let k = spec.kernel;
-                let mut dwt = vec![0.0; dw.len()];
-                for c in 0..mid {
-                    for j in 0..k * k {
-                        dwt[j * mid + c] = dw[c * k * k + j];
-                    }
-                }
                 MbBlock {
                     spec,
                     expand: (spec.expand != 1).then(|| {
@@ -386,13 +475,13 @@ impl Lite0 {
                             spec.c_in,
                         )
                     }),
-                    depthwise: Depthwise {
-                        c: mid,
-                        k,
-                        stride: spec.stride,
-                        w: dwt,
-                        bias: t(&format!("blocks.{i}.depthwise.bias")).to_vec(),
-                    },
+                    depthwise: Depthwise::new(
+                        t(&format!("blocks.{i}.depthwise.weight")),
+                        t(&format!("blocks.{i}.depthwise.bias")),
+                        mid,
+                        spec.kernel,
+                        spec.stride,
+                    ),
                     project: Pointwise::new(
                         isa,
                         t(&format!("blocks.{i}.project.weight")),
@@ -406,10 +495,7 @@ impl Lite0 {
         let last = blocks.last().map_or(0, |b| b.spec.c_out);
         Lite0 {
             isa,
-            stem: Stem {
-                w: stem_w,
-                bias: t("stem.bias").to_vec(),
-            },
+            stem: Pointwise::new(isa, &stem_w, t("stem.bias"), co, STEM_K),
             blocks,
             head: Pointwise::new(
                 isa,
@@ -460,14 +546,23 @@ impl Lite0 {
         let (oh, ow, oc) = self.output_shape(h, w);
         let per_out = oh * ow * oc;
         let per_in = h * w * 3;
-        let results: Vec<(Vec<f32>, Vec<(usize, Vec<f32>, Vec<f32>)>)> = (0..n)
+        let results: Vec<ImageOut> = (0..n)
             .into_par_iter()
-            .map_init(Scratch::default, |s, i| {
-                self.image(&x[i * per_in..(i + 1) * per_in], h, w, taps, s)
+            .map(|i| {
+                SCRATCH.with_borrow_mut(|s| {
+                    self.image(&x[i * per_in..(i + 1) * per_in], h, w, taps, s)
+                })
             })
             .collect();
         let mut out = Vec::with_capacity(n * per_out);
-        let mut sums: Vec<TapSummary> = vec![TapSummary::default(); taps.len()];
+        let mut sums: Vec<TapSummary> = taps
+            .iter()
+            .map(|_| TapSummary {
+                channels: 0,
+                avg: Vec::new(),
+                max: Vec::new(),
+            })
+            .collect();
         for (f, t) in results {
             out.extend_from_slice(&f);
             for (sum, (c, avg, max)) in sums.iter_mut().zip(t) {
@@ -508,7 +603,6 @@ impl Lite0 {
     }
 
     /// One image through the network.
-    #[allow(clippy::type_complexity)]
     fn image(
         &self,
         x: &[f32],
@@ -516,7 +610,7 @@ impl Lite0 {
         w: usize,
         taps: &[usize],
         s: &mut Scratch,
-    ) -> (Vec<f32>, Vec<(usize, Vec<f32>, Vec<f32>)>) {
+    ) -> ImageOut {
         let mut tapped = Vec::new();
         let tap = |layer: usize,
                    act: &[f32],
@@ -528,14 +622,9 @@ impl Lite0 {
             }
         };
         let (mut ch, mut cw) = (same_padding(h, 3, 2).0, same_padding(w, 3, 2).0);
-        set_len(&mut s.a, ch * cw * layout::STEM_CHANNELS);
-        self.isa.dispatch(StemJob {
-            s: &self.stem,
-            x,
-            h,
-            w,
-            out: &mut s.a,
-        });
+        let pixels = stem_patches(x, h, w, &mut s.c);
+        self.stem
+            .forward(self.isa, &s.c, pixels, true, None, &mut s.a);
         tap(0, &s.a, layout::STEM_CHANNELS, &mut tapped);
         for (bi, b) in self.blocks.iter().enumerate() {
             let spec = b.spec;
@@ -553,13 +642,7 @@ impl Lite0 {
                 same_padding(cw, spec.kernel, spec.stride).0,
             );
             set_len(&mut s.c, oh * ow * spec.c_mid());
-            self.isa.dispatch(DepthwiseJob {
-                d: &b.depthwise,
-                x: expanded,
-                h: ch,
-                w: cw,
-                out: &mut s.c,
-            });
+            b.depthwise.forward(self.isa, expanded, ch, cw, &mut s.c);
             let mut projected = std::mem::take(&mut s.b);
             let residual = spec.skip().then_some(&s.a[..]);
             b.project

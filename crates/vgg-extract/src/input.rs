@@ -14,6 +14,9 @@ pub enum InputConvention {
     /// torchvision: RGB order, scaled to 0..1, minus the ImageNet mean (0.485, 0.456, 0.406),
     /// divided by the ImageNet standard deviation (0.229, 0.224, 0.225).
     Torch,
+    /// TensorFlow's EfficientNet-Lite (`efficientnet_lite_builder.py`): RGB order, minus 127,
+    /// divided by 128 (about -1..1), the same for every channel.
+    Lite,
 }
 
 /// Caffe mean, in the output (BGR) order.
@@ -44,6 +47,13 @@ impl InputConvention {
                         out.push((f32::from(px[c]) / 255.0 - TORCH_MEAN[c]) / TORCH_STD[c]);
                     }
                 }
+            }
+            InputConvention::Lite => {
+                out.extend(
+                    rgb[..rgb.len() - rgb.len() % 3]
+                        .iter()
+                        .map(|&v| (f32::from(v) - 127.0) / 128.0),
+                );
             }
         }
     }

@@ -40,6 +40,46 @@ pub struct Params {
 }
 
 impl Params {
+    /// Checks the batch size, the views, the crop and the taps against `network`'s layer
+    /// names (every backbone's extraction takes these params).
+    pub fn validate_for(&self, network: &str, names: &[String]) -> Result<(), String> {
+        for (i, t) in self.taps.iter().enumerate() {
+            if !names.contains(t) {
+                return Err(format!(
+                    "tap \"{t}\" is not a {network} layer; the layers are {}",
+                    names.join(", ")
+                ));
+            }
+            if self.taps[..i].contains(t) {
+                return Err(format!("tap \"{t}\" is listed twice"));
+            }
+        }
+        if !(1..=256).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be between 1 and 256, not {}",
+                self.batch_size
+            ));
+        }
+        if self.views.first() != Some(&View::Original) {
+            return Err(format!(
+                "views must start with \"original\" (the features every classifier reads), not {:?}",
+                self.views.iter().map(|v| v.name()).collect::<Vec<_>>()
+            ));
+        }
+        if !(self.crop.is_finite() && self.crop > 0.0 && self.crop <= 1.0) {
+            return Err(format!(
+                "crop {} is not a fraction of the image side in (0, 1]",
+                self.crop
+            ));
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            if self.views[..i].contains(v) {
+                return Err(format!("view \"{}\" is listed twice", v.name()));
+            }
+        }
+        Ok(())
+    }
+
     /// The params a cached run of this stage used (from its run record).
     pub fn from_record(rec: &pipeline::RunRecord) -> contracts::Result<Params> {
         contracts::predictor::record_params(rec, contracts::ids::VGG_EXTRACT)
@@ -70,10 +110,64 @@ pub struct Extracted {
     pub taps: Vec<TapSummary>,
 }
 
+/// What the extraction loop needs of a network: VGG16's [`ConvStack`] is one,
+/// `lite0_extract::Lite0` another. Inputs and outputs are channels-last `f32`.
+pub trait Network: Sync {
+    /// The layers a tap may name, in order.
+    fn layer_names(&self) -> Vec<String>;
+    /// The feature maps' `(h, w, c)` for an `h x w` input.
+    fn output_shape(&self, h: usize, w: usize) -> crate::Result<(usize, usize, usize)>;
+    /// The feature maps of `n` images (`[n, h, w, 3]`, the weights' input convention), and
+    /// the per-image summaries of the layers at positions `taps` of
+    /// [`layer_names`](Self::layer_names). A NaN or infinite output is an
+    /// [`Error::NonFinite`](crate::Error::NonFinite).
+    fn forward_with_taps(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> crate::Result<(Vec<f32>, Vec<TapSummary>)>;
+
+    /// The position of layer `name`; the error lists the names.
+    fn layer_index(&self, name: &str) -> crate::Result<usize> {
+        let names = self.layer_names();
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            crate::Error::InvalidConfig(format!(
+                "no layer named `{name}`; the layers are {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+impl Network for ConvStack {
+    fn layer_names(&self) -> Vec<String> {
+        ConvStack::layer_names(self)
+    }
+    fn output_shape(&self, h: usize, w: usize) -> crate::Result<(usize, usize, usize)> {
+        ConvStack::output_shape(self, h, w)
+    }
+    fn forward_with_taps(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> crate::Result<(Vec<f32>, Vec<TapSummary>)> {
+        if taps.is_empty() {
+            return Ok((ConvStack::forward(self, x, n, h, w)?, Vec::new()));
+        }
+        ConvStack::forward_with_taps(self, x, n, h, w, taps)
+    }
+}
+
 /// Features of every view of `n` preprocessed RGB images (`[n, h, w, 3]`), `batch_size`
 /// images per forward pass; `done(k)` after each pass of `k` images.
 pub fn extract(
-    net: &ConvStack,
+    net: &(impl Network + ?Sized),
     p: &Params,
     rgb: &[u8],
     (n, h, w): (usize, usize, usize),
@@ -113,23 +207,16 @@ pub fn extract(
             x.clear();
             p.convention
                 .extend_from_rgb(&pixels[start * per_img..end * per_img], &mut x);
-            if taps.is_empty() {
-                e.features.extend_from_slice(
-                    &net.forward(&x, end - start, h, w)
-                        .map_err(|e| in_chunk(e, start))?,
-                );
+            let (f, sums) = net
+                .forward_with_taps(&x, end - start, h, w, &taps)
+                .map_err(|e| in_chunk(e, start))?;
+            e.features.extend_from_slice(&f);
+            if e.taps.is_empty() {
+                e.taps = sums;
             } else {
-                let (f, sums) = net
-                    .forward_with_taps(&x, end - start, h, w, &taps)
-                    .map_err(|e| in_chunk(e, start))?;
-                e.features.extend_from_slice(&f);
-                if e.taps.is_empty() {
-                    e.taps = sums;
-                } else {
-                    for (all, s) in e.taps.iter_mut().zip(sums) {
-                        all.avg.extend(s.avg);
-                        all.max.extend(s.max);
-                    }
+                for (all, s) in e.taps.iter_mut().zip(sums) {
+                    all.avg.extend(s.avg);
+                    all.max.extend(s.max);
                 }
             }
             done(end - start);
@@ -141,42 +228,7 @@ pub fn extract(
 
 impl Validate for Params {
     fn validate(&self) -> Result<(), String> {
-        if !(1..=256).contains(&self.batch_size) {
-            return Err(format!(
-                "batch_size must be between 1 and 256, not {}",
-                self.batch_size
-            ));
-        }
-        if self.views.first() != Some(&View::Original) {
-            return Err(format!(
-                "views must start with \"original\" (the features every classifier reads), not {:?}",
-                self.views.iter().map(|v| v.name()).collect::<Vec<_>>()
-            ));
-        }
-        if !(self.crop.is_finite() && self.crop > 0.0 && self.crop <= 1.0) {
-            return Err(format!(
-                "crop {} is not a fraction of the image side in (0, 1]",
-                self.crop
-            ));
-        }
-        for (i, v) in self.views.iter().enumerate() {
-            if self.views[..i].contains(v) {
-                return Err(format!("view \"{}\" is listed twice", v.name()));
-            }
-        }
-        let names = layer_names(VGG16);
-        for (i, t) in self.taps.iter().enumerate() {
-            if !names.contains(t) {
-                return Err(format!(
-                    "tap \"{t}\" is not a VGG16 layer; the layers are {}",
-                    names.join(", ")
-                ));
-            }
-            if self.taps[..i].contains(t) {
-                return Err(format!("tap \"{t}\" is listed twice"));
-            }
-        }
-        Ok(())
+        self.validate_for("VGG16", &layer_names(VGG16))
     }
 }
 
@@ -204,12 +256,7 @@ impl Stage for VggExtract {
         if missing.setting != "weights.path" {
             return Ok(false);
         }
-        let default = missing.base.join(DEFAULT_WEIGHTS_PATH);
-        let at_default = missing.path == default
-            || (missing.path.file_name() == default.file_name()
-                && missing.path.parent().and_then(|p| p.canonicalize().ok())
-                    == default.parent().and_then(|p| p.canonicalize().ok()));
-        if !at_default && !missing.fetch {
+        if !at_default_path(missing, DEFAULT_WEIGHTS_PATH) && !missing.fetch {
             return Err(format!(
                 "no VGG16 weights there (is the path mistyped?); to download them there, rerun with `run --fetch`; `cargo xtask fetch weights` downloads them to the default {DEFAULT_WEIGHTS_PATH}, and `cargo xtask fetch weights --from FILE` imports a file you have"
             )
@@ -228,18 +275,7 @@ impl Stage for VggExtract {
     }
     /// Each split's features hold the images' chunks, one for one, in order.
     fn check_gathered(&self, outputs: &Artifacts, inputs: &Artifacts, store: &Store) -> Checked {
-        for split in SPLITS {
-            let images: InputArtifact<'_> = slots::images(split).read_among(inputs, store)?;
-            let features = outputs
-                .get(split)
-                .ok_or_else(|| format!("no output `{split}`"))?;
-            contracts::check_same_rows(
-                &format!("{}.{split}", ids::VGG_EXTRACT),
-                &contracts::chunk_rows(&InputArtifact::new(features, store))?,
-                &contracts::chunk_rows(&images)?,
-            )?;
-        }
-        Ok(())
+        check_gathered_features(ids::VGG_EXTRACT, outputs, inputs, store)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
         let p: Params = ctx.params()?;
@@ -256,6 +292,72 @@ impl Stage for VggExtract {
                 &digest[..16]
             ));
         }
+        run_extraction(
+            ctx,
+            &net,
+            &p,
+            &Weights {
+                path: wpath,
+                digest: &digest,
+            },
+            None,
+        )
+    }
+}
+
+/// An extraction stage's gathered shards: each split's features hold the images' chunks, one
+/// for one, in order.
+pub fn check_gathered_features(
+    stage: &str,
+    outputs: &Artifacts,
+    inputs: &Artifacts,
+    store: &Store,
+) -> Checked {
+    for split in SPLITS {
+        let images: InputArtifact<'_> = slots::images(split).read_among(inputs, store)?;
+        let features = outputs
+            .get(split)
+            .ok_or_else(|| format!("no output `{split}`"))?;
+        contracts::check_same_rows(
+            &format!("{stage}.{split}"),
+            &contracts::chunk_rows(&InputArtifact::new(features, store))?,
+            &contracts::chunk_rows(&images)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a missing input file is at `default` (relative to the pipeline file's folder):
+/// the only place an extraction stage fetches its weights to without `run --fetch`.
+pub fn at_default_path(missing: &MissingInput<'_>, default: &str) -> bool {
+    let default = missing.base.join(default);
+    missing.path == default
+        || (missing.path.file_name() == default.file_name()
+            && missing.path.parent().and_then(|p| p.canonicalize().ok())
+                == default.parent().and_then(|p| p.canonicalize().ok()))
+}
+
+/// The weights an extraction ran with, for messages and metadata.
+pub struct Weights<'a> {
+    pub path: &'a std::path::Path,
+    /// Their data digest (stored in the features' metadata).
+    pub digest: &'a str,
+}
+
+/// The extraction stages' shared loop: every split's (or this shard's) image chunks through
+/// `net`, every view, chunk for chunk, into the features contract. `backbone`: the network's
+/// name and what its maps are, for the metadata (`None` for VGG16, whose artifacts say
+/// nothing, as before there was a choice).
+pub fn run_extraction(
+    ctx: &StageContext<'_>,
+    net: &(impl Network + ?Sized),
+    p: &Params,
+    weights: &Weights<'_>,
+    backbone: Option<(&str, &str)>,
+) -> Result<(), BoxError> {
+    let (wpath, digest) = (weights.path, weights.digest);
+    let label = ctx.stage();
+    {
         // Work units, for shards: the images' chunks of every split, in split order (the
         // same boundaries as preprocess's shards unless a whole chunk was skipped there).
         let mut readers: Vec<contracts::ImagesReader<'_>> = Vec::new();
@@ -278,7 +380,7 @@ impl Stage for VggExtract {
             let total: usize = (lo..hi).map(|ci| images.chunk_rows(ci)).sum();
             let pb = ctx
                 .progress()
-                .bar((total * p.views.len()) as u64, &format!("vgg {split}"));
+                .bar((total * p.views.len()) as u64, &format!("{label} {split}"));
             let mut w = FeaturesWriter::new(ctx, split)?;
             let t0 = Instant::now();
             for ci in lo..hi {
@@ -286,7 +388,7 @@ impl Stage for VggExtract {
                 let (n, h, wd) = (chunk.n, chunk.height, chunk.width);
                 let (oh, ow, oc) = net.output_shape(h, wd)?;
                 let index = chunk.index()?;
-                let views = extract(&net, &p, chunk.images(), (n, h, wd), &mut |k| {
+                let views = extract(net, p, chunk.images(), (n, h, wd), &mut |k| {
                     pb.inc(k as u64)
                 })
                 .map_err(|e| match e {
@@ -334,7 +436,7 @@ impl Stage for VggExtract {
                 v => format!(" x {v} views"),
             };
             ctx.progress().println(format!(
-                "vgg-extract: {split}: {total} images{views} in {secs:.1}s ({:.2} img/s)",
+                "{label}: {split}: {total} images{views} in {secs:.1}s ({:.2} img/s)",
                 passes as f64 / secs.max(1e-9)
             ));
             let (classes, synthetic) = images.carried_meta()?;
@@ -345,12 +447,13 @@ impl Stage for VggExtract {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 },
-                weights_digest: digest.clone(),
+                weights_digest: digest.to_string(),
                 views: p.views.iter().map(|v| v.name()).collect(),
                 taps: p.taps.clone(),
-                layout: None,
+                layout: backbone.map(|(_, layout)| layout.to_string()),
+                backbone: backbone.map(|(name, _)| name.to_string()),
             })?;
         }
-        Ok(())
     }
+    Ok(())
 }

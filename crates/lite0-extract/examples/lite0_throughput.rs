@@ -1,7 +1,7 @@
 //! EfficientNet-Lite0 forward throughput (224 x 224 -> the head's 7x7x1280 maps), for
 //! comparison with `benches/ort_bench.py` (PyTorch and ONNX Runtime on the same network).
 //!
-//! Usage: `cargo run -p lite0-extract --example throughput -- WEIGHTS REPS BATCH...`
+//! Usage: `cargo run -p lite0-extract --example lite0_throughput -- WEIGHTS REPS BATCH...`
 //! (e.g. `-- data/weights/efficientnet_lite0.safetensors 5 16 32`). The real weights, inputs
 //! from a fixed seed; one warm-up run per batch size, then `REPS` timed runs; prints the
 //! median. Threads: rayon's default (all cores), or `RAYON_NUM_THREADS`.
@@ -13,7 +13,7 @@ use lite0_extract::Lite0;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || -> ! {
-        eprintln!("usage: throughput WEIGHTS REPS BATCH...");
+        eprintln!("usage: lite0_throughput WEIGHTS REPS BATCH...");
         std::process::exit(2)
     };
     let Some((weights, rest)) = args.split_first() else {
