@@ -603,14 +603,7 @@ impl Lite0 {
     }
 
     /// One image through the network.
-    fn image(
-        &self,
-        x: &[f32],
-        h: usize,
-        w: usize,
-        taps: &[usize],
-        s: &mut Scratch,
-    ) -> ImageOut {
+    fn image(&self, x: &[f32], h: usize, w: usize, taps: &[usize], s: &mut Scratch) -> ImageOut {
         let mut tapped = Vec::new();
         let tap = |layer: usize,
                    act: &[f32],

@@ -1,0 +1,124 @@
+//! The EfficientNet-Lite0 recipe (`xtask/pipelines/lite0.toml`) end to end on a food101-10
+//! slice: its features go through the same contract, describe, classifiers, ensemble, report
+//! and predict as VGG16's; a second run executes nothing; a classifier's hyperparameter reruns
+//! only what follows it.
+
+use study_tests::{food_slice, shared, Project};
+
+/// `xtask/pipelines/lite0.toml` with its paths inside a temporary project.
+fn lite0_toml() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../xtask/pipelines/lite0.toml"
+    ))
+    .unwrap()
+    .replace("cache = \"../../data/cache\"", "cache = \"cache\"")
+    .replace("out = \"../../data/report-lite0\"", "out = \"report\"")
+    .replace("root = \"\"", "root = \"ds\"")
+}
+
+#[test]
+fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
+    let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
+        return;
+    };
+    let p = Project::new(&lite0_toml());
+    let ds = p.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    food_slice(&shared, &ds, 3);
+    let weights = format!("weights.path={}", weights.display());
+    let set = [weights.as_str(), "threads=2"];
+    let s = p.run(&[], &set);
+    for stage in [
+        "lite0-extract",
+        "describe",
+        "head-nn",
+        "logreg",
+        "ensemble",
+        "report",
+    ] {
+        assert!(
+            s.ran().contains(&stage),
+            "{stage} did not run: {:?}",
+            s.ran()
+        );
+    }
+    assert!(
+        !s.ran().contains(&"vgg-extract"),
+        "the Lite0 recipe needs no VGG16"
+    );
+
+    // The features: the head's 7x7x1280 maps of both views, saying which network made them.
+    let store = p.store();
+    for split in ["training", "validation", "evaluation"] {
+        let a = p.artifact("lite0-extract", split);
+        let f = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&a, &store));
+        assert_eq!(f.backbone(), "efficientnet-lite0", "{split}");
+        assert_eq!(f.views().unwrap(), ["original", "flip"], "{split}");
+        assert_eq!(f.len(), 30, "{split}");
+        let c = f.chunk(0).unwrap();
+        assert_eq!(c.shape[1..], [7, 7, 1280], "{split}");
+        assert!(
+            c.features.iter().all(|v| (0.0..=6.0).contains(v)),
+            "ReLU6 maps"
+        );
+    }
+    // The descriptor: the head's average and its 2x2 grid, each view a training row.
+    let d = p.artifact("describe", "training");
+    let (shape, _) = p.chunk(&d, 0).f32("features").unwrap();
+    assert_eq!(shape, [60, 1, 1, 1280 + 4 * 1280]);
+
+    for model in ["head-nn", "logreg", "ensemble"] {
+        let preds = p.artifact(model, "predictions");
+        let pr = contracts::Predictions::read(&pipeline::InputArtifact::new(&preds, &p.store()))
+            .unwrap();
+        assert_eq!(pr.labels.len(), 30);
+        // 10 classes: chance is 10%; 3 photos per class (6 training rows) give more.
+        assert!(pr.accuracy() > 0.2, "{model}: {}", pr.accuracy());
+    }
+
+    // predict computes Lite0's features with the recipe's own convention and views.
+    let globals = cli::Globals {
+        config: p.path().join("pipeline.toml"),
+        set: set.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+    };
+    for model in ["logreg", "ensemble"] {
+        let args = xtask::PredictArgs {
+            images: vec![ds.join("evaluation/0_0.jpg")],
+            model: model.to_string(),
+        };
+        xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{model}: {e:#}"));
+    }
+
+    // A second run executes nothing; a logistic-regression grid change reruns it and what
+    // reads it, nothing upstream.
+    assert!(p.run(&[], &set).ran().is_empty());
+    let grid = "stage.logreg.params.cs=[1.0, 10.0]";
+    let s = p.run(&[], &[set[0], set[1], grid]);
+    let mut ran = s.ran();
+    ran.sort();
+    assert_eq!(ran, ["ensemble", "logreg", "report"]);
+}
+
+#[test]
+fn a_pool5_descriptor_on_lite0_features_is_refused_with_the_right_name() {
+    let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
+        return;
+    };
+    let p = Project::new(&lite0_toml());
+    let ds = p.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    food_slice(&shared, &ds, 1);
+    let weights = format!("weights.path={}", weights.display());
+    let set = [
+        weights.as_str(),
+        "threads=2",
+        r#"stage.describe.params.parts=["pool5.avg"]"#,
+    ];
+    let e = crate::failed_run_error(&p, "describe", &set);
+    assert!(
+        e.contains("pools `pool5` maps") && e.contains("\"head.avg\""),
+        "{e}"
+    );
+}
