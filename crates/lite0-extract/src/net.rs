@@ -677,3 +677,84 @@ fn summarise(act: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     }
     (sum.iter().map(|s| (s / cells as f64) as f32).collect(), max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_weights(seed: &mut u64) -> Weights {
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let tensors = lite0_weights::expected_tensors()
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let fan_in = if shape.len() > 1 { n / shape[0] } else { 1 };
+                let scale = (6.0 / fan_in as f32).sqrt();
+                (name, shape, (0..n).map(|_| next() * scale).collect())
+            })
+            .collect();
+        Weights::from_tensors(tensors).unwrap()
+    }
+
+    #[test]
+    fn same_padding_is_tensorflows() {
+        // 224 -> 112 with a 3x3 stride 2: one extra column after, none before.
+        assert_eq!(same_padding(224, 3, 2), (112, 0));
+        assert_eq!(same_padding(56, 5, 2), (28, 1));
+        assert_eq!(same_padding(14, 5, 1), (14, 2));
+        assert_eq!(same_padding(7, 3, 1), (7, 1));
+        assert_eq!(same_padding(225, 3, 2), (113, 1));
+    }
+
+    /// AVX2 and AVX-512 sum every output in the same order (one fused multiply-add per term,
+    /// whatever the tile sizes), so the features are the same bits on every x86 CPU the
+    /// project runs on; the portable fallback (no FMA) only rounds differently.
+    #[test]
+    fn every_vector_instruction_set_gives_the_same_bits_and_any_size_works() {
+        let mut seed = 0x1234_5678;
+        let w = random_weights(&mut seed);
+        let isas = Isa::available();
+        for (h, wd) in [(64, 64), (37, 50)] {
+            let x: Vec<f32> = (0..2 * h * wd * 3)
+                .map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0)
+                .collect();
+            let taps = [0, 5, 17];
+            type Out = (Isa, (Vec<f32>, Vec<TapSummary>));
+            let outs: Vec<Out> = isas
+                .iter()
+                .map(|&isa| {
+                    (
+                        isa,
+                        Lite0::with_isa(isa, &w).forward_with_taps(&x, 2, h, wd, &taps),
+                    )
+                })
+                .collect();
+            let (oh, ow, oc) = Lite0::with_isa(isas[0], &w).output_shape(h, wd);
+            assert_eq!((oh, ow, oc), (h.div_ceil(32), wd.div_ceil(32), 1280));
+            let reference = &outs.last().unwrap().1;
+            assert_eq!(reference.0.len(), 2 * oh * ow * oc);
+            assert!(
+                reference.0.iter().any(|v| *v > 0.0),
+                "an all-zero output proves nothing"
+            );
+            for (isa, (f, t)) in &outs {
+                if *isa == Isa::Portable {
+                    let scale = reference.0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let diff = f
+                        .iter()
+                        .zip(&reference.0)
+                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(diff <= 1e-4 * scale, "{isa:?}: {diff} of {scale}");
+                } else {
+                    assert_eq!(f, &reference.0, "{isa:?} features, {h}x{wd}");
+                    assert_eq!(t, &reference.1, "{isa:?} taps, {h}x{wd}");
+                }
+            }
+        }
+    }
+}

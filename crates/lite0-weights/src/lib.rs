@@ -112,6 +112,12 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Weights from `(name, shape, values)` tensors, checked as a file is (every expected
+    /// tensor with its shape, nothing else, every value finite): for tests and benchmarks.
+    pub fn from_tensors(tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<Weights, Error> {
+        check("the given tensors", tensors)
+    }
+
     /// Tensor `name`'s values, if present.
     pub fn get(&self, name: &str) -> Option<&[f32]> {
         self.tensors

@@ -37,7 +37,6 @@ impl Isa {
     }
 
     /// Every instruction set this CPU supports (for tests that compare them).
-    #[cfg(test)]
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
