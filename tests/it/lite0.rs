@@ -91,6 +91,34 @@ fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
         xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{model}: {e:#}"));
     }
 
+    // The ablation ladder reads the Lite0 extraction as it reads VGG16's.
+    let ladder = p.path().join("ladder.toml");
+    std::fs::write(
+        &ladder,
+        "[[step]]\nname = \"head average only\"\nconfig = \"pipeline.toml\"\ntargets = [\"logreg\"]\nset = ['stage.describe.params.parts=[\"head.avg\"]']\n",
+    )
+    .unwrap();
+    let out = p.path().join("ablation");
+    xtask::ablation(
+        &xtask::AblationArgs {
+            file: ladder,
+            out: Some(out.clone()),
+        },
+        &globals,
+    )
+    .unwrap();
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert!(
+        rows[0]["descriptor"]
+            .as_str()
+            .unwrap()
+            .contains("head.avg]"),
+        "{rows}"
+    );
+    assert!(rows[0]["logreg"]["test"].as_f64().is_some(), "{rows}");
+
     // A second run executes nothing; a logistic-regression grid change reruns it and what
     // reads it, nothing upstream.
     assert!(p.run(&[], &set).ran().is_empty());
@@ -121,4 +149,41 @@ fn a_pool5_descriptor_on_lite0_features_is_refused_with_the_right_name() {
         e.contains("pools `pool5` maps") && e.contains("\"head.avg\""),
         "{e}"
     );
+}
+
+#[test]
+fn a_sharded_lite0_extraction_equals_an_unsharded_run_byte_for_byte() {
+    let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
+        return;
+    };
+    let weights = format!("weights.path={}", weights.display());
+    // Small chunks, so that shards cut splits in the middle.
+    let set = [
+        weights.as_str(),
+        "threads=2",
+        "stage.preprocess.params.chunk_size=4",
+    ];
+    let project = || {
+        let p = Project::new(&lite0_toml());
+        let ds = p.path().join("ds");
+        std::fs::create_dir_all(&ds).unwrap();
+        food_slice(&shared, &ds, 1);
+        p
+    };
+    let local = project();
+    local.run(&["lite0-extract"], &set);
+    let want = crate::output_digests(&local, &["lite0-extract"]);
+    let sharded = project();
+    sharded.run(&["preprocess"], &set);
+    // 9 units (3 chunks of at most 4 per split) in 4 shards.
+    crate::run_shards(&sharded, "lite0-extract", 4, &set);
+    sharded.run_opts(
+        pipeline::RunOptions {
+            targets: vec!["lite0-extract".to_string()],
+            gather: Some(4),
+            ..Default::default()
+        },
+        &set,
+    );
+    assert_eq!(crate::output_digests(&sharded, &["lite0-extract"]), want);
 }

@@ -552,7 +552,7 @@ fn a_new_seed_reruns_only_the_stages_that_use_it_and_a_sweep_reports_the_spread(
 }
 
 /// The digest of every output of `stages`' latest records.
-fn output_digests(p: &Project, stages: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn output_digests(p: &Project, stages: &[&str]) -> Vec<(String, String)> {
     let mut v = Vec::new();
     for st in stages {
         let rec = p.store().latest(st).unwrap().unwrap();
@@ -856,7 +856,7 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
 }
 
 /// Runs every shard of `stage` (`run STAGE --shard I/count`), one after the other.
-fn run_shards(p: &Project, stage: &str, count: usize, set: &[&str]) {
+pub(crate) fn run_shards(p: &Project, stage: &str, count: usize, set: &[&str]) {
     for i in 0..count {
         let s = p.run_opts(
             pipeline::RunOptions {

@@ -152,11 +152,21 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
                 _ => Ok(None),
             }
         };
-        let vgg = record(&store, &summary, ids::VGG_EXTRACT)
-            .context("the step has no vgg-extract record")?;
-        let vp = vgg_extract::Params::from_record(&vgg)
-            .map_err(anyhow::Error::from_boxed)
-            .context("the step's vgg-extract params")?;
+        // The step's extraction, whichever backbone it ran.
+        let backbone = contracts::Backbone::ALL
+            .into_iter()
+            .find(|b| config.stage(b.stage()).is_some())
+            .context("the step's pipeline has no vgg-extract or lite0-extract stage")?;
+        let extraction = record(&store, &summary, backbone.stage())
+            .with_context(|| format!("the step has no {} record", backbone.stage()))?;
+        let vp = match backbone {
+            contracts::Backbone::Vgg16 => vgg_extract::Params::from_record(&extraction),
+            contracts::Backbone::Lite0 => {
+                lite0_extract::Params::from_record(&extraction).map(|p| p.extraction())
+            }
+        }
+        .map_err(anyhow::Error::from_boxed)
+        .with_context(|| format!("the step's {} params", backbone.stage()))?;
         let views = vp.views.len();
         let described = summary
             .records
@@ -189,14 +199,14 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             head: model(ids::HEAD_NN)?,
             logreg: model(ids::LOGREG)?,
             ensemble: model(ids::ENSEMBLE)?,
-            extract_seconds: vgg.seconds,
-            images: vgg
+            extract_seconds: extraction.seconds,
+            images: extraction
                 .usage
                 .as_ref()
                 .and_then(|u| u.items.as_ref())
                 .map_or(0, |(n, _)| *n),
             views,
-            views_seconds: vgg.seconds * share,
+            views_seconds: extraction.seconds * share,
             descriptor,
         });
         last_out = config.setting_path("report.out");
