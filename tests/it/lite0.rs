@@ -187,3 +187,32 @@ fn a_sharded_lite0_extraction_equals_an_unsharded_run_byte_for_byte() {
     );
     assert_eq!(crate::output_digests(&sharded, &["lite0-extract"]), want);
 }
+
+#[test]
+fn missing_lite0_weights_outside_the_default_path_are_an_error_not_a_download() {
+    let p = Project::new(&lite0_toml());
+    std::fs::create_dir_all(p.path().join("ds/training")).unwrap();
+    let nowhere = p.path().join("nowhere");
+    let set = format!(
+        "weights.path={}",
+        nowhere.join("efficientnet_lite0.safetensors").display()
+    );
+    let e = pipeline::run(
+        &p.config(&[set.as_str()]),
+        &xtask::registry(),
+        &pipeline::RunOptions {
+            targets: vec!["lite0-extract".into()],
+            ..Default::default()
+        },
+        &pipeline::Progress::silent(),
+    )
+    .map(|_| ())
+    .expect_err("the run must stop")
+    .to_string();
+    assert!(e.contains("is the path mistyped?"), "{e}");
+    assert!(
+        e.contains("fetch weights --backbone efficientnet-lite0"),
+        "{e}"
+    );
+    assert!(!nowhere.exists(), "nothing was downloaded");
+}

@@ -196,6 +196,14 @@ impl Weights {
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
         std::io::Write::write_all(&mut tmp, &out).map_err(werr)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // A weights file is data anyone may read, not a secret (tempfile makes it 0600).
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(werr)?;
+        }
         tmp.as_file().sync_all().map_err(werr)?;
         tmp.persist(dest).map_err(|e| werr(e.error))?;
         Ok(())

@@ -331,10 +331,11 @@ pub fn check_gathered_features(
 /// the only place an extraction stage fetches its weights to without `run --fetch`.
 pub fn at_default_path(missing: &MissingInput<'_>, default: &str) -> bool {
     let default = missing.base.join(default);
+    let folder = |p: &std::path::Path| p.parent().and_then(|p| p.canonicalize().ok());
+    // Two folders that do not exist are not the same folder.
     missing.path == default
         || (missing.path.file_name() == default.file_name()
-            && missing.path.parent().and_then(|p| p.canonicalize().ok())
-                == default.parent().and_then(|p| p.canonicalize().ok()))
+            && matches!((folder(missing.path), folder(&default)), (Some(a), Some(b)) if a == b))
 }
 
 /// The weights an extraction ran with, for messages and metadata.

@@ -104,27 +104,28 @@ fn head_nn_params_ok(t: &toml::Table) -> bool {
 
 #[test]
 fn a_mistyped_weights_path_is_an_error_not_a_download() {
+    // A mistyped file name, and the right file name in a mistyped folder (neither folder
+    // exists in a fresh project).
+    for (path, folder) in [
+        ("data/weigths/vgg16.safetensors", "data/weigths"),
+        ("data/weigths/vgg16_notop.safetensors", "data/weigths"),
+    ] {
+        mistyped_weights_path_is_refused(path, folder);
+    }
+}
+
+fn mistyped_weights_path_is_refused(path: &str, folder: &str) {
     let dir = project();
-    let o = xtask(
-        dir.path(),
-        &[
-            "run",
-            "vgg-extract",
-            "--set",
-            "weights.path=data/weigths/vgg16.safetensors",
-        ],
-    );
-    assert!(!o.status.success());
+    let set = format!("weights.path={path}");
+    let o = xtask(dir.path(), &["run", "vgg-extract", "--set", &set]);
+    assert!(!o.status.success(), "{path}");
     let err = text(&o.stderr);
     assert!(err.contains("is the path mistyped?"), "{err}");
     assert!(
         err.contains("run --fetch") && err.contains("cargo xtask fetch weights --from FILE"),
         "{err}"
     );
-    assert!(
-        !dir.path().join("data/weigths").exists(),
-        "nothing was downloaded"
-    );
+    assert!(!dir.path().join(folder).exists(), "nothing was downloaded");
     assert!(
         !dir.path().join("cache/runs/loader").exists(),
         "nothing ran"
