@@ -513,6 +513,19 @@ fn s3_cache_runs_the_whole_default_study_and_every_command_works_on_it() {
 #[test]
 fn fetch_lite0_weights_from_a_local_file_converts_or_refuses_clearly() {
     let dir = project();
+    let fetch_from = |file: &Path| {
+        xtask(
+            dir.path(),
+            &[
+                "fetch",
+                "weights",
+                "--backbone",
+                "efficientnet-lite0",
+                "--from",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
     let fixture = |name: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/lite0-weights/tests/fixtures")
@@ -521,52 +534,21 @@ fn fetch_lite0_weights_from_a_local_file_converts_or_refuses_clearly() {
     let dest = dir
         .path()
         .join("data/weights/efficientnet_lite0.safetensors");
-    // PyTorch's zip format: refused, with the way out.
-    let zip = fixture("small_zip.pth");
-    let o = xtask(
-        dir.path(),
-        &[
-            "fetch",
-            "weights",
-            "--backbone",
-            "efficientnet-lite0",
-            "--from",
-            zip.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(err.contains("zip-format checkpoint"), "{err}");
-    // A legacy checkpoint of other tensors: every missing Lite0 tensor named.
-    let other = fixture("small_legacy.pth");
-    let o = xtask(
-        dir.path(),
-        &[
-            "fetch",
-            "weights",
-            "--backbone",
-            "efficientnet-lite0",
-            "--from",
-            other.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(err.contains("_conv_stem.weight: missing"), "{err}");
+    // PyTorch's zip format: refused, with the way out; a legacy checkpoint of other tensors:
+    // every missing Lite0 tensor named.
+    for (file, want) in [
+        ("small_zip.pth", "zip-format checkpoint"),
+        ("small_legacy.pth", "_conv_stem.weight: missing"),
+    ] {
+        let o = fetch_from(&fixture(file));
+        assert!(!o.status.success(), "{file}");
+        let err = text(&o.stderr);
+        assert!(err.contains(want), "{file}: {err}");
+    }
     assert!(!dest.exists(), "nothing written");
     // The real weights, when present: a folded file imports as itself, with the pinned digest.
     if let Some(w) = fixtures::lite0_weights() {
-        let o = xtask(
-            dir.path(),
-            &[
-                "fetch",
-                "weights",
-                "--backbone",
-                "efficientnet-lite0",
-                "--from",
-                w.to_str().unwrap(),
-            ],
-        );
+        let o = fetch_from(&w);
         assert!(o.status.success(), "{}", text(&o.stderr));
         let out = text(&o.stdout);
         assert!(
