@@ -179,7 +179,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, PthTensor)>, PthErro
             at: pos,
             what: format!("storage {key} is too large"),
         })?;
-        if pos + len > bytes.len() {
+        if len > bytes.len() - pos {
             return Err(PthError::Truncated {
                 at: bytes.len(),
                 what: format!("{len} bytes of storage {key} from byte {pos}"),
@@ -265,15 +265,27 @@ struct TensorRef {
 
 impl TensorRef {
     fn materialise(&self, name: &str, raw: &[u8], numel: usize) -> Result<PthTensor, PthError> {
-        let count: usize = self.shape.iter().product();
+        // Sizes from the file are checked, not trusted: an overflow is a malformed file.
+        let count = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         // The largest element index the view touches must lie inside the storage.
-        let last = self.offset
-            + self
-                .shape
-                .iter()
-                .zip(&self.stride)
-                .map(|(&d, &s)| d.saturating_sub(1) * s)
-                .sum::<usize>();
+        let last = self
+            .shape
+            .iter()
+            .zip(&self.stride)
+            .try_fold(self.offset, |a, (&d, &s)| {
+                d.saturating_sub(1)
+                    .checked_mul(s)
+                    .and_then(|x| a.checked_add(x))
+            });
+        let (Some(count), Some(last)) = (count, last) else {
+            return Err(PthError::Malformed {
+                at: 0,
+                what: format!(
+                    "{name}: shape {:?} with stride {:?} at offset {} overflows",
+                    self.shape, self.stride, self.offset
+                ),
+            });
+        };
         if count > 0 && last >= numel {
             return Err(PthError::Malformed {
                 at: 0,
@@ -787,5 +799,43 @@ impl<'b> Unpickler<'b> {
                 "the pickle calls {module}.{name}, which a state dict of tensors does not (refused: no code is run)"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_whose_sizes_overflow_or_reach_past_its_storage_is_malformed() {
+        let t = |shape: Vec<usize>, stride: Vec<usize>, offset: usize| TensorRef {
+            storage: StorageRef {
+                dtype: Dtype::F32,
+                key: "0".into(),
+            },
+            offset,
+            shape,
+            stride,
+        };
+        let raw = [0u8; 16];
+        for (view, want) in [
+            (t(vec![usize::MAX, 2], vec![2, 1], 0), "overflows"),
+            (t(vec![3, 2], vec![usize::MAX / 2 + 1, 1], 0), "overflows"),
+            (t(vec![2, 2], vec![usize::MAX / 2, 1], 0), "reaches element"),
+            (t(vec![2], vec![1], usize::MAX), "overflows"),
+            (
+                t(vec![2, 2], vec![2, 1], 1),
+                "reaches element 4 of a storage of 4",
+            ),
+        ] {
+            match view.materialise("w", &raw, 4) {
+                Err(PthError::Malformed { what, .. }) => assert!(what.contains(want), "{what}"),
+                other => panic!("{:?}: {other:?}", view.shape),
+            }
+        }
+        let ok = t(vec![2, 2], vec![1, 2], 0)
+            .materialise("w", &raw, 4)
+            .unwrap();
+        assert_eq!(ok.values, [0.0; 4]);
     }
 }
