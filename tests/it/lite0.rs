@@ -17,16 +17,26 @@ fn lite0_toml() -> String {
     .replace("root = \"\"", "root = \"ds\"")
 }
 
-#[test]
-fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
+/// A project of lite0.toml on a food101-10 slice of `per_class` photos per class and split,
+/// and the `weights.path=...` setting; `None` (a reported skip) without the shared data or
+/// the Lite0 weights.
+fn lite0_project(per_class: usize) -> Option<(Project, String)> {
     let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
-        return;
+        return None;
     };
     let p = Project::new(&lite0_toml());
     let ds = p.path().join("ds");
     std::fs::create_dir_all(&ds).unwrap();
-    food_slice(&shared, &ds, 3);
-    let weights = format!("weights.path={}", weights.display());
+    food_slice(&shared, &ds, per_class);
+    Some((p, format!("weights.path={}", weights.display())))
+}
+
+#[test]
+fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
+    let Some((p, weights)) = lite0_project(3) else {
+        return;
+    };
+    let ds = p.path().join("ds");
     let set = [weights.as_str(), "threads=2"];
     let s = p.run(&[], &set);
     for stage in [
@@ -53,7 +63,7 @@ fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     for split in ["training", "validation", "evaluation"] {
         let a = p.artifact("lite0-extract", split);
         let f = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&a, &store));
-        assert_eq!(f.backbone(), "efficientnet-lite0", "{split}");
+        assert_eq!(f.backbone().unwrap(), contracts::Backbone::Lite0, "{split}");
         assert_eq!(f.views().unwrap(), ["original", "flip"], "{split}");
         assert_eq!(f.len(), 30, "{split}");
         let c = f.chunk(0).unwrap();
@@ -92,23 +102,11 @@ fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     }
 
     // The ablation ladder reads the Lite0 extraction as it reads VGG16's.
-    let ladder = p.path().join("ladder.toml");
-    std::fs::write(
-        &ladder,
-        "[[step]]\nname = \"head average only\"\nconfig = \"pipeline.toml\"\ntargets = [\"logreg\"]\nset = ['stage.describe.params.parts=[\"head.avg\"]']\n",
-    )
-    .unwrap();
-    let out = p.path().join("ablation");
-    xtask::ablation(
-        &xtask::AblationArgs {
-            file: ladder,
-            out: Some(out.clone()),
-        },
+    let (_, rows) = crate::run_ladder(
+        &p,
         &globals,
-    )
-    .unwrap();
-    let rows: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("ablation.json")).unwrap()).unwrap();
+        "[[step]]\nname = \"head average only\"\nconfig = \"pipeline.toml\"\ntargets = [\"logreg\"]\nset = ['stage.describe.params.parts=[\"head.avg\"]']\n",
+    );
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert!(
         rows[0]["descriptor"]
@@ -131,14 +129,9 @@ fn the_lite0_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
 
 #[test]
 fn a_pool5_descriptor_on_lite0_features_is_refused_with_the_right_name() {
-    let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
+    let Some((p, weights)) = lite0_project(1) else {
         return;
     };
-    let p = Project::new(&lite0_toml());
-    let ds = p.path().join("ds");
-    std::fs::create_dir_all(&ds).unwrap();
-    food_slice(&shared, &ds, 1);
-    let weights = format!("weights.path={}", weights.display());
     let set = [
         weights.as_str(),
         "threads=2",
@@ -153,27 +146,19 @@ fn a_pool5_descriptor_on_lite0_features_is_refused_with_the_right_name() {
 
 #[test]
 fn a_sharded_lite0_extraction_equals_an_unsharded_run_byte_for_byte() {
-    let (Some(shared), Some(weights)) = (shared(), fixtures::lite0_weights()) else {
+    let project = || lite0_project(1);
+    let Some((local, weights)) = project() else {
         return;
     };
-    let weights = format!("weights.path={}", weights.display());
     // Small chunks, so that shards cut splits in the middle.
     let set = [
         weights.as_str(),
         "threads=2",
         "stage.preprocess.params.chunk_size=4",
     ];
-    let project = || {
-        let p = Project::new(&lite0_toml());
-        let ds = p.path().join("ds");
-        std::fs::create_dir_all(&ds).unwrap();
-        food_slice(&shared, &ds, 1);
-        p
-    };
-    let local = project();
     local.run(&["lite0-extract"], &set);
     let want = crate::output_digests(&local, &["lite0-extract"]);
-    let sharded = project();
+    let (sharded, _) = project().unwrap();
     sharded.run(&["preprocess"], &set);
     // 9 units (3 chunks of at most 4 per split) in 4 shards.
     crate::run_shards(&sharded, "lite0-extract", 4, &set);

@@ -812,23 +812,11 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
     }
     // An ablation ladder on the same cache: a cheaper descriptor, then the recipe itself
     // (already computed). The table holds each step's validation and test accuracies.
-    let ladder = p.path().join("ladder.toml");
-    std::fs::write(
-        &ladder,
-        "[[step]]\nname = \"conv5_3 average\"\nconfig = \"pipeline.toml\"\ntargets = [\"head-nn\", \"logreg\"]\nset = ['stage.describe.params.parts=[\"conv5_3.avg\"]', 'stage.head-nn.params={epochs = 3, batch_size = 32}']\n\n[[step]]\nname = \"the recipe\"\nconfig = \"pipeline.toml\"\n",
-    )
-    .unwrap();
-    let out = p.path().join("ablation");
-    xtask::ablation(
-        &xtask::AblationArgs {
-            file: ladder,
-            out: Some(out.clone()),
-        },
+    let (out, rows) = run_ladder(
+        &p,
         &globals,
-    )
-    .unwrap();
-    let rows: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("ablation.json")).unwrap()).unwrap();
+        "[[step]]\nname = \"conv5_3 average\"\nconfig = \"pipeline.toml\"\ntargets = [\"head-nn\", \"logreg\"]\nset = ['stage.describe.params.parts=[\"conv5_3.avg\"]', 'stage.head-nn.params={epochs = 3, batch_size = 32}']\n\n[[step]]\nname = \"the recipe\"\nconfig = \"pipeline.toml\"\n",
+    );
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows[0]["descriptor"]
@@ -853,6 +841,28 @@ fn the_best_recipe_runs_end_to_end_on_a_food_slice_and_predicts() {
         .starts_with("<svg"));
     // A second run executes nothing.
     assert!(p.run(&[], &set).ran().is_empty());
+}
+
+/// Writes the ablation ladder `ladder` (TOML) into the project, runs it with `globals` and
+/// returns its output folder and its `ablation.json` rows.
+pub(crate) fn run_ladder(
+    p: &Project,
+    globals: &cli::Globals,
+    ladder: &str,
+) -> (std::path::PathBuf, serde_json::Value) {
+    let file = p.path().join("ladder.toml");
+    std::fs::write(&file, ladder).unwrap();
+    let out = p.path().join("ablation");
+    xtask::ablation(
+        &xtask::AblationArgs {
+            file,
+            out: Some(out.clone()),
+        },
+        globals,
+    )
+    .unwrap();
+    let rows = serde_json::from_slice(&std::fs::read(out.join("ablation.json")).unwrap()).unwrap();
+    (out, rows)
 }
 
 /// Runs every shard of `stage` (`run STAGE --shard I/count`), one after the other.

@@ -5,27 +5,7 @@ use std::path::{Path, PathBuf};
 
 use pipeline::{Config, Progress, RunOptions, RunSummary};
 
-/// `../shared` beside the repository, or `$SHARED_DIR`. `None` (with the reason printed) when
-/// it is absent, so that real-data tests report a skip instead of passing silently.
-pub fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    if p.join("datasets/food101-10").is_dir() {
-        Some(p)
-    } else {
-        let msg = format!(
-            "{} not found (set SHARED_DIR): real-data test not run",
-            p.display()
-        );
-        assert!(
-            std::env::var_os("REQUIRE_SHARED").is_none(),
-            "REQUIRE_SHARED is set but {msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
-        None
-    }
-}
+pub use fixtures::shared;
 
 /// A temporary project folder.
 pub struct Project {

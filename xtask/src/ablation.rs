@@ -159,14 +159,7 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             .context("the step's pipeline has no vgg-extract or lite0-extract stage")?;
         let extraction = record(&store, &summary, backbone.stage())
             .with_context(|| format!("the step has no {} record", backbone.stage()))?;
-        let vp = match backbone {
-            contracts::Backbone::Vgg16 => vgg_extract::Params::from_record(&extraction),
-            contracts::Backbone::Lite0 => {
-                lite0_extract::Params::from_record(&extraction).map(|p| p.extraction())
-            }
-        }
-        .map_err(anyhow::Error::from_boxed)
-        .with_context(|| format!("the step's {} params", backbone.stage()))?;
+        let vp = crate::predict::extraction_params(backbone, &extraction)?;
         let views = vp.views.len();
         let described = summary
             .records

@@ -200,6 +200,19 @@ impl ModelInputs for Inputs<'_> {
     }
 }
 
+/// The views, crop, taps and convention a cached extraction (`backbone`'s stage) ran with.
+pub(crate) fn extraction_params(
+    backbone: Backbone,
+    rec: &RunRecord,
+) -> anyhow::Result<vgg_extract::Params> {
+    match backbone {
+        Backbone::Vgg16 => vgg_extract::Params::from_record(rec),
+        Backbone::Lite0 => lite0_extract::Params::from_record(rec).map(|p| p.extraction()),
+    }
+    .map_err(anyhow::Error::from_boxed)
+    .with_context(|| format!("the {} params", backbone.stage()))
+}
+
 /// The features of preprocessed images as the pipeline computed them: the extraction stage's
 /// maps (`backbone`'s, with that stage's own params in `extracted` and the configured weights),
 /// or, with the `describe` record `described`, the descriptors of its recipe (views averaged,
@@ -216,20 +229,13 @@ fn compute_features(
     let wpath = config
         .setting_path("weights.path")
         .context("`weights.path` is empty")?;
-    let (p, net): (vgg_extract::Params, Box<dyn vgg_extract::Network>) = match backbone {
+    let p = extraction_params(backbone, extracted)?;
+    let net: Box<dyn vgg_extract::Network> = match backbone {
         Backbone::Vgg16 => {
             vgg_weights::validate(&wpath)?;
-            (
-                vgg_extract::Params::from_record(extracted).map_err(anyhow::Error::from_boxed)?,
-                Box::new(vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?),
-            )
+            Box::new(vgg_extract::ConvStack::vgg16_from_safetensors(&wpath)?)
         }
-        Backbone::Lite0 => (
-            lite0_extract::Params::from_record(extracted)
-                .map_err(anyhow::Error::from_boxed)?
-                .extraction(),
-            Box::new(lite0_extract::Lite0::new(&lite0_weights::load(&wpath)?)),
-        ),
+        Backbone::Lite0 => Box::new(lite0_extract::Lite0::new(&lite0_weights::load(&wpath)?)),
     };
     let net = &*net;
     let (_, _, oc) = net.output_shape(size, size)?;

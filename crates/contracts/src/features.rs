@@ -11,7 +11,7 @@
 use pipeline::{InputArtifact, OutputWriter, StageContext, Tensor};
 use serde_json::{json, Value};
 
-use crate::{meta, tensor_err, Result};
+use crate::{meta, tensor_err, Backbone, Result};
 
 const FEATURES: &str = "features";
 const LABELS: &str = "labels";
@@ -60,9 +60,9 @@ pub struct FeaturesMeta {
     /// What the `features` tensor holds, when not pool5 maps (a descriptor's recipe, another
     /// backbone's maps).
     pub layout: Option<String>,
-    /// The network, when not VGG16 (e.g. `"efficientnet-lite0"`): VGG16's artifacts say
-    /// nothing, as before there was a choice.
-    pub backbone: Option<String>,
+    /// The network, when not VGG16: VGG16's artifacts say nothing, as before there was a
+    /// choice.
+    pub backbone: Option<Backbone>,
 }
 
 /// Writes one split, chunk by chunk.
@@ -127,8 +127,8 @@ impl<'c> FeaturesWriter<'c> {
         if !m.taps.is_empty() {
             self.w.set_meta(TAPS, json!(m.taps));
         }
-        if let Some(b) = &m.backbone {
-            self.w.set_meta(BACKBONE, json!(b));
+        if let Some(b) = m.backbone {
+            self.w.set_meta(BACKBONE, json!(b.name()));
         }
         self.w.finish()?;
         Ok(())
@@ -211,12 +211,18 @@ impl<'a> FeaturesReader<'a> {
         }
     }
 
-    /// The network the features came from (`"vgg16"` when the artifact names none).
-    pub fn backbone(&self) -> &str {
-        self.input
-            .meta(BACKBONE)
-            .and_then(Value::as_str)
-            .unwrap_or("vgg16")
+    /// The network the features came from (VGG16 when the artifact names none).
+    pub fn backbone(&self) -> Result<Backbone> {
+        match self.input.meta(BACKBONE) {
+            None => Ok(Backbone::Vgg16),
+            Some(v) => v.as_str().and_then(Backbone::from_name).ok_or_else(|| {
+                format!(
+                    "{}.{}: unknown backbone {v} in the metadata",
+                    self.input.artifact.stage, self.input.artifact.name
+                )
+                .into()
+            }),
+        }
     }
 
     /// What the `features` tensor holds (`NHWC f32 pool5 ...` or a descriptor's recipe).

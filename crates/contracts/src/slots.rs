@@ -176,17 +176,17 @@ impl Backbone {
         }
     }
 
+    /// The backbone of that [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Backbone> {
+        Backbone::ALL.into_iter().find(|b| b.name() == name)
+    }
+
     /// The backbone whose extraction the running stage reads (VGG16 unless `lite0-extract`).
     pub fn of(ctx: &StageContext<'_>) -> Backbone {
         Backbone::ALL
             .into_iter()
             .find(|b| features(FeatureSource::Extracted(*b), outputs::TRAINING).is_input(ctx))
             .unwrap_or(Backbone::Vgg16)
-    }
-
-    /// The backbone of the stage with id `stage`, if it is an extraction stage.
-    pub fn of_stage(stage: &str) -> Option<Backbone> {
-        Backbone::ALL.into_iter().find(|b| b.stage() == stage)
     }
 }
 

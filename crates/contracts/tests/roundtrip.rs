@@ -90,7 +90,7 @@ fn features_meta() -> FeaturesMeta {
         views: vec!["original".into(), "flip".into()],
         taps: vec!["conv5_3".into()],
         layout: Some("a descriptor".into()),
-        backbone: Some("efficientnet-lite0".into()),
+        backbone: Some(contracts::Backbone::Lite0),
     }
 }
 
@@ -315,7 +315,7 @@ fn read_all(ctx: &StageContext<'_>) -> Result<(), BoxError> {
     check("features taps", f.taps()?, features_meta().taps)?;
     check(
         "features backbone",
-        Some(f.backbone().to_string()),
+        Some(f.backbone()?),
         features_meta().backbone,
     )?;
     check("features layout", f.layout(), Some("a descriptor"))?;

@@ -82,9 +82,6 @@ impl Default for Params {
     }
 }
 
-/// The names of the stored maps a part may pool: VGG16's `pool5`, EfficientNet-Lite0's `head`.
-pub const MAP_LAYERS: [&str; 2] = ["pool5", "head"];
-
 /// One part of a descriptor, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
@@ -104,7 +101,8 @@ impl Part {
     /// The stored maps' layer a part names (`pool5` for VGG16, `head` for EfficientNet-Lite0),
     /// if it names them; the parts of the two are the same.
     pub fn map_layer(s: &str) -> Option<&'static str> {
-        MAP_LAYERS
+        contracts::Backbone::ALL
+            .map(|b| b.feature_layer())
             .into_iter()
             .find(|m| s == *m || s.strip_prefix(m).is_some_and(|r| r.starts_with('.')))
     }
@@ -112,11 +110,10 @@ impl Part {
     /// Parses `pool5`, `pool5.avg`, `pool5.max`, `{layer}.avg`, `{layer}.max` (and the same
     /// with `head`, the name of EfficientNet-Lite0's stored maps, for `pool5`).
     pub fn parse(s: &str) -> Result<Part, String> {
-        if let Some(rest) = s
-            .strip_prefix("head")
-            .filter(|_| Part::map_layer(s) == Some("head"))
-        {
-            return Part::parse(&format!("pool5{rest}")).map_err(|e| e.replace("pool5", "head"));
+        // Every backbone's maps take the same parts, parsed under VGG16's name.
+        if let Some(m) = Part::map_layer(s).filter(|m| *m != "pool5") {
+            let rest = &s[m.len()..];
+            return Part::parse(&format!("pool5{rest}")).map_err(|e| e.replace("pool5", m));
         }
         match s {
             "pool5" => return Ok(Part::Pool5),
@@ -803,5 +800,27 @@ mod tests {
             let e = Part::parse(bad).unwrap_err();
             assert!(e.contains(bad) && e.contains("K from 2 to 8"), "{e}");
         }
+    }
+
+    #[test]
+    fn lite0_head_parts_parse_as_pool5_parts_under_their_own_name() {
+        assert_eq!(Part::parse("head"), Ok(Part::Pool5));
+        assert_eq!(Part::parse("head.avg"), Ok(Part::Pool5Stat { max: false }));
+        assert_eq!(
+            Part::parse("head.avg2x2"),
+            Ok(Part::Pool5Grid { k: 2, max: false })
+        );
+        assert_eq!(Part::map_layer("head.max"), Some("head"));
+        assert_eq!(Part::map_layer("pool5"), Some("pool5"));
+        // A layer whose name starts like a map's is a tap, not the maps.
+        assert_eq!(Part::map_layer("headroom.avg"), None);
+        assert_eq!(
+            Part::parse("headroom.avg"),
+            Ok(Part::Tap {
+                tensor: "headroom.avg".into()
+            })
+        );
+        let e = Part::parse("head.avg9x9").unwrap_err();
+        assert!(e.contains("head.avg9x9") && !e.contains("pool5"), "{e}");
     }
 }

@@ -168,7 +168,7 @@ impl Stage for Describe {
                 views: Vec::new(),
                 taps: Vec::new(),
                 layout: Some(p.recipe()),
-                backbone: (backbone != Backbone::Vgg16).then(|| backbone.name().to_string()),
+                backbone: (backbone != Backbone::Vgg16).then_some(backbone),
             })?;
         }
         Ok(())

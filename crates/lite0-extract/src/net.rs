@@ -261,7 +261,8 @@ unsafe fn dw_pixel(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// AVX-512 [`super::dw_pixel`]: 16 channels per register, four registers at a time.
+    /// AVX-512 [`super::dw_pixel`]: 16 channels per register, four registers at a time,
+    /// then one.
     ///
     /// # Safety
     /// As [`super::dw_pixel`]; AVX-512F must be available.
@@ -274,51 +275,61 @@ mod x86 {
         bias: *const f32,
         out: *mut f32,
     ) {
-        // SAFETY: the caller's bounds (see `dw_pixel`).
+        let mut c0 = 0;
+        // SAFETY: the caller's bounds (see `dw_pixel`); `c` is a multiple of 16.
         unsafe {
-            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-            let mut c0 = 0;
             while c0 + 64 <= c {
-                let mut a: [__m512; 4] =
-                    std::array::from_fn(|j| _mm512_loadu_ps(bias.add(c0 + 16 * j)));
-                for &(xo, wo) in taps {
-                    for (j, aj) in a.iter_mut().enumerate() {
-                        let o = c0 + 16 * j;
-                        *aj = _mm512_fmadd_ps(
-                            _mm512_loadu_ps(x.add(xo + o)),
-                            _mm512_loadu_ps(w.add(wo + o)),
-                            *aj,
-                        );
-                    }
-                }
-                for (j, aj) in a.iter().enumerate() {
-                    _mm512_storeu_ps(out.add(c0 + 16 * j), relu6_512(*aj, zero, six));
-                }
+                channels_512::<4>(c0, x, w, taps, bias, out);
                 c0 += 64;
             }
             while c0 < c {
-                let mut a = _mm512_loadu_ps(bias.add(c0));
-                for &(xo, wo) in taps {
-                    a = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(x.add(xo + c0)),
-                        _mm512_loadu_ps(w.add(wo + c0)),
-                        a,
-                    );
-                }
-                _mm512_storeu_ps(out.add(c0), relu6_512(a, zero, six));
+                channels_512::<1>(c0, x, w, taps, bias, out);
                 c0 += 16;
             }
         }
     }
 
-    /// ReLU6 that keeps NaN: `max` and `min` return their second operand when either is NaN.
+    /// Channels `c0 .. c0 + 16 R` of [`dw_pixel_avx512`], in `R` registers.
+    ///
+    /// # Safety
+    /// As [`super::dw_pixel`] for those channels; AVX-512F must be available.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn relu6_512(v: __m512, zero: __m512, six: __m512) -> __m512 {
-        _mm512_min_ps(six, _mm512_max_ps(zero, v))
+    unsafe fn channels_512<const R: usize>(
+        c0: usize,
+        x: *const f32,
+        w: *const f32,
+        taps: &[(usize, usize)],
+        bias: *const f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let mut a: [__m512; R] =
+                std::array::from_fn(|j| _mm512_loadu_ps(bias.add(c0 + 16 * j)));
+            for &(xo, wo) in taps {
+                for (j, aj) in a.iter_mut().enumerate() {
+                    let o = c0 + 16 * j;
+                    *aj = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(x.add(xo + o)),
+                        _mm512_loadu_ps(w.add(wo + o)),
+                        *aj,
+                    );
+                }
+            }
+            // ReLU6 that keeps NaN: `max` and `min` return their second operand when either
+            // is NaN.
+            let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+            for (j, aj) in a.iter().enumerate() {
+                _mm512_storeu_ps(
+                    out.add(c0 + 16 * j),
+                    _mm512_min_ps(six, _mm512_max_ps(zero, *aj)),
+                );
+            }
+        }
     }
 
-    /// AVX2 [`super::dw_pixel`]: 8 channels per register, four registers at a time.
+    /// AVX2 [`super::dw_pixel`]: 8 channels per register, two registers at a time.
     ///
     /// # Safety
     /// As [`super::dw_pixel`]; AVX2 and FMA must be available.
@@ -331,11 +342,10 @@ mod x86 {
         bias: *const f32,
         out: *mut f32,
     ) {
-        // SAFETY: the caller's bounds (see `dw_pixel`).
+        // SAFETY: the caller's bounds (see `dw_pixel`); `c` is a multiple of 16.
         unsafe {
             let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
-            let mut c0 = 0;
-            while c0 < c {
+            for c0 in (0..c).step_by(16) {
                 let mut a: [__m256; 2] =
                     std::array::from_fn(|j| _mm256_loadu_ps(bias.add(c0 + 8 * j)));
                 for &(xo, wo) in taps {
@@ -354,7 +364,6 @@ mod x86 {
                         _mm256_min_ps(six, _mm256_max_ps(zero, *aj)),
                     );
                 }
-                c0 += 16;
             }
         }
     }
@@ -526,11 +535,6 @@ impl Lite0 {
             );
         }
         (s.0, s.1, layout::HEAD_CHANNELS)
-    }
-
-    /// The index of tap `name` in [`layer_names`].
-    pub fn layer_index(name: &str) -> Option<usize> {
-        layer_names().iter().position(|n| n == name)
     }
 
     /// The head's maps (`[n, oh, ow, 1280]`) of `n` images `x` (`[n, h, w, 3]`, the weights'

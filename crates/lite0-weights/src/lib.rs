@@ -145,43 +145,15 @@ impl Weights {
 
     /// Writes the weights as safetensors to `dest` (temporary file, then rename).
     pub fn write_atomic(&self, dest: &Path, source: &str) -> Result<(), Error> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(n, s, v)| {
-                (
-                    n.clone(),
-                    s.clone(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                TensorView::new(StDtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|source| Error::Safetensors {
-                        what: "the folded weights".into(),
-                        source,
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let meta: HashMap<String, String> = [
+        let meta = [
             (
-                "format".to_string(),
+                "format",
                 "efficientnet-lite0, batch norm folded".to_string(),
             ),
-            ("source".to_string(), source.to_string()),
-            ("data_digest".to_string(), self.data_digest()),
-        ]
-        .into_iter()
-        .collect();
-        let out =
-            safetensors::serialize(views, Some(meta)).map_err(|source| Error::Safetensors {
-                what: "the folded weights".into(),
-                source,
-            })?;
+            ("source", source.to_string()),
+            ("data_digest", self.data_digest()),
+        ];
+        let out = serialize(&self.tensors, &meta)?;
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -208,6 +180,33 @@ impl Weights {
         tmp.persist(dest).map_err(|e| werr(e.error))?;
         Ok(())
     }
+}
+
+/// `(name, shape, values)` f32 tensors as a safetensors file's bytes, with `meta`; nothing is
+/// checked (a test writes broken files with it).
+pub fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: &[(&str, String)],
+) -> Result<Vec<u8>, Error> {
+    let err = |source| Error::Safetensors {
+        what: "the weights being written".into(),
+        source,
+    };
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| TensorView::new(StDtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    let meta: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    safetensors::serialize(views, Some(meta)).map_err(err)
 }
 
 /// Checks `tensors` against [`expected_tensors`]: every one present with its shape, nothing

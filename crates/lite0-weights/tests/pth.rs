@@ -1,15 +1,13 @@
 //! The legacy `.pth` reader against PyTorch's own files (tests/fixtures, made by
 //! crates/lite0-extract/tests/fixtures/make_fixtures.py).
 
-use std::path::PathBuf;
-
 use lite0_weights::pth::{read_state_dict, Dtype, PthError};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    fixtures::read(
+        env!("CARGO_MANIFEST_DIR"),
+        &format!("tests/fixtures/{name}"),
+    )
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! Checks of the folded weights files and of what `fetch weights --from` accepts.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use lite0_weights::{expected_tensors, import_file, load, Error};
-use safetensors::tensor::{Dtype, TensorView};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,31 +23,8 @@ fn weights_file(
         })
         .collect();
     edit(&mut t);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
-        .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
     let path = dir.join("w.safetensors");
-    std::fs::write(
-        &path,
-        safetensors::serialize(views, None::<HashMap<String, String>>).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&path, lite0_weights::serialize(&t, &[]).unwrap()).unwrap();
     path
 }
 

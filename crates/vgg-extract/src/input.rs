@@ -1,5 +1,5 @@
 //! From RGB pixels to the network's input: the two pixel conventions VGG16 weights are
-//! published for.
+//! published for, and TensorFlow's EfficientNet-Lite one (the `lite0-extract` stage's).
 
 use serde::{Deserialize, Serialize};
 

@@ -58,7 +58,7 @@ pub(crate) use finite::{nan_max, nan_relu};
 pub use input::InputConvention;
 pub use net::{layer_names, ConvStack, ConvWeights, LayerSpec, TapSummary, TensorSpec, VGG16};
 pub use stage::{
-    at_default_path, check_gathered_features, extract, run_extraction, Extracted, Network, Params,
-    VggExtract, Weights, CACHE_VERSION, DEFAULT_WEIGHTS_PATH,
+    check_gathered_features, extract, provide_weights, run_extraction, Extracted, FetchWeights,
+    Network, Params, VggExtract, Weights, WeightsSource, CACHE_VERSION, DEFAULT_WEIGHTS_PATH,
 };
 pub use views::{crop_rgb, crop_side, flip_rgb, resize_rgb, CropAt, View};

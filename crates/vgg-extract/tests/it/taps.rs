@@ -1,7 +1,9 @@
 //! Taps (per-image summaries of intermediate layers) and views (mirror, crops, rescalings).
 
 use fixtures::{f32s, SafeTensors};
-use vgg_extract::{extract, flip_rgb, ConvStack, ConvWeights, InputConvention, Params, View};
+use vgg_extract::{
+    extract, flip_rgb, ConvStack, ConvWeights, InputConvention, Network, Params, View,
+};
 
 use crate::{fixture, NARROW};
 use vgg_extract::LayerSpec::Conv;
