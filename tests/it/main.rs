@@ -2,6 +2,7 @@
 //! of the shared real photos.
 
 mod architecture;
+mod finetune;
 mod lite0;
 
 use study_tests::{food_slice, shared, Project};

@@ -49,6 +49,8 @@ pub fn registry() -> pipeline::Registry {
         .with(preprocess::Preprocess)
         .with(vgg_extract::VggExtract)
         .with(lite0_extract::Lite0Extract)
+        .with(finetune::VggActivations)
+        .with(finetune::Finetune)
         .with(describe::Describe)
         .with(head_nn::HeadNn)
         .with(logreg::LogReg)

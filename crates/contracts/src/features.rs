@@ -236,6 +236,23 @@ impl<'a> FeaturesReader<'a> {
         c.f32(name).map_err(|e| tensor_err(&self.input, e))
     }
 
+    /// Chunk `i` as stored: its maps stay memory-mapped (for readers that take rows at
+    /// random from more data than they want in memory); labels and indices are decoded.
+    pub fn mapped(&self, i: usize) -> Result<MappedChunk> {
+        let c = self.input.chunk(i)?;
+        let err = |e| tensor_err(&self.input, e);
+        let labels = c.i64(LABELS).map_err(err)?.1;
+        let index = c.i64(INDEX).map_err(err)?.1;
+        let (_, shape, _) = c.raw(FEATURES).map_err(err)?;
+        Ok(MappedChunk {
+            chunk: c,
+            shape,
+            labels,
+            index,
+            what: format!("{}.{}", self.input.artifact.stage, self.input.artifact.name),
+        })
+    }
+
     pub fn chunk(&self, i: usize) -> Result<FeatureChunk> {
         let c = self.input.chunk(i)?;
         let (shape, features) = c.f32(FEATURES).map_err(|e| tensor_err(&self.input, e))?;
@@ -252,5 +269,37 @@ impl<'a> FeaturesReader<'a> {
             labels: c.i64(LABELS).map_err(|e| tensor_err(&self.input, e))?.1,
             index: c.i64(INDEX).map_err(|e| tensor_err(&self.input, e))?.1,
         })
+    }
+}
+
+/// One chunk of features, memory-mapped (see [`FeaturesReader::mapped`]).
+pub struct MappedChunk {
+    chunk: pipeline::Chunk,
+    /// The original view's `[n, h, w, c]`.
+    pub shape: Vec<usize>,
+    pub labels: Vec<i64>,
+    pub index: Vec<i64>,
+    what: String,
+}
+
+impl MappedChunk {
+    /// The maps of view `view` (`n x h x w x c` little-endian f32 bytes), checked to have the
+    /// original view's shape and type.
+    pub fn view_bytes(&self, view: &str) -> Result<&[u8]> {
+        let name = view_tensor(FEATURES, view);
+        let (dtype, shape, bytes) = self
+            .chunk
+            .raw(&name)
+            .map_err(|e| format!("{}: {e}", self.what))?;
+        if dtype != pipeline::Dtype::F32 || shape != self.shape {
+            return Err(format!(
+                "{}: tensor `{name}` is {} {shape:?}, expected f32 {:?}",
+                self.what,
+                dtype.name(),
+                self.shape
+            )
+            .into());
+        }
+        Ok(bytes)
     }
 }

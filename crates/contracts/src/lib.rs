@@ -25,7 +25,7 @@ mod report;
 pub mod slots;
 
 pub use features::{
-    tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter,
+    tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, MappedChunk, FeaturesWriter,
     FEATURES_TENSOR, ORIGINAL_VIEW,
 };
 pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
@@ -48,6 +48,10 @@ pub mod ids {
     pub const VGG_EXTRACT: &str = "vgg-extract";
     /// The other backbone's extraction (EfficientNet-Lite0): the same features contract.
     pub const LITE0_EXTRACT: &str = "lite0-extract";
+    /// The full maps of one inner VGG16 layer, per view (what fine-tuning starts from).
+    pub const VGG_ACTIVATIONS: &str = "vgg-activations";
+    /// VGG16's top convolutions and a head trained on those stored activations.
+    pub const FINETUNE: &str = "finetune";
     /// Descriptors computed from stored features (optional: the classifiers read it when
     /// they need it, else `vgg-extract`).
     pub const DESCRIBE: &str = "describe";

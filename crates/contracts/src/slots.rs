@@ -222,6 +222,11 @@ pub fn features(source: FeatureSource, split: &str) -> Slot<'_, kind::Features> 
     Slot::new(source.stage(), split)
 }
 
+/// `vgg-activations.<split>`: an inner layer's full maps, per view (fine-tuning's input).
+pub fn activations(split: &str) -> Slot<'_, kind::Features> {
+    Slot::new(ids::VGG_ACTIVATIONS, split)
+}
+
 /// The trained network `model` (`head-nn` or `scratch-cnn`).
 pub fn nn_model(model: &str) -> Slot<'_, kind::NnModel> {
     Slot::new(model, outputs::MODEL)

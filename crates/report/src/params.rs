@@ -5,12 +5,13 @@ use pipeline::Validate;
 use serde::{Deserialize, Serialize};
 
 /// The models a report shows when their stage ran: the study's, in the order the study reports
-/// them, then the ensemble.
-pub const MODELS: [&str; 4] = [
+/// them, then the ensemble and the fine-tuned network.
+pub const MODELS: [&str; 5] = [
     ids::MODELS[0],
     ids::MODELS[1],
     ids::MODELS[2],
     ids::ENSEMBLE,
+    ids::FINETUNE,
 ];
 
 /// The study's published test accuracies on Food-11 (11 classes).

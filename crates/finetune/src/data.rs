@@ -1,0 +1,87 @@
+//! A split's stored activations, memory-mapped: rows are (image, view) pairs taken at random.
+
+use contracts::{FeaturesReader, MappedChunk};
+use pipeline::BoxError;
+
+/// Every chunk of one split of `vgg-activations`.
+pub struct SplitMaps {
+    what: String,
+    chunks: Vec<MappedChunk>,
+    /// The first image of each chunk.
+    starts: Vec<usize>,
+    pub views: Vec<String>,
+    pub labels: Vec<u32>,
+    pub index: Vec<i64>,
+    /// `(h, w, c)` of one map.
+    pub map: (usize, usize, usize),
+}
+
+impl SplitMaps {
+    pub fn open(reader: &FeaturesReader<'_>, what: &str) -> Result<SplitMaps, BoxError> {
+        let views = reader.views()?;
+        let mut s = SplitMaps {
+            what: what.to_string(),
+            chunks: Vec::new(),
+            starts: Vec::new(),
+            views,
+            labels: Vec::new(),
+            index: Vec::new(),
+            map: (0, 0, 0),
+        };
+        for i in 0..reader.chunks() {
+            let c = reader.mapped(i)?;
+            let [_, h, w, ch] = c.shape[..] else {
+                return Err(format!("{what}: chunk {i} has maps of shape {:?}", c.shape).into());
+            };
+            if s.chunks.is_empty() {
+                s.map = (h, w, ch);
+            } else if s.map != (h, w, ch) {
+                return Err(format!(
+                    "{what}: chunk {i} holds {h}x{w}x{ch} maps, the first chunk {:?}; fine-tuning needs one input size",
+                    s.map
+                )
+                .into());
+            }
+            for v in &s.views {
+                c.view_bytes(v)?;
+            }
+            s.starts.push(s.labels.len());
+            for &l in &c.labels {
+                s.labels.push(u32::try_from(l).map_err(|_| format!("{what}: label {l}"))?);
+            }
+            s.index.extend(&c.index);
+            s.chunks.push(c);
+        }
+        Ok(s)
+    }
+
+    pub fn images(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn map_len(&self) -> usize {
+        self.map.0 * self.map.1 * self.map.2
+    }
+
+    /// Appends the map of image `i`, view `v` to `out`; a NaN or infinite value is an error.
+    pub fn push(&self, i: usize, v: usize, out: &mut Vec<f32>) -> Result<(), BoxError> {
+        let ci = self.starts.partition_point(|&s| s <= i) - 1;
+        let row = i - self.starts[ci];
+        let bytes = self.chunks[ci].view_bytes(&self.views[v])?;
+        let len = self.map_len();
+        let start = out.len();
+        out.extend(
+            bytes[row * len * 4..(row + 1) * len * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        if out[start..].iter().any(|x| !x.is_finite()) {
+            return Err(format!(
+                "{}: the stored map of image {} (view {}) holds a NaN or infinite value",
+                self.what, self.index[i], self.views[v]
+            )
+            .into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Fine-tuning, the study's second way of transfer learning, made cheap by the build graph.
+//!
+//! The layers below the first trainable convolution never change while VGG16's top block is
+//! fine-tuned, so their output is computed once by the [`VggActivations`] stage (the full maps
+//! of `pool4`, `conv5_1` or `conv5_2`, per view) and stored as an artifact; the [`Finetune`]
+//! stage then trains only the convolutions above it and a small head, every epoch (and every
+//! retry with other hyperparameters) starting from the stored maps.
+//!
+//! The trainable convolutions run on `vgg-extract`'s packed GEMM (im2col for the forward pass
+//! and the input gradient, per-group accumulation for the weight gradient), so every value is
+//! summed in one order on AVX-512, AVX2 and portable code, whatever the thread count.
+
+mod activations;
+pub mod conv;
+mod data;
+pub mod model;
+mod stage;
+
+pub use activations::{
+    layer_of_layout, layout, read_vgg16, specs_through, Params as ActivationsParams,
+    VggActivations, STORABLE,
+};
+pub use model::{Grads, Head, Pooling, TopNet};
+pub use stage::{pretrained_layers, Finetune, Params, Schedule, CACHE_VERSION};
+

@@ -1,0 +1,500 @@
+//! The trainable top of VGG16 (its last convolutions and pool5) and a head (pooling, dropout,
+//! dense softmax), with the backward pass and SGD with momentum.
+
+use serde::{Deserialize, Serialize};
+use vgg_extract::kernels::Isa;
+
+use crate::conv::{self, Packed, Shape};
+
+/// How the head pools the pool5 maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Global average: one value per channel.
+    Avg,
+    /// Averages over a 3x3 grid of overlapping cells (PyTorch's adaptive average pooling to
+    /// 3x3): nine values per channel, the layout `describe`'s `pool5.avg3x3` uses.
+    Avg3x3,
+}
+
+impl Pooling {
+    /// The cells over an `h x w` map, each `(y0, y1, x0, x1)`.
+    fn cells(self, h: usize, w: usize) -> Vec<(usize, usize, usize, usize)> {
+        match self {
+            Pooling::Avg => vec![(0, h, 0, w)],
+            Pooling::Avg3x3 => {
+                let edge = |i: usize, n: usize| (i * n / 3, ((i + 1) * n).div_ceil(3));
+                let mut v = Vec::with_capacity(9);
+                for gy in 0..3 {
+                    for gx in 0..3 {
+                        let ((y0, y1), (x0, x1)) = (edge(gy, h), edge(gx, w));
+                        v.push((y0, y1, x0, x1));
+                    }
+                }
+                v
+            }
+        }
+    }
+}
+
+/// One trainable convolution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    /// Its VGG name (`conv5_3`).
+    pub name: String,
+    pub shape: Shape,
+    /// `3 x 3 x c x o` (HWIO), i.e. the `9c x o` matrix of [`conv`].
+    pub kernel: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Layer {
+    /// From PyTorch's `[o, c, 3, 3]` layout.
+    pub fn from_torch(name: &str, shape: Shape, weight: &[f32], bias: &[f32]) -> Layer {
+        let (c, o) = (shape.c, shape.o);
+        assert_eq!(weight.len(), o * c * 9);
+        let mut kernel = vec![0.0; 9 * c * o];
+        for f in 0..o {
+            for ch in 0..c {
+                for t in 0..9 {
+                    kernel[(t * c + ch) * o + f] = weight[(f * c + ch) * 9 + t];
+                }
+            }
+        }
+        Layer {
+            name: name.to_string(),
+            shape,
+            kernel,
+            bias: bias.to_vec(),
+        }
+    }
+}
+
+/// The dense softmax layer on the pooled features.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    pub pooling: Pooling,
+    /// Input features.
+    pub d: usize,
+    /// Classes.
+    pub k: usize,
+    /// `d x k`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The gradients of every parameter for one batch, and the loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    /// Per layer: kernel (`9c x o`) and bias.
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Head weight (`d x k`) and bias.
+    pub head: (Vec<f32>, Vec<f32>),
+    /// The gradient of the first layer's input (`n x h x w x c`), when asked for.
+    pub input: Option<Vec<f32>>,
+    /// Summed cross-entropy over the rows.
+    pub loss: f64,
+    /// Rows classified correctly by the forward pass.
+    pub correct: usize,
+}
+
+/// What a forward pass keeps for the backward pass.
+struct Forward {
+    /// Each layer's output (after ReLU).
+    acts: Vec<Vec<f32>>,
+    /// pool5, `n x ph x pw x o`, and the window position of each maximum.
+    pooled: Vec<f32>,
+    argmax: Vec<u8>,
+    /// `n x d` pooled features (after dropout when training).
+    feats: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// The top convolutions of VGG16, pool5 and the head.
+pub struct TopNet {
+    pub layers: Vec<Layer>,
+    pub head: Head,
+    isa: Isa,
+    packed: Vec<Packed>,
+}
+
+impl TopNet {
+    /// A network of `layers` (the first reads the stored maps) and `head`.
+    pub fn new(layers: Vec<Layer>, head: Head) -> TopNet {
+        Self::with_isa(Isa::detect(), layers, head)
+    }
+
+    /// As [`new`](Self::new), on a given instruction set (tests compare them).
+    pub fn with_isa(isa: Isa, layers: Vec<Layer>, head: Head) -> TopNet {
+        let mut t = TopNet {
+            layers,
+            head,
+            isa,
+            packed: Vec::new(),
+        };
+        t.repack();
+        t
+    }
+
+    fn repack(&mut self) {
+        self.packed = self
+            .layers
+            .iter()
+            .map(|l| conv::pack_kernel(self.isa, l.shape, &l.kernel))
+            .collect();
+    }
+
+    /// Values of one input map.
+    pub fn input_len(&self) -> usize {
+        self.layers[0].shape.input_len()
+    }
+
+    /// pool5's `(h, w, c)`.
+    pub fn pool_shape(&self) -> (usize, usize, usize) {
+        let s = self.layers.last().expect("at least one layer").shape;
+        (s.h / 2, s.w / 2, s.o)
+    }
+
+    /// Pooled features per image: `cells * c`.
+    pub fn feature_len(pooling: Pooling, (ph, pw, c): (usize, usize, usize)) -> usize {
+        pooling.cells(ph, pw).len() * c
+    }
+
+    fn forward(&self, x: &[f32], n: usize, dropout: Option<(&[f32], f32)>) -> Forward {
+        let mut acts: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        for (l, (layer, packed)) in self.layers.iter().zip(&self.packed).enumerate() {
+            let input = if l == 0 { x } else { &acts[l - 1] };
+            let mut y = vec![0.0f32; n * layer.shape.output_len()];
+            conv::forward(layer.shape, input, n, packed, &layer.bias, &mut y);
+            acts.push(y);
+        }
+        let s = self.layers.last().expect("at least one layer").shape;
+        let (ph, pw, c) = self.pool_shape();
+        let last = acts.last().expect("at least one layer");
+        let mut pooled = vec![0.0f32; n * ph * pw * c];
+        let mut argmax = vec![0u8; pooled.len()];
+        for i in 0..n {
+            let y = &last[i * s.output_len()..][..s.output_len()];
+            for py in 0..ph {
+                for px in 0..pw {
+                    let base = ((2 * py) * s.w + 2 * px) * c;
+                    let offs = [base, base + c, base + s.w * c, base + s.w * c + c];
+                    let q = ((i * ph + py) * pw + px) * c;
+                    for ch in 0..c {
+                        let (mut best, mut at) = (y[offs[0] + ch], 0u8);
+                        for (j, &off) in offs.iter().enumerate().skip(1) {
+                            if y[off + ch] > best {
+                                (best, at) = (y[off + ch], j as u8);
+                            }
+                        }
+                        pooled[q + ch] = best;
+                        argmax[q + ch] = at;
+                    }
+                }
+            }
+        }
+        let cells = self.head.pooling.cells(ph, pw);
+        let d = cells.len() * c;
+        let mut feats = vec![0.0f32; n * d];
+        for i in 0..n {
+            let map = &pooled[i * ph * pw * c..][..ph * pw * c];
+            for (ci, &(y0, y1, x0, x1)) in cells.iter().enumerate() {
+                let f = &mut feats[i * d + ci * c..][..c];
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        for (f, v) in f.iter_mut().zip(&map[(yy * pw + xx) * c..][..c]) {
+                            *f += v;
+                        }
+                    }
+                }
+                let area = ((y1 - y0) * (x1 - x0)) as f32;
+                f.iter_mut().for_each(|v| *v /= area);
+            }
+        }
+        if let Some((mask, p)) = dropout {
+            let scale = 1.0 / (1.0 - p);
+            for (f, m) in feats.iter_mut().zip(mask) {
+                *f *= m * scale;
+            }
+        }
+        let logits = self.head_logits(&feats, n);
+        Forward {
+            acts,
+            pooled,
+            argmax,
+            feats,
+            logits,
+        }
+    }
+
+    fn head_logits(&self, feats: &[f32], n: usize) -> Vec<f32> {
+        let (d, k) = (self.head.d, self.head.k);
+        let mut logits = Vec::with_capacity(n * k);
+        for f in feats.chunks_exact(d) {
+            let mut row = self.head.bias.clone();
+            for (j, &v) in f.iter().enumerate() {
+                if v != 0.0 {
+                    for (r, w) in row.iter_mut().zip(&self.head.weight[j * k..][..k]) {
+                        *r += v * w;
+                    }
+                }
+            }
+            logits.extend(row);
+        }
+        logits
+    }
+
+    /// Logits (`n x k`) of `n` stored maps, without dropout.
+    pub fn logits(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.forward(x, n, None).logits
+    }
+
+    /// pool5 maps (`n x ph x pw x c`) of `n` stored maps: VGG16's features when the layers
+    /// hold the ImageNet weights.
+    pub fn pool5(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.forward(x, n, None).pooled
+    }
+
+    /// The loss and every gradient for rows `x` (`n` maps) with labels `y`; `dropout` is the
+    /// keep mask (`n x d` of 0/1) and the drop rate. Layers before `first_trained` get no
+    /// gradient (empty vectors), and the backward pass stops above them.
+    pub fn gradients(
+        &self,
+        x: &[f32],
+        y: &[u32],
+        dropout: Option<(&[f32], f32)>,
+        first_trained: usize,
+        want_input: bool,
+    ) -> Grads {
+        let n = y.len();
+        let fwd = self.forward(x, n, dropout);
+        let (d, k) = (self.head.d, self.head.k);
+        let mut dlogits = vec![0.0f32; n * k];
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for i in 0..n {
+            let row = &fwd.logits[i * k..][..k];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
+            let yi = y[i] as usize;
+            loss += z.ln() - (row[yi] - m) as f64;
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            correct += usize::from(best == yi);
+            for j in 0..k {
+                let p = (((row[j] - m) as f64).exp() / z) as f32;
+                dlogits[i * k + j] = (p - f32::from(j == yi)) / n as f32;
+            }
+        }
+        let mut dhw = vec![0.0f32; d * k];
+        let mut dhb = vec![0.0f32; k];
+        let mut dfeat = vec![0.0f32; n * d];
+        for i in 0..n {
+            let g = &dlogits[i * k..][..k];
+            for (b, v) in dhb.iter_mut().zip(g) {
+                *b += v;
+            }
+            let f = &fwd.feats[i * d..][..d];
+            for j in 0..d {
+                let w = &self.head.weight[j * k..][..k];
+                let mut acc = 0.0f32;
+                for c in 0..k {
+                    dhw[j * k + c] += f[j] * g[c];
+                    acc += w[c] * g[c];
+                }
+                dfeat[i * d + j] = acc;
+            }
+        }
+        if let Some((mask, p)) = dropout {
+            let scale = 1.0 / (1.0 - p);
+            for (g, m) in dfeat.iter_mut().zip(mask) {
+                *g *= m * scale;
+            }
+        }
+        let mut grads = Grads {
+            layers: vec![(Vec::new(), Vec::new()); self.layers.len()],
+            head: (dhw, dhb),
+            input: None,
+            loss,
+            correct,
+        };
+        if first_trained >= self.layers.len() && !want_input {
+            return grads;
+        }
+        // Pooled features -> pool5 -> the last layer's output.
+        let (ph, pw, c) = self.pool_shape();
+        let s = self.layers.last().expect("at least one layer").shape;
+        let cells = self.head.pooling.cells(ph, pw);
+        let mut gy = vec![0.0f32; n * s.output_len()];
+        for i in 0..n {
+            for (ci, &(y0, y1, x0, x1)) in cells.iter().enumerate() {
+                let area = ((y1 - y0) * (x1 - x0)) as f32;
+                let g = &dfeat[i * d + ci * c..][..c];
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        let q = ((i * ph + yy) * pw + xx) * c;
+                        for ch in 0..c {
+                            let at = fwd.argmax[q + ch] as usize;
+                            let (oy, ox) = (2 * yy + at / 2, 2 * xx + at % 2);
+                            gy[i * s.output_len() + (oy * s.w + ox) * c + ch] += g[ch] / area;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = &fwd.pooled;
+        let stop = if want_input { 0 } else { first_trained };
+        for l in (stop..self.layers.len()).rev() {
+            let layer = &self.layers[l];
+            let input = if l == 0 { x } else { &fwd.acts[l - 1] };
+            let need_dx = l > stop || (l == 0 && want_input);
+            let g = conv::backward(
+                self.isa,
+                layer.shape,
+                input,
+                &fwd.acts[l],
+                &gy,
+                n,
+                &layer.kernel,
+                need_dx,
+            );
+            if l >= first_trained {
+                grads.layers[l] = (g.kernel, g.bias);
+            }
+            match g.input {
+                Some(dx) if l == 0 => grads.input = Some(dx),
+                Some(dx) => gy = dx,
+                None => {}
+            }
+        }
+        grads
+    }
+
+    /// Every parameter, in a fixed order: each layer's kernel and bias, then the head's.
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut v: Vec<&mut Vec<f32>> = Vec::new();
+        for l in &mut self.layers {
+            v.push(&mut l.kernel);
+            v.push(&mut l.bias);
+        }
+        v.push(&mut self.head.weight);
+        v.push(&mut self.head.bias);
+        v
+    }
+
+    /// Called after the parameters changed.
+    pub fn parameters_changed(&mut self) {
+        self.repack();
+    }
+}
+
+/// SGD with momentum and weight decay, as PyTorch's `torch.optim.SGD` (dampening 0, not
+/// Nesterov): `g += wd * w; buf = momentum * buf + g` (`buf = g` on the first step);
+/// `w -= lr * buf`.
+pub struct Sgd {
+    pub momentum: f32,
+    pub weight_decay: f32,
+    bufs: Vec<Option<Vec<f32>>>,
+}
+
+impl Sgd {
+    pub fn new(momentum: f32, weight_decay: f32) -> Sgd {
+        Sgd {
+            momentum,
+            weight_decay,
+            bufs: Vec::new(),
+        }
+    }
+
+    /// One step; `lrs[i]` is parameter `i`'s learning rate (0 with an empty gradient: frozen).
+    pub fn step(&mut self, params: Vec<&mut Vec<f32>>, grads: Vec<&[f32]>, lrs: &[f32]) {
+        if self.bufs.len() < params.len() {
+            self.bufs.resize(params.len(), None);
+        }
+        for (i, (w, g)) in params.into_iter().zip(grads).enumerate() {
+            if g.is_empty() || lrs[i] == 0.0 {
+                continue;
+            }
+            let (mom, wd, lr) = (self.momentum, self.weight_decay, lrs[i]);
+            match &mut self.bufs[i] {
+                Some(buf) => {
+                    for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+                        *b = mom * *b + (g + wd * *w);
+                        *w -= lr * *b;
+                    }
+                }
+                slot @ None => {
+                    let mut buf = Vec::with_capacity(w.len());
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        let b = g + wd * *w;
+                        buf.push(b);
+                        *w -= lr * b;
+                    }
+                    *slot = Some(buf);
+                }
+            }
+        }
+    }
+}
+
+/// AdamW as PyTorch's `torch.optim.AdamW` (not amsgrad): `w *= 1 - lr * wd`;
+/// `m = b1 m + (1 - b1) g`; `v = b2 v + (1 - b2) g^2`;
+/// `w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`, `t` counting each parameter's
+/// own steps.
+pub struct AdamW {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    state: Vec<Option<(u32, Vec<f32>, Vec<f32>)>>,
+}
+
+impl AdamW {
+    pub fn new(weight_decay: f32) -> AdamW {
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            state: Vec::new(),
+        }
+    }
+
+    /// One step; `lrs[i]` is parameter `i`'s learning rate (0 with an empty gradient: frozen).
+    pub fn step(&mut self, params: Vec<&mut Vec<f32>>, grads: Vec<&[f32]>, lrs: &[f32]) {
+        if self.state.len() < params.len() {
+            self.state.resize(params.len(), None);
+        }
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        for (i, (w, g)) in params.into_iter().zip(grads).enumerate() {
+            if g.is_empty() || lrs[i] == 0.0 {
+                continue;
+            }
+            let lr = lrs[i];
+            let (t, m, v) =
+                self.state[i].get_or_insert_with(|| (0, vec![0.0; w.len()], vec![0.0; w.len()]));
+            *t += 1;
+            let c1 = 1.0 - b1.powi(*t as i32);
+            let c2 = (1.0 - b2.powi(*t as i32)).sqrt();
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *w *= 1.0 - lr * wd;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *w -= lr * (*m / c1) / (v.sqrt() / c2 + eps);
+            }
+        }
+    }
+}
+
+/// The optimiser a fine-tuning run uses.
+pub enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+impl Optimizer {
+    pub fn step(&mut self, params: Vec<&mut Vec<f32>>, grads: Vec<&[f32]>, lrs: &[f32]) {
+        match self {
+            Optimizer::Sgd(o) => o.step(params, grads, lrs),
+            Optimizer::AdamW(o) => o.step(params, grads, lrs),
+        }
+    }
+}

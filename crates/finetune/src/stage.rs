@@ -1,0 +1,507 @@
+//! The `finetune` stage: VGG16's top convolutions (from the ImageNet weights) and a head,
+//! trained on `vgg-activations`' stored maps; history, model and predictions as the other
+//! networks write them.
+
+use contracts::{ids, outputs, slots, Evaluate, FeaturesReader, Predictions};
+use nn_train::{Evaluation, FitConfig, Prediction, Rng, Trainable, Weights};
+use pipeline::{BoxError, Stage, StageContext, Validate};
+use serde::{Deserialize, Serialize};
+use vgg_extract::VGG16;
+
+use crate::activations::{layer_of_layout, read_vgg16};
+use crate::conv::Shape;
+use crate::data::SplitMaps;
+use crate::model::{AdamW, Head, Layer, Optimizer, Pooling, Sgd, TopNet};
+
+/// Bump when results change without a source change.
+pub const CACHE_VERSION: u32 = 1;
+
+/// The convolutions that can be trained.
+pub const TRAINABLE: [&str; 3] = ["conv5_1", "conv5_2", "conv5_3"];
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with `momentum` (PyTorch's).
+    Sgd,
+    /// AdamW (PyTorch's; betas 0.9 and 0.999, eps 1e-8; `momentum` unused).
+    Adamw,
+}
+
+/// How the learning rates change over the fine-tuning epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Half a cosine from the rates down to zero over the epochs after `frozen_epochs`.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// The first convolution trained (`conv5_1`, `conv5_2`, `conv5_3`); the ones between the
+    /// stored layer and it run frozen.
+    pub train_from: String,
+    /// The head's pooling of pool5: `avg` or `avg3x3`.
+    pub pooling: Pooling,
+    /// Dropout rate on the pooled features.
+    pub dropout: f64,
+    /// Epochs in all, the first `frozen_epochs` training the head alone.
+    pub epochs: usize,
+    pub frozen_epochs: usize,
+    pub batch_size: usize,
+    /// `sgd` or `adamw`.
+    pub optimizer: OptimizerKind,
+    /// Learning rates of the pretrained convolutions and of the head.
+    pub lr_conv: f64,
+    pub lr_head: f64,
+    pub momentum: f64,
+    /// Weight decay: L2 added to every gradient with SGD, decoupled with AdamW (as PyTorch's
+    /// optimisers do).
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Early stopping: epochs without a lower validation loss (0: never).
+    pub patience: usize,
+    /// Which weights are evaluated and stored as the model: `best` (lowest validation loss)
+    /// or `final`.
+    pub evaluate: Evaluate,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            train_from: "conv5_3".into(),
+            pooling: Pooling::Avg,
+            dropout: 0.2,
+            epochs: 6,
+            frozen_epochs: 1,
+            batch_size: 32,
+            optimizer: OptimizerKind::Adamw,
+            lr_conv: 1e-5,
+            lr_head: 1e-3,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            patience: 0,
+            evaluate: Evaluate::Best,
+        }
+    }
+}
+
+impl Validate for Params {
+    fn validate(&self) -> Result<(), String> {
+        if !TRAINABLE.contains(&self.train_from.as_str()) {
+            return Err(format!(
+                "train_from \"{}\" is not one of {}",
+                self.train_from,
+                TRAINABLE.join(", ")
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("epochs and batch_size must be positive".into());
+        }
+        if self.frozen_epochs > self.epochs {
+            return Err(format!(
+                "frozen_epochs {} is more than epochs {}",
+                self.frozen_epochs, self.epochs
+            ));
+        }
+        for (name, v) in [
+            ("lr_conv", self.lr_conv),
+            ("lr_head", self.lr_head),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} {v} must be a finite number >= 0"));
+            }
+        }
+        if self.momentum >= 1.0 {
+            return Err(format!("momentum {} must be below 1", self.momentum));
+        }
+        Ok(())
+    }
+}
+
+/// The VGG16 layers above `stored` up to `conv5_3`, with the ImageNet weights, for maps of
+/// `(h, w, c)`; and the position of `train_from` among them.
+pub fn pretrained_layers(
+    weights: &[vgg_extract::ConvWeights],
+    stored: &str,
+    map: (usize, usize, usize),
+    train_from: &str,
+) -> Result<(Vec<Layer>, usize), BoxError> {
+    let names = vgg_extract::layer_names(VGG16);
+    let at = |n: &str| names.iter().position(|x| x == n);
+    let (s, top) = (
+        at(stored).ok_or_else(|| format!("no VGG16 layer `{stored}`"))?,
+        at("conv5_3").expect("VGG16 has conv5_3"),
+    );
+    let first = at(train_from).ok_or_else(|| format!("no VGG16 layer `{train_from}`"))?;
+    if first <= s {
+        return Err(format!(
+            "train_from = \"{train_from}\" is at or below the stored layer `{stored}`: its input is not stored; store a lower layer (vgg-activations `layer`)"
+        )
+        .into());
+    }
+    let (h, w, mut c) = map;
+    let mut layers = Vec::new();
+    for (i, name) in names.iter().enumerate().take(top + 1).skip(s + 1) {
+        let vgg_extract::LayerSpec::Conv(o) = VGG16[i] else {
+            return Err(format!("`{name}` is not a convolution").into());
+        };
+        let conv_index = VGG16[..i]
+            .iter()
+            .filter(|x| matches!(x, vgg_extract::LayerSpec::Conv(_)))
+            .count();
+        let cw = &weights[conv_index];
+        let shape = Shape { h, w, c, o };
+        if cw.weight.len() != o * c * 9 {
+            return Err(format!(
+                "`{name}` takes {c} channels, the stored maps have another count"
+            )
+            .into());
+        }
+        layers.push(Layer::from_torch(name, shape, &cw.weight, &cw.bias));
+        c = o;
+    }
+    let pos = layers
+        .iter()
+        .position(|l| l.name == train_from)
+        .expect("checked above");
+    Ok((layers, pos))
+}
+
+/// View-averaged class probabilities of every image of a split (`images x k`).
+fn probabilities(net: &TopNet, maps: &SplitMaps, batch: usize) -> Result<Vec<f32>, BoxError> {
+    let k = net.head.k;
+    let n = maps.images();
+    let mut probs = vec![0.0f32; n * k];
+    let mut x = Vec::new();
+    for start in (0..n).step_by(batch.max(1)) {
+        let end = (start + batch).min(n);
+        for v in 0..maps.views.len() {
+            x.clear();
+            for i in start..end {
+                maps.push(i, v, &mut x)?;
+            }
+            let logits = net.logits(&x, end - start);
+            let (p, _) = nn_train::softmax_metrics(&logits, k, None)?;
+            for (acc, q) in probs[start * k..end * k].iter_mut().zip(&p.probabilities) {
+                *acc += q / maps.views.len() as f32;
+            }
+        }
+    }
+    if probs.iter().any(|p| !p.is_finite()) {
+        return Err("the fine-tuned network produced a NaN or infinite probability".into());
+    }
+    Ok(probs)
+}
+
+/// Scores view-averaged probabilities against labels.
+fn evaluation(probs: Vec<f32>, k: usize, labels: &[u32]) -> Evaluation {
+    let mut predictions = Vec::with_capacity(labels.len());
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for (row, &y) in probs.chunks_exact(k).zip(labels) {
+        let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        predictions.push(best as u32);
+        correct += usize::from(best == y as usize);
+        loss -= (row[y as usize].max(1e-12) as f64).ln();
+    }
+    let n = labels.len().max(1) as f64;
+    Evaluation {
+        loss: loss / n,
+        accuracy: correct as f64 / n,
+        prediction: Prediction {
+            n_classes: k,
+            predictions,
+            probabilities: probs,
+        },
+    }
+}
+
+/// The training loop's view of the network.
+struct Trainer<'a> {
+    net: TopNet,
+    opt: Optimizer,
+    p: &'a Params,
+    train: &'a SplitMaps,
+    val: &'a SplitMaps,
+    first_trained: usize,
+    dropout_rng: Rng,
+    step: usize,
+    steps_per_epoch: usize,
+    x: Vec<f32>,
+    error: Option<BoxError>,
+}
+
+impl Trainer<'_> {
+    fn lr_factor(&self) -> f64 {
+        let frozen = self.p.frozen_epochs * self.steps_per_epoch;
+        if self.step < frozen || self.p.schedule == Schedule::Constant {
+            return 1.0;
+        }
+        let total = (self.p.epochs * self.steps_per_epoch - frozen).max(1);
+        let t = (self.step - frozen) as f64 / total as f64;
+        0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+
+    fn rows(&mut self, rows: &[usize]) -> Result<Vec<u32>, BoxError> {
+        let views = self.train.views.len();
+        self.x.clear();
+        let mut y = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let (img, v) = (r / views, r % views);
+            self.train.push(img, v, &mut self.x)?;
+            y.push(self.train.labels[img]);
+        }
+        Ok(y)
+    }
+}
+
+fn train_err(e: BoxError) -> nn_train::Error {
+    nn_train::Error::Invalid(e.to_string())
+}
+
+impl Trainable for Trainer<'_> {
+    fn train_batch(&mut self, rows: &[usize]) -> nn_train::Result<(f64, usize)> {
+        let y = self.rows(rows).map_err(train_err)?;
+        let frozen = self.step < self.p.frozen_epochs * self.steps_per_epoch;
+        let d = self.net.head.d;
+        let rate = self.p.dropout as f32;
+        let mask: Vec<f32> = (0..rows.len() * d)
+            .map(|_| f32::from(self.dropout_rng.next_f32() >= rate))
+            .collect();
+        let first = if frozen {
+            self.net.layers.len()
+        } else {
+            self.first_trained
+        };
+        let x = std::mem::take(&mut self.x);
+        let g = self.net.gradients(
+            &x,
+            &y,
+            (rate > 0.0).then_some((&mask[..], rate)),
+            first,
+            false,
+        );
+        self.x = x;
+        let f = self.lr_factor();
+        let mut lrs = Vec::new();
+        for l in 0..self.net.layers.len() {
+            let lr = if l >= first { self.p.lr_conv * f } else { 0.0 };
+            lrs.extend([lr as f32; 2]);
+        }
+        lrs.extend([(self.p.lr_head * f) as f32; 2]);
+        let mut grads: Vec<&[f32]> = Vec::new();
+        for (k, b) in &g.layers {
+            grads.push(k);
+            grads.push(b);
+        }
+        grads.push(&g.head.0);
+        grads.push(&g.head.1);
+        self.opt.step(self.net.params_mut(), grads, &lrs);
+        self.net.parameters_changed();
+        self.step += 1;
+        Ok((g.loss, g.correct))
+    }
+
+    fn validate(&mut self) -> nn_train::Result<(f64, f64)> {
+        let probs = probabilities(&self.net, self.val, self.p.batch_size).map_err(|e| {
+            let m = e.to_string();
+            self.error = Some(e);
+            nn_train::Error::Invalid(m)
+        })?;
+        let e = evaluation(probs, self.net.head.k, &self.val.labels);
+        Ok((e.loss, e.accuracy))
+    }
+
+    fn weights(&self) -> nn_train::Result<Weights> {
+        weights_of(&self.net)
+    }
+}
+
+/// The network's parameters as stored in the model artifact.
+pub fn weights_of(net: &TopNet) -> nn_train::Result<Weights> {
+    let mut w = Weights::default();
+    for l in &net.layers {
+        let s = l.shape;
+        w.push(
+            &format!("{}.kernel", l.name),
+            &[3, 3, s.c, s.o],
+            l.kernel.clone(),
+        )?;
+        w.push(&format!("{}.bias", l.name), &[s.o], l.bias.clone())?;
+    }
+    let h = &net.head;
+    w.push("head.weight", &[h.d, h.k], h.weight.clone())?;
+    w.push("head.bias", &[h.k], h.bias.clone())?;
+    Ok(w)
+}
+
+/// Puts stored weights (see [`weights_of`]) into `net`.
+fn load_weights(net: &mut TopNet, w: &Weights) -> nn_train::Result<()> {
+    for l in &mut net.layers {
+        l.kernel = w.get(&format!("{}.kernel", l.name))?.data.clone();
+        l.bias = w.get(&format!("{}.bias", l.name))?.data.clone();
+    }
+    net.head.weight = w.get("head.weight")?.data.clone();
+    net.head.bias = w.get("head.bias")?.data.clone();
+    net.parameters_changed();
+    Ok(())
+}
+
+/// The stage.
+pub struct Finetune;
+
+impl Stage for Finetune {
+    type Params = Params;
+    fn id(&self) -> &'static str {
+        ids::FINETUNE
+    }
+    fn code_version(&self) -> String {
+        pipeline::code_version!(CACHE_VERSION)
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &[
+            outputs::MODEL,
+            outputs::HISTORY,
+            outputs::PREDICTIONS,
+            outputs::VALIDATION_PREDICTIONS,
+        ]
+    }
+    /// Shuffling and dropout draw from the seed.
+    fn uses_seed(
+        &self,
+        _: &std::collections::BTreeMap<String, Option<std::path::PathBuf>>,
+    ) -> bool {
+        true
+    }
+    fn uses_device(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<(), BoxError> {
+        let p: Params = ctx.params()?;
+        let wpath = ctx
+            .setting("weights.path")?
+            .ok_or("`weights.path` is empty: fine-tuning starts from the VGG16 weights")?;
+        let open = |split: &str| -> Result<SplitMaps, BoxError> {
+            let r: FeaturesReader<'_> = slots::activations(split).read(ctx)?;
+            SplitMaps::open(&r, &format!("{}.{split}", ids::VGG_ACTIVATIONS))
+        };
+        let tr_reader: FeaturesReader<'_> = slots::activations(outputs::TRAINING).read(ctx)?;
+        let stored = tr_reader
+            .layout()
+            .and_then(layer_of_layout)
+            .ok_or("vgg-activations.training does not say which layer it stores")?
+            .to_string();
+        let (classes, k) = nn_train::class_list(&slots::activations(outputs::TRAINING).input(ctx)?)?;
+        let train = open(outputs::TRAINING)?;
+        let val = open(outputs::VALIDATION)?;
+        let eval = open(outputs::EVALUATION)?;
+        if train.images() == 0 || val.images() == 0 {
+            return Err("fine-tuning needs training and validation images".into());
+        }
+        let (weights, digest) = read_vgg16(wpath)?;
+        if tr_reader.weights_digest() != Some(digest.as_str()) {
+            return Err(format!(
+                "the stored activations were computed with other weights than {} (data digest {}); the network would not continue them",
+                wpath.display(),
+                &digest[..16]
+            )
+            .into());
+        }
+        let (layers, first_trained) = pretrained_layers(&weights, &stored, train.map, &p.train_from)?;
+        let seed = ctx.seed()?;
+        let last = layers.last().expect("at least conv5_3").shape;
+        let d = TopNet::feature_len(p.pooling, (last.h / 2, last.w / 2, last.o));
+        // A zero head (as a logistic regression starts): pool5 averages reach the tens, so
+        // random weights of Glorot's scale start with logits in the hundreds.
+        let head = Head {
+            pooling: p.pooling,
+            d,
+            k,
+            weight: vec![0.0; d * k],
+            bias: vec![0.0; k],
+        };
+        let net = TopNet::new(layers, head);
+        let rows = train.images() * train.views.len();
+        let steps_per_epoch = rows.div_ceil(p.batch_size);
+        ctx.progress().println(format!(
+            "{}: training {} from stored {stored} maps {:?}: {} images x {} views, {} epochs ({} head only)",
+            ctx.stage(),
+            net.layers[first_trained..]
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            train.map,
+            train.images(),
+            train.views.len(),
+            p.epochs,
+            p.frozen_epochs
+        ));
+        let mut t = Trainer {
+            net,
+            opt: match p.optimizer {
+                OptimizerKind::Sgd => {
+                    Optimizer::Sgd(Sgd::new(p.momentum as f32, p.weight_decay as f32))
+                }
+                OptimizerKind::Adamw => Optimizer::AdamW(AdamW::new(p.weight_decay as f32)),
+            },
+            p: &p,
+            train: &train,
+            val: &val,
+            first_trained,
+            dropout_rng: Rng::new(seed, nn_train::STREAM_DROPOUT),
+            step: 0,
+            steps_per_epoch,
+            x: Vec::new(),
+            error: None,
+        };
+        let cfg = FitConfig {
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            learning_rate: p.lr_conv,
+            patience: p.patience,
+        };
+        let out = nn_train::fit(
+            &mut t,
+            rows,
+            cfg,
+            &mut Rng::new(seed, nn_train::STREAM_SHUFFLE),
+            &mut nn_train::EpochProgress::new(ctx),
+        )
+        .map_err(|e| match t.error.take() {
+            Some(inner) => inner,
+            None => format!("{e} (stage `{}`)", ctx.stage()).into(),
+        })?;
+        let mut net = t.net;
+        load_weights(&mut net, out.selected(p.evaluate))?;
+        let e = evaluation(probabilities(&net, &eval, p.batch_size)?, k, &eval.labels);
+        nn_train::write_outputs(
+            ctx,
+            &out,
+            p.evaluate,
+            &e,
+            &eval.labels,
+            &eval.index,
+            &classes,
+        )?;
+        let v = evaluation(probabilities(&net, &val, p.batch_size)?, k, &val.labels);
+        Predictions {
+            pred: v.prediction.predictions.iter().map(|&c| c as i64).collect(),
+            labels: val.labels.iter().map(|&c| c as i64).collect(),
+            probs: v.prediction.probabilities,
+            n_classes: k,
+            index: val.index.clone(),
+        }
+        .write_validation(ctx, &classes)?;
+        Ok(())
+    }
+}

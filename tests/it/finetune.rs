@@ -1,0 +1,167 @@
+//! Fine-tuning (`xtask/pipelines/finetune.toml`) on food101-10 slices: the stored conv5_2 maps
+//! continued by the top block reproduce vgg-extract's pool5; a run with no trained epoch keeps
+//! the ImageNet conv5_3; the recipe end to end, whose second run executes nothing and whose
+//! fine-tuning hyperparameter reruns only `finetune` and the report.
+
+use study_tests::{food_slice, shared, Project};
+
+use crate::weights_setting;
+
+/// `xtask/pipelines/finetune.toml` with its paths inside a temporary project, plus `extra`.
+fn finetune_project(per_class: usize, extra: &str) -> Option<(Project, std::path::PathBuf)> {
+    let shared = shared()?;
+    let toml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../xtask/pipelines/finetune.toml"
+    ))
+    .unwrap()
+    .replace("cache = \"../../data/cache\"", "cache = \"cache\"")
+    .replace("out = \"../../data/report-finetune\"", "out = \"report\"")
+    .replace("root = \"\"", "root = \"ds\"");
+    let p = Project::new(&format!("{toml}\n{extra}"));
+    let ds = p.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    food_slice(&shared, &ds, per_class);
+    Some((p, shared))
+}
+
+fn weights_path(shared: &std::path::Path) -> std::path::PathBuf {
+    shared.join("weights/vgg16_notop.safetensors")
+}
+
+/// Quick fine-tuning settings for a slice.
+const QUICK: [&str; 4] = [
+    "stage.finetune.params.epochs=4",
+    "stage.finetune.params.batch_size=8",
+    "stage.finetune.params.lr_head=0.05",
+    "threads=2",
+];
+
+#[test]
+fn conv5_3_on_stored_conv5_2_maps_reproduces_vgg_extracts_pool5() {
+    let extract = "[stage.vgg-extract]\nneeds = [\"preprocess\"]\ninputs = [\"weights.path\"]\nparams = { convention = \"caffe\", batch_size = 16, views = [\"original\", \"flip\"] }\n";
+    let Some((p, shared)) = finetune_project(1, extract) else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    p.run(&["vgg-extract", "vgg-activations"], &[&w, "threads=2"]);
+    let (weights, _) = finetune::read_vgg16(&weights_path(&shared)).unwrap();
+    let (layers, at) =
+        finetune::pretrained_layers(&weights, "conv5_2", (14, 14, 512), "conv5_3").unwrap();
+    assert_eq!(at, 0);
+    let net = finetune::TopNet::new(
+        layers,
+        finetune::Head {
+            pooling: finetune::Pooling::Avg,
+            d: 512,
+            k: 10,
+            weight: vec![0.0; 5120],
+            bias: vec![0.0; 10],
+        },
+    );
+    let store = p.store();
+    for split in ["training", "validation", "evaluation"] {
+        let a = p.artifact("vgg-activations", split);
+        let maps = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&a, &store));
+        let f = p.artifact("vgg-extract", split);
+        let pool5 = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&f, &store));
+        assert_eq!(maps.layout().and_then(finetune::layer_of_layout), Some("conv5_2"));
+        for view in ["features", "features@flip"] {
+            let (shape, x) = maps.chunk_tensor(0, view).unwrap();
+            assert_eq!(shape[1..], [14, 14, 512], "{split} {view}");
+            let (_, want) = pool5.chunk_tensor(0, view).unwrap();
+            let got = net.pool5(&x, shape[0]);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-4 * scale,
+                "{split} {view}: pool5 differs by {worst} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_finetune_recipe_runs_end_to_end_and_reruns_only_what_a_change_touches() {
+    let Some((p, shared)) = finetune_project(3, "") else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    let set = [w.as_str(), QUICK[0], QUICK[1], QUICK[2], QUICK[3]];
+    let s = p.run(&[], &set);
+    let mut ran = s.ran();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["finetune", "loader", "preprocess", "report", "vgg-activations"]
+    );
+    let store = p.store();
+    let a = p.artifact("vgg-activations", "training");
+    let maps = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&a, &store));
+    assert_eq!(maps.views().unwrap(), ["original", "flip"]);
+    assert_eq!(maps.len(), 30);
+    let preds = p.artifact("finetune", "predictions");
+    let pr = contracts::Predictions::read(&pipeline::InputArtifact::new(&preds, &store)).unwrap();
+    assert_eq!(pr.labels.len(), 30);
+    // 10 classes (chance 10%); ImageNet's conv5 features separate them after four epochs.
+    assert!(pr.accuracy() > 0.3, "{}", pr.accuracy());
+    let h = contracts::History::read(&pipeline::InputArtifact::new(
+        &p.artifact("finetune", "history"),
+        &store,
+    ))
+    .unwrap();
+    assert_eq!(h.epochs.len(), 4);
+    let html = std::fs::read_to_string(p.path().join("report/index.html")).unwrap();
+    assert!(html.contains("finetune"), "the report shows the fine-tuned model");
+
+    assert!(p.run(&[], &set).ran().is_empty(), "a second run executes nothing");
+    let s = p.run(
+        &[],
+        &[set[0], set[1], set[2], set[3], set[4], "stage.finetune.params.lr_conv=0.002"],
+    );
+    let mut ran = s.ran();
+    ran.sort();
+    assert_eq!(ran, ["finetune", "report"]);
+}
+
+#[test]
+fn no_trained_epoch_keeps_the_pretrained_conv5_3_and_a_wrong_layer_is_refused() {
+    let Some((p, shared)) = finetune_project(1, "") else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    let set = [
+        w.as_str(),
+        "stage.finetune.params.epochs=1",
+        "stage.finetune.params.frozen_epochs=1",
+        "stage.finetune.params.batch_size=8",
+        "threads=2",
+    ];
+    p.run(&["finetune"], &set);
+    let model = p.artifact("finetune", "model");
+    let (tensors, _) = contracts::slots::nn_model("finetune")
+        .read_from::<(Vec<contracts::NamedTensor>, Vec<String>)>(pipeline::InputArtifact::new(
+            &model,
+            &p.store(),
+        ))
+        .unwrap();
+    let (weights, _) = finetune::read_vgg16(&weights_path(&shared)).unwrap();
+    let (layers, _) =
+        finetune::pretrained_layers(&weights, "conv5_2", (14, 14, 512), "conv5_3").unwrap();
+    let k = tensors.iter().find(|t| t.name == "conv5_3.kernel").unwrap();
+    assert_eq!(k.shape, [3, 3, 512, 512]);
+    assert!(k.data == layers[0].kernel, "conv5_3 changed without a trained epoch");
+
+    let e = crate::failed_run_error(
+        &p,
+        "finetune",
+        &[w.as_str(), "stage.finetune.params.train_from=\"conv5_2\""],
+    );
+    assert!(
+        e.contains("conv5_2") && e.contains("store a lower layer"),
+        "{e}"
+    );
+}
