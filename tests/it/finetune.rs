@@ -65,7 +65,10 @@ fn conv5_3_on_stored_conv5_2_maps_reproduces_vgg_extracts_pool5() {
         let maps = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&a, &store));
         let f = p.artifact("vgg-extract", split);
         let pool5 = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&f, &store));
-        assert_eq!(maps.layout().and_then(finetune::layer_of_layout), Some("conv5_2"));
+        assert_eq!(
+            maps.layout().and_then(finetune::layer_of_layout),
+            Some("conv5_2")
+        );
         for view in ["features", "features@flip"] {
             let (shape, x) = maps.chunk_tensor(0, view).unwrap();
             assert_eq!(shape[1..], [14, 14, 512], "{split} {view}");
@@ -96,7 +99,13 @@ fn the_finetune_recipe_runs_end_to_end_and_reruns_only_what_a_change_touches() {
     ran.sort();
     assert_eq!(
         ran,
-        ["finetune", "loader", "preprocess", "report", "vgg-activations"]
+        [
+            "finetune",
+            "loader",
+            "preprocess",
+            "report",
+            "vgg-activations"
+        ]
     );
     let store = p.store();
     let a = p.artifact("vgg-activations", "training");
@@ -115,12 +124,38 @@ fn the_finetune_recipe_runs_end_to_end_and_reruns_only_what_a_change_touches() {
     .unwrap();
     assert_eq!(h.epochs.len(), 4);
     let html = std::fs::read_to_string(p.path().join("report/index.html")).unwrap();
-    assert!(html.contains("finetune"), "the report shows the fine-tuned model");
+    assert!(
+        html.contains("finetune"),
+        "the report shows the fine-tuned model"
+    );
 
-    assert!(p.run(&[], &set).ran().is_empty(), "a second run executes nothing");
+    // predict computes the stored layer's maps with the pipeline's own preprocessing and
+    // views, then the fine-tuned block and head.
+    let globals = cli::Globals {
+        config: p.path().join("pipeline.toml"),
+        set: set.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+    };
+    let args = xtask::PredictArgs {
+        images: vec![p.path().join("ds/evaluation/0_0.jpg")],
+        model: "finetune".into(),
+    };
+    xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{e:#}"));
+
+    assert!(
+        p.run(&[], &set).ran().is_empty(),
+        "a second run executes nothing"
+    );
     let s = p.run(
         &[],
-        &[set[0], set[1], set[2], set[3], set[4], "stage.finetune.params.lr_conv=0.002"],
+        &[
+            set[0],
+            set[1],
+            set[2],
+            set[3],
+            set[4],
+            "stage.finetune.params.lr_conv=0.002",
+        ],
     );
     let mut ran = s.ran();
     ran.sort();
@@ -153,7 +188,10 @@ fn no_trained_epoch_keeps_the_pretrained_conv5_3_and_a_wrong_layer_is_refused() 
         finetune::pretrained_layers(&weights, "conv5_2", (14, 14, 512), "conv5_3").unwrap();
     let k = tensors.iter().find(|t| t.name == "conv5_3.kernel").unwrap();
     assert_eq!(k.shape, [3, 3, 512, 512]);
-    assert!(k.data == layers[0].kernel, "conv5_3 changed without a trained epoch");
+    assert!(
+        k.data == layers[0].kernel,
+        "conv5_3 changed without a trained epoch"
+    );
 
     let e = crate::failed_run_error(
         &p,

@@ -24,7 +24,7 @@ pub type PredictorFactory = fn(
 ) -> contracts::Result<Box<dyn contracts::predictor::Predictor>>;
 
 /// The models `predict` can apply, by stage id (each crate builds its own from its artifacts).
-pub fn predictors() -> [(&'static str, PredictorFactory); 4] {
+pub fn predictors() -> [(&'static str, PredictorFactory); 5] {
     use contracts::ids;
     [
         (ids::HEAD_NN, |r, s| {
@@ -39,6 +39,9 @@ pub fn predictors() -> [(&'static str, PredictorFactory); 4] {
         (ids::ENSEMBLE, |r, s| {
             Ok(Box::new(ensemble::EnsemblePredictor::from_record(r, s)?))
         }),
+        (ids::FINETUNE, |r, s| {
+            Ok(Box::new(finetune::FinetunePredictor::from_record(r, s)?))
+        }),
     ]
 }
 
@@ -49,7 +52,7 @@ pub fn registry() -> pipeline::Registry {
         .with(preprocess::Preprocess)
         .with(vgg_extract::VggExtract)
         .with(lite0_extract::Lite0Extract)
-        .with(finetune::VggActivations)
+        .with(vgg_activations::VggActivations)
         .with(finetune::Finetune)
         .with(describe::Describe)
         .with(head_nn::HeadNn)

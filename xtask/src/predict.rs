@@ -198,6 +198,15 @@ impl ModelInputs for Inputs<'_> {
         let probs = p.predict(self)?;
         Ok((probs, p.classes().to_vec()))
     }
+    fn activations(&mut self) -> contracts::Result<(Vec<Vec<f32>>, (usize, usize, usize))> {
+        let rec = selected_record(self.plan, self.store, ids::VGG_ACTIVATIONS, self.model)?;
+        let p = vgg_activations::Params::from_record(&rec)?;
+        let wpath = self
+            .config
+            .setting_path("weights.path")
+            .ok_or("`weights.path` is empty")?;
+        vgg_activations::compute(&p, &wpath, &self.pixels, self.n, self.size)
+    }
 }
 
 /// The views, crop, taps and convention a cached extraction (`backbone`'s stage) ran with.

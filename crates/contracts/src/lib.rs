@@ -25,8 +25,8 @@ mod report;
 pub mod slots;
 
 pub use features::{
-    tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, MappedChunk, FeaturesWriter,
-    FEATURES_TENSOR, ORIGINAL_VIEW,
+    tap_tensor, view_tensor, FeatureChunk, FeaturesMeta, FeaturesReader, FeaturesWriter,
+    MappedChunk, FEATURES_TENSOR, ORIGINAL_VIEW,
 };
 pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
 pub use manifest::{Entry, Manifest, ManifestArtifact, ManifestMeta, ManifestReader, Skipped};

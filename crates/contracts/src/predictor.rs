@@ -24,6 +24,10 @@ pub trait ModelInputs {
     /// Another cached model's class probabilities of the inputs (`len x classes`), and its
     /// class names.
     fn probabilities(&mut self, model: &str) -> Result<(Vec<f32>, Vec<String>)>;
+    /// The inner-layer maps `vgg-activations` stores, computed for the inputs as the
+    /// pipeline's run of that stage computed them: one `len x h x w x c` block per view (the
+    /// stage's views, in order), and `(h, w, c)`.
+    fn activations(&mut self) -> Result<(Vec<Vec<f32>>, (usize, usize, usize))>;
 }
 
 /// A trained model, ready to predict.

@@ -128,8 +128,7 @@ fn matmul(
                 } else {
                     if accumulate {
                         for r in 0..rows {
-                            tile[r * nr..r * nr + cols]
-                                .copy_from_slice(&c[c0 + r * ldc..][..cols]);
+                            tile[r * nr..r * nr + cols].copy_from_slice(&c[c0 + r * ldc..][..cols]);
                         }
                     }
                     microkernel(isa, k, ap, la, bp, tile.as_mut_ptr(), nr, accumulate);
@@ -214,7 +213,16 @@ pub fn forward(s: Shape, x: &[f32], n: usize, kernel: &Packed, bias: &[f32], out
         .for_each(|(x, y)| {
             with_cols(s.p() * s.k(), |cols| {
                 im2col(x, s, cols);
-                matmul(cols, s.k(), s.p(), kernel, (0, kernel.panels()), y, s.o, false);
+                matmul(
+                    cols,
+                    s.k(),
+                    s.p(),
+                    kernel,
+                    (0, kernel.panels()),
+                    y,
+                    s.o,
+                    false,
+                );
             });
             for px in y.chunks_exact_mut(s.o) {
                 for (v, b) in px.iter_mut().zip(bias) {
@@ -271,7 +279,9 @@ pub fn backward(
     // Kernel gradient, transposed: dW^T (o x 9c), columns split among tasks.
     let nr = isa.nr();
     let panels = k.div_ceil(nr);
-    let per_task = panels.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    let per_task = panels
+        .div_ceil(4 * rayon::current_num_threads().max(1))
+        .max(1);
     let ranges: Vec<(usize, usize)> = (0..panels)
         .step_by(per_task)
         .map(|p0| (p0, (p0 + per_task).min(panels)))
@@ -368,8 +378,7 @@ mod tests {
                             }
                             for c in 0..s.c {
                                 acc += x[((iy as usize) * s.w + ix as usize) * s.c + c] as f64
-                                    * kernel[(((ky * 3 + kx) as usize) * s.c + c) * s.o + f]
-                                        as f64;
+                                    * kernel[(((ky * 3 + kx) as usize) * s.c + c) * s.o + f] as f64;
                             }
                         }
                     }
@@ -443,14 +452,22 @@ mod tests {
                 kp[i] += eps;
                 km[i] -= eps;
                 let fd = (loss(&kp, &bias, &x) - loss(&km, &bias, &x)) / (2.0 * eps as f64);
-                assert!((fd - g.kernel[i] as f64).abs() < 2e-2, "dW[{i}] {fd} {}", g.kernel[i]);
+                assert!(
+                    (fd - g.kernel[i] as f64).abs() < 2e-2,
+                    "dW[{i}] {fd} {}",
+                    g.kernel[i]
+                );
             }
             for &i in &[0usize, 3, S.o - 1] {
                 let (mut bp, mut bm) = (bias.clone(), bias.clone());
                 bp[i] += eps;
                 bm[i] -= eps;
                 let fd = (loss(&kern, &bp, &x) - loss(&kern, &bm, &x)) / (2.0 * eps as f64);
-                assert!((fd - g.bias[i] as f64).abs() < 2e-2, "db[{i}] {fd} {}", g.bias[i]);
+                assert!(
+                    (fd - g.bias[i] as f64).abs() < 2e-2,
+                    "db[{i}] {fd} {}",
+                    g.bias[i]
+                );
             }
             for &i in &[0usize, 41, n * S.input_len() - 1] {
                 let (mut xp, mut xm) = (x.clone(), x.clone());

@@ -47,7 +47,8 @@ impl SplitMaps {
             }
             s.starts.push(s.labels.len());
             for &l in &c.labels {
-                s.labels.push(u32::try_from(l).map_err(|_| format!("{what}: label {l}"))?);
+                s.labels
+                    .push(u32::try_from(l).map_err(|_| format!("{what}: label {l}"))?);
             }
             s.index.extend(&c.index);
             s.chunks.push(c);

@@ -6,20 +6,19 @@
 //! stage then trains only the convolutions above it and a small head, every epoch (and every
 //! retry with other hyperparameters) starting from the stored maps.
 //!
+//! [`VggActivations`]: vgg_activations::VggActivations
+//!
 //! The trainable convolutions run on `vgg-extract`'s packed GEMM (im2col for the forward pass
 //! and the input gradient, per-group accumulation for the weight gradient), so every value is
 //! summed in one order on AVX-512, AVX2 and portable code, whatever the thread count.
 
-mod activations;
 pub mod conv;
 mod data;
 pub mod model;
+mod predictor;
 mod stage;
 
-pub use activations::{
-    layer_of_layout, layout, read_vgg16, specs_through, Params as ActivationsParams,
-    VggActivations, STORABLE,
-};
 pub use model::{Grads, Head, Pooling, TopNet};
+pub use predictor::FinetunePredictor;
 pub use stage::{pretrained_layers, Finetune, Params, Schedule, CACHE_VERSION};
-
+pub use vgg_activations::{layer_of_layout, read_vgg16};

@@ -8,10 +8,10 @@ use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 use vgg_extract::VGG16;
 
-use crate::activations::{layer_of_layout, read_vgg16};
 use crate::conv::Shape;
 use crate::data::SplitMaps;
 use crate::model::{AdamW, Head, Layer, Optimizer, Pooling, Sgd, TopNet};
+use vgg_activations::{layer_of_layout, read_vgg16};
 
 /// Bump when results change without a source change.
 pub const CACHE_VERSION: u32 = 1;
@@ -162,10 +162,9 @@ pub fn pretrained_layers(
         let cw = &weights[conv_index];
         let shape = Shape { h, w, c, o };
         if cw.weight.len() != o * c * 9 {
-            return Err(format!(
-                "`{name}` takes {c} channels, the stored maps have another count"
-            )
-            .into());
+            return Err(
+                format!("`{name}` takes {c} channels, the stored maps have another count").into(),
+            );
         }
         layers.push(Layer::from_torch(name, shape, &cw.weight, &cw.bias));
         c = o;
@@ -177,23 +176,29 @@ pub fn pretrained_layers(
     Ok((layers, pos))
 }
 
-/// View-averaged class probabilities of every image of a split (`images x k`).
-fn probabilities(net: &TopNet, maps: &SplitMaps, batch: usize) -> Result<Vec<f32>, BoxError> {
+/// Images per forward pass outside training.
+const EVAL_BATCH: usize = 32;
+
+/// View-averaged class probabilities (`n x k`) of `n` images with `views` views each;
+/// `rows(v, start, end, x)` appends view `v`'s maps of images `start..end` to `x`.
+pub(crate) fn view_averaged(
+    net: &TopNet,
+    n: usize,
+    views: usize,
+    mut rows: impl FnMut(usize, usize, usize, &mut Vec<f32>) -> Result<(), BoxError>,
+) -> Result<Vec<f32>, BoxError> {
     let k = net.head.k;
-    let n = maps.images();
     let mut probs = vec![0.0f32; n * k];
     let mut x = Vec::new();
-    for start in (0..n).step_by(batch.max(1)) {
-        let end = (start + batch).min(n);
-        for v in 0..maps.views.len() {
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let end = (start + EVAL_BATCH).min(n);
+        for v in 0..views {
             x.clear();
-            for i in start..end {
-                maps.push(i, v, &mut x)?;
-            }
+            rows(v, start, end, &mut x)?;
             let logits = net.logits(&x, end - start);
             let (p, _) = nn_train::softmax_metrics(&logits, k, None)?;
             for (acc, q) in probs[start * k..end * k].iter_mut().zip(&p.probabilities) {
-                *acc += q / maps.views.len() as f32;
+                *acc += q / views as f32;
             }
         }
     }
@@ -201,6 +206,16 @@ fn probabilities(net: &TopNet, maps: &SplitMaps, batch: usize) -> Result<Vec<f32
         return Err("the fine-tuned network produced a NaN or infinite probability".into());
     }
     Ok(probs)
+}
+
+/// View-averaged class probabilities of every image of a split (`images x k`).
+fn probabilities(net: &TopNet, maps: &SplitMaps) -> Result<Vec<f32>, BoxError> {
+    view_averaged(net, maps.images(), maps.views.len(), |v, start, end, x| {
+        for i in start..end {
+            maps.push(i, v, x)?;
+        }
+        Ok(())
+    })
 }
 
 /// Scores view-averaged probabilities against labels.
@@ -312,7 +327,7 @@ impl Trainable for Trainer<'_> {
     }
 
     fn validate(&mut self) -> nn_train::Result<(f64, f64)> {
-        let probs = probabilities(&self.net, self.val, self.p.batch_size).map_err(|e| {
+        let probs = probabilities(&self.net, self.val).map_err(|e| {
             let m = e.to_string();
             self.error = Some(e);
             nn_train::Error::Invalid(m)
@@ -400,7 +415,8 @@ impl Stage for Finetune {
             .and_then(layer_of_layout)
             .ok_or("vgg-activations.training does not say which layer it stores")?
             .to_string();
-        let (classes, k) = nn_train::class_list(&slots::activations(outputs::TRAINING).input(ctx)?)?;
+        let (classes, k) =
+            nn_train::class_list(&slots::activations(outputs::TRAINING).input(ctx)?)?;
         let train = open(outputs::TRAINING)?;
         let val = open(outputs::VALIDATION)?;
         let eval = open(outputs::EVALUATION)?;
@@ -416,7 +432,8 @@ impl Stage for Finetune {
             )
             .into());
         }
-        let (layers, first_trained) = pretrained_layers(&weights, &stored, train.map, &p.train_from)?;
+        let (layers, first_trained) =
+            pretrained_layers(&weights, &stored, train.map, &p.train_from)?;
         let seed = ctx.seed()?;
         let last = layers.last().expect("at least conv5_3").shape;
         let d = TopNet::feature_len(p.pooling, (last.h / 2, last.w / 2, last.o));
@@ -483,7 +500,7 @@ impl Stage for Finetune {
         })?;
         let mut net = t.net;
         load_weights(&mut net, out.selected(p.evaluate))?;
-        let e = evaluation(probabilities(&net, &eval, p.batch_size)?, k, &eval.labels);
+        let e = evaluation(probabilities(&net, &eval)?, k, &eval.labels);
         nn_train::write_outputs(
             ctx,
             &out,
@@ -493,7 +510,7 @@ impl Stage for Finetune {
             &eval.index,
             &classes,
         )?;
-        let v = evaluation(probabilities(&net, &val, p.batch_size)?, k, &val.labels);
+        let v = evaluation(probabilities(&net, &val)?, k, &val.labels);
         Predictions {
             pred: v.prediction.predictions.iter().map(|&c| c as i64).collect(),
             labels: val.labels.iter().map(|&c| c as i64).collect(),

@@ -87,7 +87,10 @@ fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
             let g = net.gradients(&x, &y, None, 0, step == 1);
             let loss = g.loss / y.len() as f64;
             let want = f32s(&st, &format!("loss{step}"))[0] as f64;
-            assert!((loss - want).abs() < 1e-5, "{isa:?} step {step}: loss {loss} vs {want}");
+            assert!(
+                (loss - want).abs() < 1e-5,
+                "{isa:?} step {step}: loss {loss} vs {want}"
+            );
             if step == 1 {
                 close("dW1", &g.layers[0].0, &f32s(&st, "g_w1"));
                 close("db1", &g.layers[0].1, &f32s(&st, "g_b1"));
@@ -95,7 +98,11 @@ fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
                 close("db2", &g.layers[1].1, &f32s(&st, "g_b2"));
                 close("dhead.w", &g.head.0, &f32s(&st, "g_hw"));
                 close("dhead.b", &g.head.1, &f32s(&st, "g_hb"));
-                close("dx", g.input.as_ref().expect("asked for"), &f32s(&st, "g_x"));
+                close(
+                    "dx",
+                    g.input.as_ref().expect("asked for"),
+                    &f32s(&st, "g_x"),
+                );
             }
             let grads: Vec<&[f32]> = vec![
                 &g.layers[0].0,
@@ -107,11 +114,23 @@ fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
             ];
             opt.step(net.params_mut(), grads, &lrs);
             net.parameters_changed();
-            close("W1", &net.layers[0].kernel, &f32s(&st, &format!("w1_{step}")));
+            close(
+                "W1",
+                &net.layers[0].kernel,
+                &f32s(&st, &format!("w1_{step}")),
+            );
             close("b1", &net.layers[0].bias, &f32s(&st, &format!("b1_{step}")));
-            close("W2", &net.layers[1].kernel, &f32s(&st, &format!("w2_{step}")));
+            close(
+                "W2",
+                &net.layers[1].kernel,
+                &f32s(&st, &format!("w2_{step}")),
+            );
             close("b2", &net.layers[1].bias, &f32s(&st, &format!("b2_{step}")));
-            close("head.w", &net.head.weight, &f32s(&st, &format!("hw_{step}")));
+            close(
+                "head.w",
+                &net.head.weight,
+                &f32s(&st, &format!("hw_{step}")),
+            );
             close("head.b", &net.head.bias, &f32s(&st, &format!("hb_{step}")));
         }
     }
@@ -129,6 +148,44 @@ fn a_frozen_layer_gets_no_gradient_and_the_trained_ones_are_unchanged_by_it() {
     assert_eq!(top.layers[1], all.layers[1]);
     assert_eq!(top.head, all.head);
     let head_only = net.gradients(&x, &y, None, 2, false);
-    assert!(head_only.layers.iter().all(|(k, b)| k.is_empty() && b.is_empty()));
+    assert!(head_only
+        .layers
+        .iter()
+        .all(|(k, b)| k.is_empty() && b.is_empty()));
     assert_eq!(head_only.head, all.head);
+}
+
+#[test]
+fn two_adamw_steps_equal_pytorch() {
+    let st = fixture();
+    let x = f32s(&st, "x");
+    let y = vec![1, 4, 0];
+    let mut net = net(&st, Isa::detect());
+    let mut opt = finetune::model::AdamW::new(0.01);
+    let lrs = [1e-3, 1e-3, 1e-3, 1e-3, 1e-2, 1e-2];
+    for step in 1..=2 {
+        let g = net.gradients(&x, &y, None, 0, false);
+        let want = f32s(&st, &format!("adamw_loss{step}"))[0] as f64;
+        assert!((g.loss / 3.0 - want).abs() < 1e-5, "step {step}");
+        let grads: Vec<&[f32]> = vec![
+            &g.layers[0].0,
+            &g.layers[0].1,
+            &g.layers[1].0,
+            &g.layers[1].1,
+            &g.head.0,
+            &g.head.1,
+        ];
+        opt.step(net.params_mut(), grads, &lrs);
+        net.parameters_changed();
+        for (what, got) in [
+            ("w1", &net.layers[0].kernel),
+            ("b1", &net.layers[0].bias),
+            ("w2", &net.layers[1].kernel),
+            ("b2", &net.layers[1].bias),
+            ("hw", &net.head.weight),
+            ("hb", &net.head.bias),
+        ] {
+            close(what, got, &f32s(&st, &format!("adamw_{what}_{step}")));
+        }
+    }
 }

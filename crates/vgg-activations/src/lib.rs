@@ -1,4 +1,5 @@
-//! The `vgg-activations` stage: preprocessed images -> the full maps of one inner VGG16 layer
+//! The `vgg-activations` stage (its own crate, so that editing the fine-tuning code does not
+//! invalidate the stored maps): preprocessed images -> the full maps of one inner VGG16 layer
 //! (`pool4`, `conv5_1` or `conv5_2`), per view, through `vgg-extract`'s loop, views, chunks and
 //! shards. The layers below it are frozen during fine-tuning, so their output is computed once
 //! and every fine-tuning epoch (and every retry) starts from it.
@@ -118,6 +119,43 @@ pub fn read_vgg16(path: &std::path::Path) -> Result<(Vec<ConvWeights>, String), 
     Ok((out, digest))
 }
 
+/// The network that computes `layer`'s maps (VGG16 up to it), from the weights file.
+fn network(path: &std::path::Path, layer: &str) -> Result<(ConvStack, String), BoxError> {
+    let (weights, digest) = read_vgg16(path)?;
+    let specs = specs_through(layer)?;
+    let convs = specs
+        .iter()
+        .filter(|s| matches!(s, LayerSpec::Conv(_)))
+        .count();
+    Ok((
+        ConvStack::from_weights(3, specs, &weights[..convs])?,
+        digest,
+    ))
+}
+
+/// The maps the stage stores, for `n` preprocessed `size x size` RGB images outside the
+/// pipeline (`predict`): one `n x h x w x c` block per view of `p`, and `(h, w, c)`.
+pub fn compute(
+    p: &Params,
+    weights: &std::path::Path,
+    rgb: &[u8],
+    n: usize,
+    size: usize,
+) -> Result<(Vec<Vec<f32>>, (usize, usize, usize)), BoxError> {
+    let (net, _) = network(weights, &p.layer)?;
+    let views = vgg_extract::extract(&net, &p.extraction(), rgb, (n, size, size), &mut |_| {})?;
+    let shape = views.first().map_or((0, 0, 0), |v| v.shape);
+    if let Some(v) = views.iter().find(|v| v.shape != shape) {
+        return Err(format!(
+            "view {} gives {:?} maps, the original {shape:?}: fine-tuned networks take one size",
+            v.view.name(),
+            v.shape
+        )
+        .into());
+    }
+    Ok((views.into_iter().map(|v| v.features).collect(), shape))
+}
+
 /// The stage.
 pub struct VggActivations;
 
@@ -160,7 +198,7 @@ impl Stage for VggActivations {
         let wpath = ctx
             .setting("weights.path")?
             .ok_or("`weights.path` is empty: the stage needs the VGG16 weights")?;
-        let (weights, digest) = read_vgg16(wpath)?;
+        let (net, digest) = network(wpath, &p.layer)?;
         if digest != vgg_weights::VGG16_NOTOP_DATA_DIGEST {
             ctx.progress().warn(format!(
                 "{} are not the pinned ImageNet VGG16 weights (data digest {})",
@@ -168,12 +206,6 @@ impl Stage for VggActivations {
                 &digest[..16]
             ));
         }
-        let specs = specs_through(&p.layer)?;
-        let convs = specs
-            .iter()
-            .filter(|s| matches!(s, LayerSpec::Conv(_)))
-            .count();
-        let net = ConvStack::from_weights(3, specs, &weights[..convs])?;
         vgg_extract::run_extraction(
             ctx,
             &net,

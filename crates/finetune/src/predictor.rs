@@ -1,0 +1,103 @@
+//! A cached fine-tuned network applied to new images (for `predict`): the pipeline's own
+//! stored-layer maps of every view, the trained top block and head, the views' probabilities
+//! averaged as in evaluation.
+
+use contracts::predictor::{ModelInputs, Predictor};
+use contracts::{ids, slots, NamedTensor};
+use pipeline::{RunRecord, Store};
+
+use crate::conv::Shape;
+use crate::model::{Head, Layer, Pooling, TopNet};
+use crate::stage::{view_averaged, Params};
+
+/// The weights a `finetune` run evaluated, its classes and its head's pooling.
+pub struct FinetunePredictor {
+    tensors: Vec<NamedTensor>,
+    classes: Vec<String>,
+    pooling: Pooling,
+}
+
+impl FinetunePredictor {
+    pub fn from_record(rec: &RunRecord, store: &Store) -> contracts::Result<Self> {
+        let p: Params = contracts::predictor::record_params(rec, ids::FINETUNE)?;
+        let (tensors, classes) = slots::nn_model(ids::FINETUNE)
+            .read_record::<(Vec<NamedTensor>, Vec<String>)>(rec, store)?;
+        Ok(FinetunePredictor {
+            tensors,
+            classes,
+            pooling: p.pooling,
+        })
+    }
+
+    /// The network for stored maps of `(h, w, c)`.
+    fn network(&self, (h, w, c0): (usize, usize, usize)) -> contracts::Result<TopNet> {
+        let mut layers = Vec::new();
+        let mut c = c0;
+        let get = |name: &str| {
+            self.tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| format!("the finetune model has no tensor `{name}`"))
+        };
+        for t in &self.tensors {
+            let Some(name) = t.name.strip_suffix(".kernel") else {
+                continue;
+            };
+            let [3, 3, tc, o] = t.shape[..] else {
+                return Err(format!("`{}` has shape {:?}", t.name, t.shape).into());
+            };
+            if tc != c {
+                return Err(
+                    format!("`{}` takes {tc} channels where the maps have {c}", t.name).into(),
+                );
+            }
+            let bias = get(&format!("{name}.bias"))?;
+            layers.push(Layer {
+                name: name.to_string(),
+                shape: Shape { h, w, c, o },
+                kernel: t.data.clone(),
+                bias: bias.data.clone(),
+            });
+            c = o;
+        }
+        if layers.is_empty() {
+            return Err("the finetune model has no convolution".into());
+        }
+        let hw = get("head.weight")?;
+        let [d, k] = hw.shape[..] else {
+            return Err(format!("`head.weight` has shape {:?}", hw.shape).into());
+        };
+        let want = TopNet::feature_len(self.pooling, (h / 2, w / 2, c));
+        if d != want || k != self.classes.len() {
+            return Err(format!(
+                "the head takes {d} features to {k} classes; {h}x{w} maps give {want}, and there are {} classes",
+                self.classes.len()
+            )
+            .into());
+        }
+        let head = Head {
+            pooling: self.pooling,
+            d,
+            k,
+            weight: hw.data.clone(),
+            bias: get("head.bias")?.data.clone(),
+        };
+        Ok(TopNet::new(layers, head))
+    }
+}
+
+impl Predictor for FinetunePredictor {
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn predict(&self, inputs: &mut dyn ModelInputs) -> contracts::Result<Vec<f32>> {
+        let n = inputs.len();
+        let (views, map) = inputs.activations()?;
+        let net = self.network(map)?;
+        view_averaged(&net, n, views.len(), |v, start, end, x| {
+            let len = map.0 * map.1 * map.2;
+            x.extend_from_slice(&views[v][start * len..end * len]);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    code_hash::emit()
+}
