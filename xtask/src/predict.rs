@@ -198,7 +198,7 @@ impl ModelInputs for Inputs<'_> {
         let probs = p.predict(self)?;
         Ok((probs, p.classes().to_vec()))
     }
-    fn activations(&mut self) -> contracts::Result<(Vec<Vec<f32>>, (usize, usize, usize))> {
+    fn activations(&mut self) -> contracts::Result<contracts::predictor::StoredMaps> {
         let rec = selected_record(self.plan, self.store, ids::VGG_ACTIVATIONS, self.model)?;
         let p = vgg_activations::Params::from_record(&rec)?;
         let wpath = self

@@ -25,9 +25,17 @@ pub trait ModelInputs {
     /// class names.
     fn probabilities(&mut self, model: &str) -> Result<(Vec<f32>, Vec<String>)>;
     /// The inner-layer maps `vgg-activations` stores, computed for the inputs as the
-    /// pipeline's run of that stage computed them: one `len x h x w x c` block per view (the
-    /// stage's views, in order), and `(h, w, c)`.
-    fn activations(&mut self) -> Result<(Vec<Vec<f32>>, (usize, usize, usize))>;
+    /// pipeline's run of that stage computed them, the stage's views in order.
+    fn activations(&mut self) -> Result<StoredMaps>;
+}
+
+/// An inner layer's maps of new inputs, per view (see [`ModelInputs::activations`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMaps {
+    /// One `len x h x w x c` block per view.
+    pub views: Vec<Vec<f32>>,
+    /// `(h, w, c)`.
+    pub shape: (usize, usize, usize),
 }
 
 /// A trained model, ready to predict.

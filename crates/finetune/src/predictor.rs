@@ -92,7 +92,8 @@ impl Predictor for FinetunePredictor {
     }
     fn predict(&self, inputs: &mut dyn ModelInputs) -> contracts::Result<Vec<f32>> {
         let n = inputs.len();
-        let (views, map) = inputs.activations()?;
+        let maps = inputs.activations()?;
+        let (views, map) = (&maps.views, maps.shape);
         let net = self.network(map)?;
         view_averaged(&net, n, views.len(), |v, start, end, x| {
             let len = map.0 * map.1 * map.2;

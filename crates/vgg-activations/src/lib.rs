@@ -4,6 +4,7 @@
 //! shards. The layers below it are frozen during fine-tuning, so their output is computed once
 //! and every fine-tuning epoch (and every retry) starts from it.
 
+use contracts::predictor::StoredMaps;
 use contracts::{ids, Backbone, SPLITS};
 use pipeline::{Artifacts, BoxError, Checked, MissingInput, Stage, StageContext, Store, Validate};
 use serde::{Deserialize, Serialize};
@@ -134,14 +135,14 @@ fn network(path: &std::path::Path, layer: &str) -> Result<(ConvStack, String), B
 }
 
 /// The maps the stage stores, for `n` preprocessed `size x size` RGB images outside the
-/// pipeline (`predict`): one `n x h x w x c` block per view of `p`, and `(h, w, c)`.
+/// pipeline (`predict`), every view of `p`.
 pub fn compute(
     p: &Params,
     weights: &std::path::Path,
     rgb: &[u8],
     n: usize,
     size: usize,
-) -> Result<(Vec<Vec<f32>>, (usize, usize, usize)), BoxError> {
+) -> Result<StoredMaps, BoxError> {
     let (net, _) = network(weights, &p.layer)?;
     let views = vgg_extract::extract(&net, &p.extraction(), rgb, (n, size, size), &mut |_| {})?;
     let shape = views.first().map_or((0, 0, 0), |v| v.shape);
@@ -153,7 +154,10 @@ pub fn compute(
         )
         .into());
     }
-    Ok((views.into_iter().map(|v| v.features).collect(), shape))
+    Ok(StoredMaps {
+        views: views.into_iter().map(|v| v.features).collect(),
+        shape,
+    })
 }
 
 /// The stage.
