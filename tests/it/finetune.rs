@@ -149,6 +149,21 @@ fn the_finetune_recipe_runs_end_to_end_and_reruns_only_what_a_change_touches() {
     };
     xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{e:#}"));
 
+    // The ablation ladder reads the stored maps as an extraction and tabulates the
+    // fine-tuned network with its training time; the frozen step is one more finetune run.
+    let (_, rows) = crate::run_ladder(
+        &p,
+        &globals,
+        "[[step]]\nname = \"frozen\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = [\"stage.finetune.params.frozen_epochs=4\"]\n[[step]]\nname = \"fine-tuned\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\n",
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert!(r["finetune"]["test"].as_f64().is_some(), "{r}");
+        assert!(r["finetune_seconds"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["descriptor"].as_str().unwrap().contains("conv5_2"), "{r}");
+    }
+
     assert!(
         p.run(&[], &set).ran().is_empty(),
         "a second run executes nothing"

@@ -63,6 +63,9 @@ pub struct Row {
     pub head: Option<(f64, f64)>,
     pub logreg: Option<(f64, f64)>,
     pub ensemble: Option<(f64, f64)>,
+    pub finetune: Option<(f64, f64)>,
+    /// The fine-tuning stage's seconds (0 when the step has none).
+    pub finetune_seconds: f64,
     /// The feature extraction's seconds (when it ran), images and views.
     pub extract_seconds: f64,
     pub images: u64,
@@ -152,14 +155,28 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
                 _ => Ok(None),
             }
         };
-        // The step's extraction, whichever backbone it ran.
-        let backbone = contracts::Backbone::ALL
+        // The step's extraction, whichever backbone it ran, or the stored maps fine-tuning
+        // starts from.
+        let (extraction, vp) = match contracts::Backbone::ALL
             .into_iter()
             .find(|b| config.stage(b.stage()).is_some())
-            .context("the step's pipeline has no vgg-extract or lite0-extract stage")?;
-        let extraction = record(&store, &summary, backbone.stage())
-            .with_context(|| format!("the step has no {} record", backbone.stage()))?;
-        let vp = crate::predict::extraction_params(backbone, &extraction)?;
+        {
+            Some(backbone) => {
+                let rec = record(&store, &summary, backbone.stage())
+                    .with_context(|| format!("the step has no {} record", backbone.stage()))?;
+                let vp = crate::predict::extraction_params(backbone, &rec)?;
+                (rec, vp)
+            }
+            None => {
+                let rec = record(&store, &summary, ids::VGG_ACTIVATIONS).context(
+                    "the step's pipeline has no vgg-extract, lite0-extract or vgg-activations record",
+                )?;
+                let vp = vgg_activations::Params::from_record(&rec)
+                    .map_err(anyhow::Error::from_boxed)?
+                    .extraction();
+                (rec, vp)
+            }
+        };
         let views = vp.views.len();
         let described = summary
             .records
@@ -174,12 +191,22 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
                 };
                 format!("{}; {used}", p.recipe())
             }
+            None if extraction.stage == ids::VGG_ACTIVATIONS => {
+                let layer = vgg_activations::Params::from_record(&extraction)
+                    .map_err(anyhow::Error::from_boxed)?
+                    .layer;
+                format!("stored {layer} maps, fine-tuned above")
+            }
             None => "pool5 (head: average; logreg: flattened)".to_string(),
         };
-        // Without `describe` the classifiers read the original view only.
+        // Without `describe` the classifiers read the original view only; fine-tuning reads
+        // every stored view.
         let used: Vec<String> = match &described {
             Some(p) if p.views.is_empty() => vp.views.iter().map(|v| v.name()).collect(),
             Some(p) => p.views.clone(),
+            None if extraction.stage == ids::VGG_ACTIVATIONS => {
+                vp.views.iter().map(|v| v.name()).collect()
+            }
             None => vec![contracts::ORIGINAL_VIEW.to_string()],
         };
         let size = record(&store, &summary, ids::PREPROCESS)
@@ -192,6 +219,11 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
             head: model(ids::HEAD_NN)?,
             logreg: model(ids::LOGREG)?,
             ensemble: model(ids::ENSEMBLE)?,
+            finetune: model(ids::FINETUNE)?,
+            finetune_seconds: summary
+                .records
+                .get(ids::FINETUNE)
+                .map_or(0.0, |r| r.seconds),
             extract_seconds: extraction.seconds,
             images: extraction
                 .usage
@@ -258,7 +290,7 @@ fn pct(v: Option<(f64, f64)>, test: bool) -> String {
 /// The table: one row per step.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| step | head-nn val | head-nn test | logreg val | logreg test | ensemble val | ensemble test | extraction | descriptor |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| step | head-nn val | head-nn test | logreg val | logreg test | ensemble val | ensemble test | finetune val | finetune test | fine-tuning | extraction | descriptor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let rate = if r.extract_seconds > 0.0 {
@@ -277,8 +309,13 @@ pub fn markdown(rows: &[Row]) -> String {
         } else {
             "-".into()
         };
+        let tuning = if r.finetune.is_some() {
+            format!("{:.0} s", r.finetune_seconds)
+        } else {
+            "-".into()
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {rate} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {tuning} | {rate} | {} |\n",
             r.name,
             pct(r.head, false),
             pct(r.head, true),
@@ -286,6 +323,8 @@ pub fn markdown(rows: &[Row]) -> String {
             pct(r.logreg, true),
             pct(r.ensemble, false),
             pct(r.ensemble, true),
+            pct(r.finetune, false),
+            pct(r.finetune, true),
             r.descriptor
         ));
     }
@@ -301,6 +340,8 @@ fn json_rows(rows: &[Row]) -> Value {
             "head-nn": acc(r.head),
             "logreg": acc(r.logreg),
             "ensemble": acc(r.ensemble),
+            "finetune": acc(r.finetune),
+            "finetune_seconds": r.finetune_seconds,
             "extract_seconds": r.extract_seconds,
             "images": r.images,
             "views": r.views,
@@ -317,6 +358,7 @@ fn figure_rows(rows: &[Row]) -> Vec<report::AblationRow> {
             head: r.head,
             logreg: r.logreg,
             ensemble: r.ensemble,
+            finetune: r.finetune,
         })
         .collect()
 }
@@ -355,6 +397,8 @@ mod tests {
             head: Some((0.5, 0.6)),
             logreg: None,
             ensemble: None,
+            finetune: (views_seconds < 50.0).then_some((0.8, 0.85)),
+            finetune_seconds: 300.0,
             extract_seconds: 100.0,
             images: 50,
             views: 3,
@@ -368,5 +412,8 @@ mod tests {
             lines[3].contains("| 100 s (3 views, 0.5 img/s; its views 40 s) |"),
             "{md}"
         );
+        // A fine-tuning step shows its accuracies and its training time.
+        assert!(lines[2].contains("| - | - | - | 100 s"), "{md}");
+        assert!(lines[3].contains("| 80.0 | 85.0 | 300 s | 100 s"), "{md}");
     }
 }

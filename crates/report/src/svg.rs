@@ -21,6 +21,7 @@ pub fn model_colour(model: &str) -> &'static str {
         "scratch-cnn" => SCRATCH,
         "head-nn" => HEAD,
         "logreg" => LOGREG,
+        "finetune" => "#E69F00",
         _ => "#CC79A7",
     }
 }
@@ -667,6 +668,7 @@ pub struct AblationRow {
     pub head: Option<(f64, f64)>,
     pub logreg: Option<(f64, f64)>,
     pub ensemble: Option<(f64, f64)>,
+    pub finetune: Option<(f64, f64)>,
 }
 
 /// The ablation ladder as a dot plot: one row per step, each model's test accuracy as a filled
@@ -674,7 +676,7 @@ pub struct AblationRow {
 pub fn ablation_figure(rows: &[AblationRow]) -> String {
     let values: Vec<f64> = rows
         .iter()
-        .flat_map(|r| [r.head, r.logreg, r.ensemble])
+        .flat_map(|r| [r.head, r.logreg, r.ensemble, r.finetune])
         .flatten()
         .flat_map(|(v, t)| [v, t])
         .collect();
@@ -705,6 +707,7 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
             ("head-nn", r.head, -6.0),
             ("logreg", r.logreg, 0.0),
             ("ensemble", r.ensemble, 6.0),
+            ("finetune", r.finetune, 12.0),
         ] {
             if let Some((val, test)) = v {
                 let c = model_colour(model);
@@ -739,6 +742,7 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
             ("head-nn (dot: test, ring: validation)", HEAD, false),
             ("logreg", LOGREG, false),
             ("ensemble", model_colour("ensemble"), false),
+            ("finetune", model_colour("finetune"), false),
         ],
     );
     s.finish()
