@@ -62,10 +62,19 @@ impl Packed {
         Packed { isa, k, n, buf }
     }
 
-    /// A row-major `k x n` matrix.
+    /// A row-major `k x n` matrix (copied a panel's row at a time).
     pub fn rows(isa: Isa, k: usize, n: usize, m: &[f32]) -> Packed {
         assert_eq!(m.len(), k * n);
-        Packed::new(isa, k, n, |r, c| m[r * n + c])
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
+        let mut buf = AlignedBuf::zeroed(panels * k * nr);
+        buf.par_chunks_mut(k * nr).enumerate().for_each(|(p, panel)| {
+            let (c0, w) = (p * nr, nr.min(n - p * nr));
+            for (r, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                dst[..w].copy_from_slice(&m[r * n + c0..r * n + c0 + w]);
+            }
+        });
+        Packed { isa, k, n, buf }
     }
 
     /// The transpose of a row-major `n x k` matrix.
@@ -299,7 +308,7 @@ pub fn backward(
             .par_chunks_exact_mut(p * k)
             .zip(x[first * s.input_len()..].par_chunks_exact(s.input_len()))
             .for_each(|(c, x)| im2col(x, s, c));
-        let b = Packed::new(isa, rows, k, |r, c| cols[r * k + c]);
+        let b = Packed::rows(isa, rows, k, &cols[..rows * k]);
         let zs = &gz[first * p * o..(first + g) * p * o];
         for ch in 0..o {
             for r in 0..rows {
