@@ -154,7 +154,7 @@ fn the_finetune_recipe_runs_end_to_end_and_reruns_only_what_a_change_touches() {
     let (_, rows) = crate::run_ladder(
         &p,
         &globals,
-        "[[step]]\nname = \"frozen\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = [\"stage.finetune.params.frozen_epochs=4\"]\n[[step]]\nname = \"fine-tuned\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\n",
+        "[[step]]\nname = \"frozen\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = [\"stage.finetune.params.frozen_epochs=4\"]\n[[step]]\nname = \"fine-tuned on 12x12 windows, 3x3 grid head\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = [\"stage.finetune.params.map_crop=12\", 'stage.finetune.params.pooling=\"avg3x3\"']\n",
     );
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -224,4 +224,10 @@ fn no_trained_epoch_keeps_the_pretrained_conv5_3_and_a_wrong_layer_is_refused() 
         e.contains("conv5_2") && e.contains("store a lower layer"),
         "{e}"
     );
+    let e = crate::failed_run_error(
+        &p,
+        "finetune",
+        &[w.as_str(), "stage.finetune.params.map_crop=16"],
+    );
+    assert!(e.contains("map_crop 16 is larger than the stored"), "{e}");
 }

@@ -68,12 +68,14 @@ impl Packed {
         let nr = isa.nr();
         let panels = n.div_ceil(nr);
         let mut buf = AlignedBuf::zeroed(panels * k * nr);
-        buf.par_chunks_mut(k * nr).enumerate().for_each(|(p, panel)| {
-            let (c0, w) = (p * nr, nr.min(n - p * nr));
-            for (r, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                dst[..w].copy_from_slice(&m[r * n + c0..r * n + c0 + w]);
-            }
-        });
+        buf.par_chunks_mut(k * nr)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let (c0, w) = (p * nr, nr.min(n - p * nr));
+                for (r, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                    dst[..w].copy_from_slice(&m[r * n + c0..r * n + c0 + w]);
+                }
+            });
         Packed { isa, k, n, buf }
     }
 

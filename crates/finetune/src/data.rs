@@ -66,16 +66,32 @@ impl SplitMaps {
 
     /// Appends the map of image `i`, view `v` to `out`; a NaN or infinite value is an error.
     pub fn push(&self, i: usize, v: usize, out: &mut Vec<f32>) -> Result<(), BoxError> {
+        let (h, w, _) = self.map;
+        self.push_window(i, v, (0, 0, h, w), out)
+    }
+
+    /// Appends the window `(y0, x0, h, w)` of the map of image `i`, view `v` to `out`.
+    pub fn push_window(
+        &self,
+        i: usize,
+        v: usize,
+        (y0, x0, wh, ww): (usize, usize, usize, usize),
+        out: &mut Vec<f32>,
+    ) -> Result<(), BoxError> {
         let ci = self.starts.partition_point(|&s| s <= i) - 1;
         let row = i - self.starts[ci];
         let bytes = self.chunks[ci].view_bytes(&self.views[v])?;
+        let (_, mw, c) = self.map;
         let len = self.map_len();
+        let map = &bytes[row * len * 4..(row + 1) * len * 4];
         let start = out.len();
-        out.extend(
-            bytes[row * len * 4..(row + 1) * len * 4]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        for y in y0..y0 + wh {
+            let line = &map[((y * mw + x0) * c) * 4..((y * mw + x0 + ww) * c) * 4];
+            out.extend(
+                line.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
         if out[start..].iter().any(|x| !x.is_finite()) {
             return Err(format!(
                 "{}: the stored map of image {} (view {}) holds a NaN or infinite value",

@@ -144,6 +144,28 @@ impl TopNet {
             .collect();
     }
 
+    /// The same network (the same parameters) for `h x w` input maps.
+    pub fn resized(&self, h: usize, w: usize) -> TopNet {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                shape: Shape { h, w, ..l.shape },
+                ..l.clone()
+            })
+            .collect();
+        let (_, _, c) = self.pool_shape();
+        let head = Head {
+            d: TopNet::feature_len(self.head.pooling, (h / 2, w / 2, c)),
+            ..self.head.clone()
+        };
+        assert_eq!(
+            head.d, self.head.d,
+            "the head's width depends on the map size"
+        );
+        TopNet::with_isa(self.isa, layers, head)
+    }
+
     /// Values of one input map.
     pub fn input_len(&self) -> usize {
         self.layers[0].shape.input_len()

@@ -16,6 +16,10 @@ use vgg_activations::{layer_of_layout, read_vgg16};
 /// Bump when results change without a source change.
 pub const CACHE_VERSION: u32 = 1;
 
+/// The random stream of the map crops (after nn-train's initialisation, shuffling and
+/// dropout streams).
+const STREAM_CROP: u64 = 4;
+
 /// The convolutions that can be trained.
 pub const TRAINABLE: [&str; 3] = ["conv5_1", "conv5_2", "conv5_3"];
 
@@ -52,6 +56,9 @@ pub struct Params {
     pub epochs: usize,
     pub frozen_epochs: usize,
     pub batch_size: usize,
+    /// Translation augmentation: each training row is a random `map_crop x map_crop` window
+    /// of its stored map (0: the whole map). Validation and evaluation see whole maps.
+    pub map_crop: usize,
     /// `sgd` or `adamw`.
     pub optimizer: OptimizerKind,
     /// Learning rates of the pretrained convolutions and of the head.
@@ -78,6 +85,7 @@ impl Default for Params {
             epochs: 6,
             frozen_epochs: 1,
             batch_size: 32,
+            map_crop: 0,
             optimizer: OptimizerKind::Adamw,
             lr_conv: 1e-5,
             lr_head: 1e-3,
@@ -104,6 +112,12 @@ impl Validate for Params {
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be positive".into());
+        }
+        if self.map_crop != 0 && (self.map_crop < 2 || self.map_crop % 2 != 0) {
+            return Err(format!(
+                "map_crop {} must be 0 (off) or an even side of at least 2",
+                self.map_crop
+            ));
         }
         if self.frozen_epochs > self.epochs {
             return Err(format!(
@@ -249,6 +263,7 @@ struct Trainer<'a> {
     val: &'a SplitMaps,
     first_trained: usize,
     dropout_rng: Rng,
+    crop_rng: Rng,
     step: usize,
     steps_per_epoch: usize,
     x: Vec<f32>,
@@ -270,9 +285,18 @@ impl Trainer<'_> {
         let views = self.train.views.len();
         self.x.clear();
         let mut y = Vec::with_capacity(rows.len());
+        let (h, w, _) = self.train.map;
         for &r in rows {
             let (img, v) = (r / views, r % views);
-            self.train.push(img, v, &mut self.x)?;
+            match self.p.map_crop {
+                0 => self.train.push(img, v, &mut self.x)?,
+                c => {
+                    let y0 = self.crop_rng.below((h - c + 1) as u64) as usize;
+                    let x0 = self.crop_rng.below((w - c + 1) as u64) as usize;
+                    self.train
+                        .push_window(img, v, (y0, x0, c, c), &mut self.x)?
+                }
+            }
             y.push(self.train.labels[img]);
         }
         Ok(y)
@@ -327,7 +351,8 @@ impl Trainable for Trainer<'_> {
     }
 
     fn validate(&mut self) -> nn_train::Result<(f64, f64)> {
-        let probs = probabilities(&self.net, self.val).map_err(|e| {
+        let (h, w, _) = self.val.map;
+        let probs = probabilities(&self.net.resized(h, w), self.val).map_err(|e| {
             let m = e.to_string();
             self.error = Some(e);
             nn_train::Error::Invalid(m)
@@ -446,7 +471,18 @@ impl Stage for Finetune {
             weight: vec![0.0; d * k],
             bias: vec![0.0; k],
         };
-        let net = TopNet::new(layers, head);
+        let full = TopNet::new(layers, head);
+        let net = match p.map_crop {
+            0 => full,
+            c if c <= train.map.0.min(train.map.1) => full.resized(c, c),
+            c => {
+                return Err(format!(
+                    "map_crop {c} is larger than the stored {:?} maps",
+                    train.map
+                )
+                .into())
+            }
+        };
         let rows = train.images() * train.views.len();
         let steps_per_epoch = rows.div_ceil(p.batch_size);
         ctx.progress().println(format!(
@@ -476,6 +512,7 @@ impl Stage for Finetune {
             val: &val,
             first_trained,
             dropout_rng: Rng::new(seed, nn_train::STREAM_DROPOUT),
+            crop_rng: Rng::new(seed, STREAM_CROP),
             step: 0,
             steps_per_epoch,
             x: Vec::new(),
@@ -498,7 +535,7 @@ impl Stage for Finetune {
             Some(inner) => inner,
             None => format!("{e} (stage `{}`)", ctx.stage()).into(),
         })?;
-        let mut net = t.net;
+        let mut net = t.net.resized(train.map.0, train.map.1);
         load_weights(&mut net, out.selected(p.evaluate))?;
         let e = evaluation(probabilities(&net, &eval)?, k, &eval.labels);
         nn_train::write_outputs(
