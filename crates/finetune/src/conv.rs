@@ -92,6 +92,7 @@ impl Packed {
 
 /// `C (m x n) = A (m x k) * B` (or `+=` with `accumulate`) for B's panels `p0..p1` (C's
 /// columns `p0 * nr ..`), `A` row-major at stride `lda`, `C` at stride `ldc`.
+#[allow(clippy::too_many_arguments)]
 fn matmul(
     a: &[f32],
     lda: usize,
@@ -256,6 +257,7 @@ pub struct LayerGrads {
 /// Backward pass of `y = ReLU(conv(x) + bias)` for `n` images, given `gy = dL/dy`: the kernel
 /// and bias gradients (summed over the images) and, if `want_input`, `dL/dx`. `kernel` is the
 /// `9c x o` row-major kernel of the forward pass.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     isa: Isa,
     s: Shape,

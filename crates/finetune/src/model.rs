@@ -457,6 +457,9 @@ impl Sgd {
     }
 }
 
+/// A parameter's AdamW state: its step count and first and second moments.
+type Moments = (u32, Vec<f32>, Vec<f32>);
+
 /// AdamW as PyTorch's `torch.optim.AdamW` (not amsgrad): `w *= 1 - lr * wd`;
 /// `m = b1 m + (1 - b1) g`; `v = b2 v + (1 - b2) g^2`;
 /// `w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`, `t` counting each parameter's
@@ -466,7 +469,7 @@ pub struct AdamW {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    state: Vec<Option<(u32, Vec<f32>, Vec<f32>)>>,
+    state: Vec<Option<Moments>>,
 }
 
 impl AdamW {

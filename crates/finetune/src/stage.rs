@@ -113,7 +113,7 @@ impl Validate for Params {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be positive".into());
         }
-        if self.map_crop != 0 && (self.map_crop < 2 || self.map_crop % 2 != 0) {
+        if self.map_crop != 0 && (self.map_crop < 2 || !self.map_crop.is_multiple_of(2)) {
             return Err(format!(
                 "map_crop {} must be 0 (off) or an even side of at least 2",
                 self.map_crop
