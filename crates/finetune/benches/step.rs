@@ -38,8 +38,7 @@ fn step(c: &mut Criterion) {
     c.bench_function("finetune step conv5_3 + head, 8 maps", |b| {
         b.iter(|| {
             let g = net.gradients(&x, &y, None, 0, false);
-            let grads: Vec<&[f32]> = vec![&g.layers[0].0, &g.layers[0].1, &g.head.0, &g.head.1];
-            opt.step(net.params_mut(), grads, &[1e-5, 1e-5, 1e-4, 1e-4]);
+            opt.step(net.params_mut(), g.slices(), &[1e-5, 1e-5, 1e-4, 1e-4]);
             net.parameters_changed();
         })
     });

@@ -64,16 +64,9 @@ fn main() {
     for r in 0..=reps {
         let t = Instant::now();
         let g = net.gradients(&x, &y, Some((&mask, 0.2)), 0, false);
-        let mut grads: Vec<&[f32]> = Vec::new();
-        for (k, b) in &g.layers {
-            grads.push(k);
-            grads.push(b);
-        }
-        grads.push(&g.head.0);
-        grads.push(&g.head.1);
         let mut lrs = vec![1e-3f32; 2 * n_layers];
         lrs.extend([1e-2, 1e-2]);
-        opt.step(net.params_mut(), grads, &lrs);
+        opt.step(net.params_mut(), g.slices(), &lrs);
         net.parameters_changed();
         let dt = t.elapsed().as_secs_f64();
         if r > 0 {

@@ -98,6 +98,21 @@ pub struct Grads {
     pub correct: usize,
 }
 
+impl Grads {
+    /// Every gradient in [`TopNet::params_mut`]'s order (empty for a frozen layer), for an
+    /// optimiser step.
+    pub fn slices(&self) -> Vec<&[f32]> {
+        let mut v: Vec<&[f32]> = Vec::with_capacity(2 * self.layers.len() + 2);
+        for (k, b) in &self.layers {
+            v.push(k);
+            v.push(b);
+        }
+        v.push(&self.head.0);
+        v.push(&self.head.1);
+        v
+    }
+}
+
 /// What a forward pass keeps for the backward pass.
 struct Forward {
     /// Each layer's output (after ReLU).

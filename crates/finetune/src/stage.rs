@@ -337,14 +337,7 @@ impl Trainable for Trainer<'_> {
             lrs.extend([lr as f32; 2]);
         }
         lrs.extend([(self.p.lr_head * f) as f32; 2]);
-        let mut grads: Vec<&[f32]> = Vec::new();
-        for (k, b) in &g.layers {
-            grads.push(k);
-            grads.push(b);
-        }
-        grads.push(&g.head.0);
-        grads.push(&g.head.1);
-        self.opt.step(self.net.params_mut(), grads, &lrs);
+        self.opt.step(self.net.params_mut(), g.slices(), &lrs);
         self.net.parameters_changed();
         self.step += 1;
         Ok((g.loss, g.correct))

@@ -104,15 +104,7 @@ fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
                     &f32s(&st, "g_x"),
                 );
             }
-            let grads: Vec<&[f32]> = vec![
-                &g.layers[0].0,
-                &g.layers[0].1,
-                &g.layers[1].0,
-                &g.layers[1].1,
-                &g.head.0,
-                &g.head.1,
-            ];
-            opt.step(net.params_mut(), grads, &lrs);
+            opt.step(net.params_mut(), g.slices(), &lrs);
             net.parameters_changed();
             close(
                 "W1",
@@ -167,15 +159,7 @@ fn two_adamw_steps_equal_pytorch() {
         let g = net.gradients(&x, &y, None, 0, false);
         let want = f32s(&st, &format!("adamw_loss{step}"))[0] as f64;
         assert!((g.loss / 3.0 - want).abs() < 1e-5, "step {step}");
-        let grads: Vec<&[f32]> = vec![
-            &g.layers[0].0,
-            &g.layers[0].1,
-            &g.layers[1].0,
-            &g.layers[1].1,
-            &g.head.0,
-            &g.head.1,
-        ];
-        opt.step(net.params_mut(), grads, &lrs);
+        opt.step(net.params_mut(), g.slices(), &lrs);
         net.parameters_changed();
         for (what, got) in [
             ("w1", &net.layers[0].kernel),
