@@ -337,9 +337,6 @@ pub fn backward(
             }
         }
     }
-    if n == 0 {
-        dk.fill(0.0);
-    }
     let input = want_input.then(|| {
         let kt = Packed::transposed(isa, o, k, kernel);
         let mut dx = vec![0.0f32; n * s.input_len()];

@@ -377,7 +377,6 @@ impl TopNet {
                 }
             }
         }
-        let _ = &fwd.pooled;
         let stop = if want_input { 0 } else { first_trained };
         for l in (stop..self.layers.len()).rev() {
             let layer = &self.layers[l];

@@ -435,7 +435,10 @@ impl Stage for Finetune {
             .to_string();
         let (classes, k) =
             nn_train::class_list(&slots::activations(outputs::TRAINING).input(ctx)?)?;
-        let train = open(outputs::TRAINING)?;
+        let train = SplitMaps::open(
+            &tr_reader,
+            &format!("{}.{}", ids::VGG_ACTIVATIONS, outputs::TRAINING),
+        )?;
         let val = open(outputs::VALIDATION)?;
         let eval = open(outputs::EVALUATION)?;
         if train.images() == 0 || val.images() == 0 {

@@ -7,21 +7,15 @@ use finetune::model::{Head, Layer, Pooling, Sgd, TopNet};
 use vgg_extract::kernels::Isa;
 
 fn fixture() -> safetensors::SafeTensors<'static> {
-    let bytes = std::fs::read(concat!(
+    let bytes = fixtures::read(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/grad_step.safetensors"
-    ))
-    .expect("fixture");
+        "tests/fixtures/grad_step.safetensors",
+    );
     safetensors::SafeTensors::deserialize(Box::leak(bytes.into_boxed_slice())).expect("fixture")
 }
 
 fn f32s(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap_or_else(|_| panic!("no {name}"))
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    fixtures::f32s(st, name).1
 }
 
 fn close(what: &str, got: &[f32], want: &[f32]) {
@@ -72,13 +66,7 @@ fn net(st: &safetensors::SafeTensors<'_>, isa: Isa) -> TopNet {
 fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
     let st = fixture();
     let x = f32s(&st, "x");
-    let y: Vec<u32> = st
-        .tensor("y")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect();
+    let y: Vec<u32> = fixtures::i64s(&st, "y").iter().map(|&v| v as u32).collect();
     for isa in Isa::available() {
         let mut net = net(&st, isa);
         let mut opt = Sgd::new(0.9, 5e-4);

