@@ -50,9 +50,11 @@ mod tests;
 pub use error::{Error, Result};
 
 /// The packed GEMM and its instruction-set dispatch, for the other backbone
-/// (`lite0-extract`'s 1x1 convolutions).
+/// (`lite0-extract`'s 1x1 convolutions), and the Winograd F(4x4, 3x3) tile transforms, for
+/// `finetune`'s training convolutions.
 pub mod kernels {
     pub use crate::gemm::{gemm, microkernel, pack_b, AlignedBuf, Isa, Job};
+    pub use crate::winograd::{Lanes, Tile as WinogradTile, F4 as WinogradF4};
 }
 pub(crate) use finite::{nan_max, nan_relu};
 pub use input::InputConvention;

@@ -353,18 +353,18 @@ struct Geometry {
 /// `L` channels of one tile position, combined element-wise; the compiler turns each
 /// operation into vector instructions.
 #[derive(Clone, Copy)]
-struct Lanes<const L: usize>([f32; L]);
+pub struct Lanes<const L: usize>(pub [f32; L]);
 
 impl<const L: usize> Lanes<L> {
-    const ZERO: Self = Lanes([0.0; L]);
+    pub const ZERO: Self = Lanes([0.0; L]);
 
     #[inline(always)]
-    fn load(s: &[f32]) -> Self {
+    pub fn load(s: &[f32]) -> Self {
         Lanes(s[..L].try_into().unwrap())
     }
 
     #[inline(always)]
-    fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+    pub fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
         let mut r = self.0;
         for (a, b) in r.iter_mut().zip(o.0) {
             *a = f(*a, b);
@@ -416,7 +416,7 @@ impl<const L: usize> std::ops::Mul<Lanes<L>> for f32 {
 /// numbered rows first. (Written without closures, which the compiler may keep out of line and
 /// compile for the baseline target, and without pre-initialised arrays, which it would fill
 /// with zeros on every call.)
-trait Tile {
+pub trait Tile {
     /// Outputs per tile side.
     const M: usize;
     /// Transformed tile side, `M + 2`.
@@ -466,7 +466,7 @@ fn put<const L: usize>(v: &mut [f32], at: usize, plane: usize, xi: usize, x: Lan
 /// F(2x2, 3x3).
 struct F2;
 /// F(4x4, 3x3).
-struct F4;
+pub struct F4;
 
 /// `B^T x` for F(2x2, 3x3): `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
 #[inline(always)]
