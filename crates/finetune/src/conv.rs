@@ -1,22 +1,36 @@
 //! 3x3 convolutions with padding 1, stride 1, bias and ReLU (VGG's) on channels-last maps, and
-//! their backward pass, on `vgg-extract`'s packed GEMM micro-kernels.
+//! their backward pass, by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, 2015) on
+//! `vgg-extract`'s tile transforms and packed GEMM micro-kernels.
 //!
-//! - Forward: per image, the `(h*w) x 9c` patch matrix times the `(9c) x o` kernel.
-//! - Input gradient: per image, the output gradient times the transposed kernel, folded back
-//!   onto the input (col2im).
-//! - Kernel gradient: `dW^T (o x 9c) += dZ^T (o x g*h*w) * patches (g*h*w x 9c)` for groups
-//!   of [`GROUP`] images in order, the columns split among threads.
+//! The maps are cut into 4x4 output tiles, each computed from a 6x6 input patch `d`:
+//! `Y = A^T [U ⊙ V] A` with `V = B^T d B` and `U = G g G^T`. Summed over input channels, the
+//! element-wise product is 36 GEMMs (one per tile position `xi`), 4x fewer multiplications
+//! than a direct convolution (3x at 14x14, whose tiles cover 16x16). The backward pass is the
+//! adjoint of the same algebra, on the same 36 positions:
 //!
-//! Every output value is one chain of fused multiply-adds in a fixed order (the micro-kernels
-//! do not block the inner dimension), so results are the same bits on AVX-512 and AVX2 and for
-//! any thread count.
+//! - `dM = A dY A^T` per output tile (the output gradient, transformed once);
+//! - input gradient: `dV[xi] = dM[xi] * U[xi]^T`, then `B dV B^T` added onto the tile's patch;
+//! - kernel gradient: `dU[xi] = V[xi]^T * dM[xi]` summed over every tile of the batch, then
+//!   `G^T dU G`.
+//!
+//! Every GEMM value is one chain of fused multiply-adds over its whole inner dimension (the
+//! micro-kernels do not block it), the transforms are the same additions and multiplications
+//! on 16 or 1 lanes, and tile patches are added in one order: results are the same bits on
+//! AVX-512 and AVX2 and for any thread count. Rounding: the transforms scale by up to 8 and by
+//! 1/6 and 1/24, about one decimal digit of `f32` accuracy (gradients within 1e-4 of scale of
+//! PyTorch's, `tests/grad_fixture.rs`).
 
 use rayon::prelude::*;
 use std::cell::RefCell;
-use vgg_extract::kernels::{microkernel, AlignedBuf, Isa};
+use std::sync::OnceLock;
+use vgg_extract::kernels::{
+    microkernel, AlignedBuf, Isa, Job, Lanes, WinogradF4 as F4, WinogradTile as Tile,
+};
 
-/// Images per kernel-gradient product (its inner dimension is `GROUP * h * w`).
-pub const GROUP: usize = 4;
+/// Transformed positions per tile (6x6).
+const XI: usize = 36;
+/// Output tile side.
+const M: usize = 4;
 
 /// One convolution's geometry: an `h x w x c` input, `o` filters, an `h x w x o` output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,201 +61,621 @@ impl Shape {
     }
 }
 
-/// A right-hand side `B` (`k x n`) packed in panels of `isa.nr()` columns.
-pub struct Packed {
-    isa: Isa,
+/// Right-hand sides `B` (`k x n`), one per tile position, packed in panels of `nr` columns
+/// (`panel[p][r][j] = B[r][p * nr + j]`, zero-padded), `XI` of them back to back.
+struct Panels {
     k: usize,
     n: usize,
-    buf: AlignedBuf,
+    nr: usize,
 }
 
-impl Packed {
-    /// `B[r][c] = b(r, c)`.
-    pub fn new(isa: Isa, k: usize, n: usize, b: impl Fn(usize, usize) -> f32) -> Packed {
-        let buf = vgg_extract::kernels::pack_b(k, n, isa.nr(), b);
-        Packed { isa, k, n, buf }
-    }
-
-    /// A row-major `k x n` matrix (copied a panel's row at a time).
-    pub fn rows(isa: Isa, k: usize, n: usize, m: &[f32]) -> Packed {
-        assert_eq!(m.len(), k * n);
-        let nr = isa.nr();
-        let panels = n.div_ceil(nr);
-        let mut buf = AlignedBuf::zeroed(panels * k * nr);
-        buf.par_chunks_mut(k * nr)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                let (c0, w) = (p * nr, nr.min(n - p * nr));
-                for (r, dst) in panel.chunks_exact_mut(nr).enumerate() {
-                    dst[..w].copy_from_slice(&m[r * n + c0..r * n + c0 + w]);
-                }
-            });
-        Packed { isa, k, n, buf }
-    }
-
-    /// The transpose of a row-major `n x k` matrix.
-    pub fn transposed(isa: Isa, k: usize, n: usize, m: &[f32]) -> Packed {
-        assert_eq!(m.len(), k * n);
-        Packed::new(isa, k, n, |r, c| m[c * k + r])
-    }
-
+impl Panels {
     fn panels(&self) -> usize {
-        self.n.div_ceil(self.isa.nr())
+        self.n.div_ceil(self.nr)
+    }
+
+    /// Values per position.
+    fn per_position(&self) -> usize {
+        self.panels() * self.k * self.nr
+    }
+
+    /// Packs one position's `B`, whose row `r` is `row(r)` (`n` values), into `dst`.
+    fn pack_rows<'a>(&self, dst: &mut [f32], row: impl Fn(usize) -> &'a [f32]) {
+        let (k, n, nr) = (self.k, self.n, self.nr);
+        for r in 0..k {
+            let src = &row(r)[..n];
+            for p in 0..self.panels() {
+                let (c0, w) = (p * nr, nr.min(n - p * nr));
+                let d = &mut dst[(p * k + r) * nr..][..nr];
+                d[..w].copy_from_slice(&src[c0..c0 + w]);
+                d[w..].fill(0.0);
+            }
+        }
     }
 }
 
-/// `C (m x n) = A (m x k) * B` (or `+=` with `accumulate`) for B's panels `p0..p1` (C's
-/// columns `p0 * nr ..`), `A` row-major at stride `lda`, `C` at stride `ldc`.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    a: &[f32],
-    lda: usize,
-    m: usize,
-    b: &Packed,
-    (p0, p1): (usize, usize),
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let (isa, k) = (b.isa, b.k);
-    let (mr, nr) = (isa.mr(), isa.nr());
-    let n = (p1 * nr).min(b.n) - p0 * nr;
-    if m == 0 || n == 0 {
-        return;
+/// A layer's kernel transformed (`U = G g G^T`) and packed: per tile position, `c x o` for
+/// the forward pass and, packed when first asked for, `o x c` for the input gradient.
+pub struct Kernel {
+    isa: Isa,
+    s: Shape,
+    fwd: AlignedBuf,
+    bwd: OnceLock<AlignedBuf>,
+}
+
+impl Kernel {
+    /// Transforms and packs a kernel (`9c x o`, row-major: row `(ky * 3 + kx) * c + ch`).
+    pub fn new(isa: Isa, s: Shape, kernel: &[f32]) -> Kernel {
+        let f = Kernel::fwd_panels(isa, s);
+        let mut k = Kernel {
+            isa,
+            s,
+            fwd: AlignedBuf::zeroed(XI * f.per_position()),
+            bwd: OnceLock::new(),
+        };
+        k.update(kernel);
+        k
     }
-    assert!(p1 <= b.panels() && p0 < p1);
-    assert!(a.len() >= (m - 1) * lda + k && lda >= k);
-    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n);
-    let mut tile = [0.0f32; 12 * 32];
-    let mut a_edge = vec![0.0f32; mr * k];
-    for p in p0..p1 {
-        let cols = nr.min(b.n - p * nr);
-        let bp = b.buf[p * k * nr..].as_ptr();
-        for g in 0..m.div_ceil(mr) {
-            let rows = mr.min(m - g * mr);
-            let (ap, la) = if rows < mr {
-                a_edge.fill(0.0);
-                for r in 0..rows {
-                    let src = &a[(g * mr + r) * lda..][..k];
-                    a_edge[r * k..(r + 1) * k].copy_from_slice(src);
-                }
-                (a_edge.as_ptr(), k)
-            } else {
-                (a[g * mr * lda..].as_ptr(), lda)
-            };
-            let c0 = g * mr * ldc + (p - p0) * nr;
-            // SAFETY: the asserts above keep rows `g*mr..g*mr+rows` of A (or the zero-padded
-            // copy of `mr` rows) and panel `p` (`k * nr` values) inside their buffers; a whole
-            // tile of C is inside `c`, a partial one goes through `tile`; `isa` came from
-            // `Isa::detect` or `Isa::available`.
-            unsafe {
-                if rows == mr && cols == nr {
-                    microkernel(isa, k, ap, la, bp, c[c0..].as_mut_ptr(), ldc, accumulate);
-                } else {
-                    if accumulate {
-                        for r in 0..rows {
-                            tile[r * nr..r * nr + cols].copy_from_slice(&c[c0 + r * ldc..][..cols]);
+
+    fn fwd_panels(isa: Isa, s: Shape) -> Panels {
+        Panels {
+            k: s.c,
+            n: s.o,
+            nr: isa.nr(),
+        }
+    }
+
+    fn bwd_panels(isa: Isa, s: Shape) -> Panels {
+        Panels {
+            k: s.o,
+            n: s.c,
+            nr: isa.nr(),
+        }
+    }
+
+    /// Transforms and packs new values of the same kernel into the same buffer.
+    pub fn update(&mut self, kernel: &[f32]) {
+        let (isa, s) = (self.isa, self.s);
+        assert_eq!(kernel.len(), s.kernel_len());
+        let (c, o) = (s.c, s.o);
+        let f = Kernel::fwd_panels(isa, s);
+        self.bwd = OnceLock::new();
+        scratch([c * XI * o], |[u]| {
+            // u[ch][xi][f]
+            u.par_chunks_mut(XI * o).enumerate().for_each(|(ch, u)| {
+                isa.dispatch(KernelJob {
+                    kernel,
+                    c,
+                    o,
+                    ch,
+                    u,
+                })
+            });
+            let u = &*u;
+            self.fwd
+                .par_chunks_mut(f.per_position())
+                .enumerate()
+                .for_each(|(xi, fw)| f.pack_rows(fw, |ch| &u[(ch * XI + xi) * o..][..o]));
+        });
+    }
+
+    /// `U[xi]^T` (`o x c`) packed, for the input gradient: the forward panels transposed.
+    fn bwd(&self) -> &AlignedBuf {
+        self.bwd.get_or_init(|| {
+            let (f, b) = (
+                Kernel::fwd_panels(self.isa, self.s),
+                Kernel::bwd_panels(self.isa, self.s),
+            );
+            let (c, o, nr) = (self.s.c, self.s.o, self.isa.nr());
+            let mut bwd = AlignedBuf::zeroed(XI * b.per_position());
+            bwd.par_chunks_mut(b.per_position())
+                .zip(self.fwd.par_chunks(f.per_position()))
+                .for_each(|(bw, fw)| {
+                    for q in 0..f.panels() {
+                        for ch in 0..c {
+                            let (p, j) = (ch / nr, ch % nr);
+                            let src = &fw[(q * c + ch) * nr..][..nr];
+                            for (jj, v) in src.iter().enumerate().take(o - q * nr) {
+                                bw[(p * o + q * nr + jj) * nr + j] = *v;
+                            }
                         }
                     }
-                    microkernel(isa, k, ap, la, bp, tile.as_mut_ptr(), nr, accumulate);
-                    for r in 0..rows {
-                        c[c0 + r * ldc..][..cols].copy_from_slice(&tile[r * nr..r * nr + cols]);
-                    }
-                }
-            }
-        }
+                });
+            bwd
+        })
     }
 }
 
-/// Writes the `(h*w) x 9c` patch matrix of `x` (`h x w x c`, zero outside) into `cols`; the
-/// column of input channel `ch` at kernel position `(ky, kx)` is `(ky * 3 + kx) * c + ch`.
-pub fn im2col(x: &[f32], s: Shape, cols: &mut [f32]) {
-    let (h, w, c, k) = (s.h, s.w, s.c, s.k());
-    for oy in 0..h {
-        for ox in 0..w {
-            let row = &mut cols[(oy * w + ox) * k..][..k];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let d = &mut row[(ky * 3 + kx) * c..][..c];
-                    let (iy, ix) = ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
-                    if iy < h && ix < w {
-                        d.copy_from_slice(&x[(iy * w + ix) * c..][..c]);
-                    } else {
-                        d.fill(0.0);
-                    }
-                }
-            }
-        }
-    }
+/// The tile grid of a batch, and the padded widths of the buffers.
+#[derive(Clone, Copy)]
+struct Grid {
+    th: usize,
+    tw: usize,
+    /// Tiles of the batch.
+    t: usize,
+    /// `t` rounded up to the micro-kernel's rows.
+    tp: usize,
+    /// `o` and `c` rounded up to whole panels.
+    op: usize,
+    cp: usize,
+    /// `c` rounded up to the micro-kernel's rows.
+    cm: usize,
 }
 
-/// Adds the patch gradients `dcols` (`(h*w) x 9c`) onto the input gradient `dx` (`h x w x c`).
-pub fn col2im_add(dcols: &[f32], s: Shape, dx: &mut [f32]) {
-    let (h, w, c, k) = (s.h, s.w, s.c, s.k());
-    for oy in 0..h {
-        for ox in 0..w {
-            let row = &dcols[(oy * w + ox) * k..][..k];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let (iy, ix) = ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
-                    if iy < h && ix < w {
-                        let d = &mut dx[(iy * w + ix) * c..][..c];
-                        for (d, v) in d.iter_mut().zip(&row[(ky * 3 + kx) * c..][..c]) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
+impl Grid {
+    fn new(isa: Isa, s: Shape, n: usize) -> Grid {
+        let (th, tw) = (s.h.div_ceil(M), s.w.div_ceil(M));
+        let t = n * th * tw;
+        let (mr, nr) = (isa.mr(), isa.nr());
+        Grid {
+            th,
+            tw,
+            t,
+            tp: t.div_ceil(mr) * mr,
+            op: s.o.div_ceil(nr) * nr,
+            cp: s.c.div_ceil(nr) * nr,
+            cm: s.c.div_ceil(mr) * mr,
         }
+    }
+
+    fn per_image(&self) -> usize {
+        self.th * self.tw
     }
 }
 
 thread_local! {
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    COLS.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() < len {
-            c.resize(len, 0.0);
+/// `K` scratch buffers of the given lengths (reused between calls on a thread, so their
+/// contents are stale: every user writes all it reads).
+fn scratch<const K: usize, R>(lens: [usize; K], f: impl FnOnce([&mut [f32]; K]) -> R) -> R {
+    let mut bufs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if bufs.len() < K {
+        bufs.resize_with(K, Vec::new);
+    }
+    for (b, &l) in bufs.iter_mut().zip(&lens) {
+        if b.len() < l {
+            b.resize(l, 0.0);
         }
-        f(&mut c[..len])
-    })
+    }
+    let r = {
+        let mut it = bufs.iter_mut().zip(lens);
+        f(std::array::from_fn(|_| {
+            let (b, l) = it.next().expect("K buffers");
+            &mut b[..l]
+        }))
+    };
+    SCRATCH.with(|s| *s.borrow_mut() = bufs);
+    r
 }
 
-/// The kernel (`9c x o`, row-major) packed for the forward pass.
-pub fn pack_kernel(isa: Isa, s: Shape, kernel: &[f32]) -> Packed {
-    Packed::rows(isa, s.k(), s.o, kernel)
+/// Raw pointer to a buffer whose disjoint parts parallel tasks write.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: tasks write disjoint elements, and the buffer outlives the loop that uses it.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
 }
 
-/// `out = ReLU(conv(x) + bias)` for `n` images (`x`: `n x h x w x c`; `out`: `n x h x w x o`).
-pub fn forward(s: Shape, x: &[f32], n: usize, kernel: &Packed, bias: &[f32], out: &mut [f32]) {
-    assert_eq!(x.len(), n * s.input_len());
-    assert_eq!(out.len(), n * s.output_len());
-    assert_eq!((kernel.k, kernel.n, bias.len()), (s.k(), s.o, s.o));
-    x.par_chunks_exact(s.input_len())
-        .zip(out.par_chunks_exact_mut(s.output_len()))
-        .for_each(|(x, y)| {
-            with_cols(s.p() * s.k(), |cols| {
-                im2col(x, s, cols);
-                matmul(
-                    cols,
-                    s.k(),
-                    s.p(),
-                    kernel,
-                    (0, kernel.panels()),
-                    y,
-                    s.o,
-                    false,
-                );
-            });
-            for px in y.chunks_exact_mut(s.o) {
-                for (v, b) in px.iter_mut().zip(bias) {
-                    *v = (*v + b).max(0.0);
+/// `C[xi] = A[xi] * B[xi]` for the 36 positions: `A[xi]` is `rows x k` at `a[xi * a_pos..]`
+/// with row stride `lda`; `B[xi]` is packed in `b` as `layout` says; `C[xi]` is
+/// `rows x (panels * nr)` at `c[xi * c_pos..]` with row stride `ldc`; `rows` is a multiple
+/// of the micro-kernel's rows.
+#[allow(clippy::too_many_arguments)]
+fn gemm_positions(
+    isa: Isa,
+    rows: usize,
+    a: &[f32],
+    a_pos: usize,
+    lda: usize,
+    (layout, b): (&Panels, &[f32]),
+    c: &mut [f32],
+    c_pos: usize,
+    ldc: usize,
+) {
+    let (k, panels) = (layout.k, layout.panels());
+    let (mr, nr) = (isa.mr(), isa.nr());
+    if rows == 0 || panels == 0 {
+        return;
+    }
+    assert_eq!(layout.nr, nr);
+    assert!(rows.is_multiple_of(mr) && lda >= k && ldc >= panels * nr);
+    assert!((XI - 1) * a_pos + (rows - 1) * lda + k <= a.len());
+    assert!(b.len() >= XI * layout.per_position());
+    assert!((XI - 1) * c_pos + (rows - 1) * ldc + panels * nr <= c.len());
+    const CHUNK: usize = 4;
+    let chunks = panels.div_ceil(CHUNK);
+    let out = SharedMut(c.as_mut_ptr());
+    (0..XI * chunks).into_par_iter().for_each(|unit| {
+        let (xi, ch) = (unit / chunks, unit % chunks);
+        let (p0, p1) = (ch * CHUNK, ((ch + 1) * CHUNK).min(panels));
+        for g in 0..rows / mr {
+            let ap = a[xi * a_pos + g * mr * lda..].as_ptr();
+            for p in p0..p1 {
+                let bp = b[xi * layout.per_position() + p * k * nr..].as_ptr();
+                // SAFETY: the asserts above keep rows `g*mr..(g+1)*mr` of `A[xi]`, panel `p`
+                // of `B[xi]` (`k * nr` values) and whole panels of `C[xi]` inside `a`, `b`
+                // and `c`; units write disjoint (position, panel) blocks of C; `isa` came
+                // from `Isa::detect` or `Isa::available`.
+                unsafe {
+                    microkernel(
+                        isa,
+                        k,
+                        ap,
+                        lda,
+                        bp,
+                        out.ptr().add(xi * c_pos + g * mr * ldc + p * nr),
+                        ldc,
+                        false,
+                    );
                 }
             }
+        }
+    });
+}
+
+/// The 36 rows of tile `t`'s 6x6 input patch (`zeros` outside the map).
+fn patch<'a>(s: Shape, g: Grid, x: &'a [f32], zeros: &'a [f32], t: usize) -> [&'a [f32]; XI] {
+    let c = s.c;
+    let (img, r) = (t / g.per_image(), t % g.per_image());
+    let (ty, tx) = (r / g.tw, r % g.tw);
+    let mut src: [&[f32]; XI] = [zeros; XI];
+    for dy in 0..6 {
+        let yy = (M * ty + dy).wrapping_sub(1);
+        if yy >= s.h {
+            continue; // zero padding (above the image wraps around)
+        }
+        for dx in 0..6 {
+            let xx = (M * tx + dx).wrapping_sub(1);
+            if xx < s.w {
+                let p = (img * s.h + yy) * s.w + xx;
+                src[dy * 6 + dx] = &x[p * c..(p + 1) * c];
+            }
+        }
+    }
+    src
+}
+
+/// `V = B^T d B` of every tile: `v[t][xi][ch]`, `tp` rows of `36 c` (padding rows zero).
+fn input_transform(isa: Isa, s: Shape, g: Grid, x: &[f32], v: &mut [f32]) {
+    let c = s.c;
+    let zeros = vec![0.0f32; c];
+    v.par_chunks_mut(XI * c)
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(t, v)| {
+            if t >= g.t {
+                v.fill(0.0);
+            } else {
+                let src = patch(s, g, x, &zeros, t);
+                isa.dispatch(InputJob { src: &src, c, v });
+            }
         });
+}
+
+struct InputJob<'a> {
+    src: &'a [&'a [f32]; XI],
+    c: usize,
+    v: &'a mut [f32],
+}
+
+impl Job for InputJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let mut ch = 0;
+        while ch + 16 <= self.c {
+            F4::input::<16>(self.src, ch, self.v, ch, self.c);
+            ch += 16;
+        }
+        while ch < self.c {
+            F4::input::<1>(self.src, ch, self.v, ch, self.c);
+            ch += 1;
+        }
+    }
+}
+
+/// Tiles per block of the transposed input transform.
+const TB: usize = 16;
+
+/// `V` of every tile, transposed per position: `vt[xi][ch][t]` (`cm` rows of `t` per position,
+/// rows `ch >= c` zero). Blocks of [`TB`] tiles are transformed into a small buffer, then
+/// written a row segment of `TB` tiles at a time.
+fn input_transform_transposed(isa: Isa, s: Shape, g: Grid, x: &[f32], vt: &mut [f32]) {
+    let c = s.c;
+    let zeros = vec![0.0f32; c];
+    let out = SharedMut(vt.as_mut_ptr());
+    assert!(vt.len() >= XI * g.cm * g.t);
+    (0..g.t.div_ceil(TB)).into_par_iter().for_each(|b| {
+        let t0 = b * TB;
+        let tiles = TB.min(g.t - t0);
+        let src: [[&[f32]; XI]; TB] =
+            std::array::from_fn(|i| patch(s, g, x, &zeros, (t0 + i).min(g.t - 1)));
+        // This block writes columns `t0..t0 + tiles` of every row, which no other block
+        // writes; `vt` holds `XI * cm` rows of `t` (asserted above).
+        isa.dispatch(InputTJob {
+            src: &src,
+            c,
+            rows: g.cm,
+            t: g.t,
+            t0,
+            tiles,
+            out,
+        });
+    });
+    vt[..XI * g.cm * g.t]
+        .par_chunks_mut(g.cm * g.t)
+        .for_each(|p| p[c * g.t..].fill(0.0));
+}
+
+struct InputTJob<'a> {
+    src: &'a [[&'a [f32]; XI]; TB],
+    c: usize,
+    rows: usize,
+    t: usize,
+    t0: usize,
+    tiles: usize,
+    out: SharedMut,
+}
+
+impl Job for InputTJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let mut buf = [0.0f32; XI * TB * 16];
+        let mut ch = 0;
+        while ch + 16 <= self.c {
+            self.channels::<16>(ch, &mut buf);
+            ch += 16;
+        }
+        while ch < self.c {
+            self.channels::<1>(ch, &mut buf);
+            ch += 1;
+        }
+    }
+}
+
+impl InputTJob<'_> {
+    /// Channels `ch..ch + L` of the block: `buf[xi][tile][lane]`, then row segments.
+    #[inline(always)]
+    fn channels<const L: usize>(&self, ch: usize, buf: &mut [f32; XI * TB * 16]) {
+        for (i, src) in self.src.iter().enumerate() {
+            F4::input::<L>(src, ch, buf, i * L, TB * L);
+        }
+        for xi in 0..XI {
+            for l in 0..L {
+                let mut seg = [0.0f32; TB];
+                for (i, v) in seg.iter_mut().enumerate() {
+                    *v = buf[(xi * TB + i) * L + l];
+                }
+                let row = xi * self.rows + ch + l;
+                // SAFETY: rows `< XI * cm` of `t` values are inside `vt`, and columns
+                // `t0..t0 + tiles` belong to this job alone (see `input_transform_transposed`).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        seg.as_ptr(),
+                        self.out.ptr().add(row * self.t + self.t0),
+                        self.tiles,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `out = ReLU(A^T m A + bias)` of every tile, `m[t][xi][f]` (rows of `36 op`).
+fn output_transform(isa: Isa, s: Shape, g: Grid, m: &[f32], bias: &[f32], out: &mut [f32]) {
+    out.par_chunks_exact_mut(s.output_len())
+        .enumerate()
+        .for_each(|(img, out)| {
+            isa.dispatch(OutputJob {
+                s,
+                g,
+                m,
+                bias,
+                img,
+                out,
+            })
+        });
+}
+
+struct OutputJob<'a> {
+    s: Shape,
+    g: Grid,
+    m: &'a [f32],
+    bias: &'a [f32],
+    img: usize,
+    out: &'a mut [f32],
+}
+
+impl Job for OutputJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let OutputJob {
+            s,
+            g,
+            m,
+            bias,
+            img,
+            out,
+        } = self;
+        for r in 0..g.per_image() {
+            let (ty, tx) = (r / g.tw, r % g.tw);
+            let at = (img * g.per_image() + r) * XI * g.op;
+            let mut f = 0;
+            while f + 16 <= s.o {
+                emit::<16>(s, m, at + f, g.op, &bias[f..], (ty, tx), f, out);
+                f += 16;
+            }
+            while f < s.o {
+                emit::<1>(s, m, at + f, g.op, &bias[f..], (ty, tx), f, out);
+                f += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit<const L: usize>(
+    s: Shape,
+    m: &[f32],
+    at: usize,
+    plane: usize,
+    bias: &[f32],
+    (ty, tx): (usize, usize),
+    f: usize,
+    out: &mut [f32],
+) {
+    let y = F4::output::<L>(m, at, plane);
+    let b = Lanes::<L>::load(bias);
+    for (i, row) in y.iter().enumerate() {
+        let oy = M * ty + i;
+        if oy >= s.h {
+            break;
+        }
+        for (j, v) in row.iter().enumerate() {
+            let ox = M * tx + j;
+            if ox >= s.w {
+                break;
+            }
+            let v = v.zip(b, |v, b| (v + b).max(0.0));
+            out[(oy * s.w + ox) * s.o + f..][..L].copy_from_slice(&v.0);
+        }
+    }
+}
+
+/// `ReLU(conv(x) + bias)` for `n` images (`x`: `n x h x w x c`; `out`: `n x h x w x o`).
+pub fn forward(s: Shape, x: &[f32], n: usize, kernel: &Kernel, bias: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), n * s.input_len());
+    assert_eq!(out.len(), n * s.output_len());
+    assert_eq!((kernel.s, bias.len()), (s, s.o));
+    let (isa, g) = (kernel.isa, Grid::new(kernel.isa, s, n));
+    scratch([g.tp * XI * s.c, g.tp * XI * g.op], |[v, m]| {
+        input_transform(isa, s, g, x, v);
+        let fwd = Kernel::fwd_panels(isa, s);
+        gemm_positions(
+            isa,
+            g.tp,
+            v,
+            s.c,
+            XI * s.c,
+            (&fwd, &kernel.fwd),
+            m,
+            g.op,
+            XI * g.op,
+        );
+        output_transform(isa, s, g, m, bias, out);
+    });
+}
+
+/// `x` as `G x` (`G` of F(4x4, 3x3)), a 3-vector to a 6-vector.
+#[inline(always)]
+fn g6<const L: usize>([x0, x1, x2]: [Lanes<L>; 3]) -> [Lanes<L>; 6] {
+    const SIXTH: f32 = 1.0 / 6.0;
+    let (a, b) = (x0 + x2, (1.0 / 24.0) * x0 + SIXTH * x2);
+    [
+        0.25 * x0,
+        (-SIXTH) * (a + x1),
+        (-SIXTH) * (a - x1),
+        b + (1.0 / 12.0) * x1,
+        b - (1.0 / 12.0) * x1,
+        x2,
+    ]
+}
+
+/// `G^T y`, a 6-vector to a 3-vector.
+#[inline(always)]
+fn gt6<const L: usize>([y0, y1, y2, y3, y4, y5]: [Lanes<L>; 6]) -> [Lanes<L>; 3] {
+    const SIXTH: f32 = 1.0 / 6.0;
+    let (p, q) = (y1 + y2, y3 + y4);
+    let (r, d) = (y2 - y1, y3 - y4);
+    [
+        0.25 * y0 - SIXTH * p + (1.0 / 24.0) * q,
+        SIXTH * r + (1.0 / 12.0) * d,
+        SIXTH * (q - p) + y5,
+    ]
+}
+
+/// `A y` (`A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+/// [0, 1, -1, 8, -8, 1]]`), a 4-vector to a 6-vector.
+#[inline(always)]
+fn a6<const L: usize>([y0, y1, y2, y3]: [Lanes<L>; 4]) -> [Lanes<L>; 6] {
+    let (e, f) = (y0 + y2, y1 + y3);
+    let (e4, f2) = (y0 + 4.0 * y2, 2.0 * y1 + 8.0 * y3);
+    [y0, e + f, e - f, e4 + f2, e4 - f2, y3]
+}
+
+/// `B x` (`B^T` as in `vgg-extract`'s input transform), a 6-vector to a 6-vector.
+#[inline(always)]
+fn b6<const L: usize>([x0, x1, x2, x3, x4, x5]: [Lanes<L>; 6]) -> [Lanes<L>; 6] {
+    let (p, q) = (x2 - x1, x3 - x4);
+    let (r, t) = (x1 + x2, x3 + x4);
+    [
+        4.0 * x0,
+        4.0 * p + 2.0 * (x4 - x3) + 4.0 * x5,
+        (-5.0) * x0 - 4.0 * r - t,
+        2.0 * q - p - 5.0 * x5,
+        x0 + r + t,
+        x5,
+    ]
+}
+
+/// `U = G g G^T` of one input channel for every filter: `u[xi][f]`.
+struct KernelJob<'a> {
+    kernel: &'a [f32],
+    c: usize,
+    o: usize,
+    ch: usize,
+    u: &'a mut [f32],
+}
+
+impl Job for KernelJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let mut f = 0;
+        let mut job = self;
+        while f + 16 <= job.o {
+            job.filters::<16>(f);
+            f += 16;
+        }
+        while f < job.o {
+            job.filters::<1>(f);
+            f += 1;
+        }
+    }
+}
+
+impl KernelJob<'_> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // `i` indexes three arrays
+    fn filters<const L: usize>(&mut self, f: usize) {
+        let (c, o) = (self.c, self.o);
+        let mut cols = [[Lanes::<L>::ZERO; 6]; 3];
+        for (kx, col) in cols.iter_mut().enumerate() {
+            let mut g = [Lanes::<L>::ZERO; 3];
+            for (ky, v) in g.iter_mut().enumerate() {
+                *v = Lanes::load(&self.kernel[((ky * 3 + kx) * c + self.ch) * o + f..]);
+            }
+            *col = g6(g);
+        }
+        for i in 0..6 {
+            let row = g6([cols[0][i], cols[1][i], cols[2][i]]);
+            for (j, v) in row.iter().enumerate() {
+                self.u[(i * 6 + j) * o + f..][..L].copy_from_slice(&v.0);
+            }
+        }
+    }
 }
 
 /// Gradients of one convolution layer for a batch.
@@ -254,107 +688,311 @@ pub struct LayerGrads {
     pub input: Option<Vec<f32>>,
 }
 
+/// `dM = A dZ A^T` of every output tile, where `dZ` is `gy` where `y > 0` (the ReLU's
+/// gradient) and zero elsewhere: `dm[t][xi][f]`, `tp` rows of `36 o` (padding rows zero).
+fn grad_output_transform(isa: Isa, s: Shape, g: Grid, (y, gy): (&[f32], &[f32]), dm: &mut [f32]) {
+    dm.par_chunks_mut(XI * s.o)
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(t, dm)| {
+            if t >= g.t {
+                dm.fill(0.0);
+            } else {
+                isa.dispatch(GradOutJob { s, g, y, gy, t, dm });
+            }
+        });
+}
+
+struct GradOutJob<'a> {
+    s: Shape,
+    g: Grid,
+    y: &'a [f32],
+    gy: &'a [f32],
+    t: usize,
+    dm: &'a mut [f32],
+}
+
+impl Job for GradOutJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(mut self) {
+        let mut f = 0;
+        while f + 16 <= self.s.o {
+            self.filters::<16>(f);
+            f += 16;
+        }
+        while f < self.s.o {
+            self.filters::<1>(f);
+            f += 1;
+        }
+    }
+}
+
+impl GradOutJob<'_> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // `i` indexes three arrays
+    fn filters<const L: usize>(&mut self, f: usize) {
+        let (s, g) = (self.s, self.g);
+        let (img, r) = (self.t / g.per_image(), self.t % g.per_image());
+        let (ty, tx) = (r / g.tw, r % g.tw);
+        // Columns of the 4x4 output gradient (zero outside the map), each through `A`.
+        let mut cols = [[Lanes::<L>::ZERO; 6]; 4];
+        for (j, col) in cols.iter_mut().enumerate() {
+            let ox = M * tx + j;
+            let mut d = [Lanes::<L>::ZERO; 4];
+            if ox < s.w {
+                for (i, v) in d.iter_mut().enumerate() {
+                    let oy = M * ty + i;
+                    if oy < s.h {
+                        let at = ((img * s.h + oy) * s.w + ox) * s.o + f;
+                        let (y, gy) =
+                            (Lanes::<L>::load(&self.y[at..]), Lanes::load(&self.gy[at..]));
+                        *v = y.zip(gy, |y, g| if y > 0.0 { g } else { 0.0 });
+                    }
+                }
+            }
+            *col = a6(d);
+        }
+        for i in 0..6 {
+            let row = a6([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+            for (j, v) in row.iter().enumerate() {
+                self.dm[(i * 6 + j) * s.o + f..][..L].copy_from_slice(&v.0);
+            }
+        }
+    }
+}
+
+/// Adds `B dV B^T` of every tile of image `img` onto its patch of `dx` (one image's map).
+struct InputGradJob<'a> {
+    s: Shape,
+    g: Grid,
+    dv: &'a [f32],
+    img: usize,
+    dx: &'a mut [f32],
+}
+
+impl Job for InputGradJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(mut self) {
+        for r in 0..self.g.per_image() {
+            let mut ch = 0;
+            while ch + 16 <= self.s.c {
+                self.channels::<16>(r, ch);
+                ch += 16;
+            }
+            while ch < self.s.c {
+                self.channels::<1>(r, ch);
+                ch += 1;
+            }
+        }
+    }
+}
+
+impl InputGradJob<'_> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // `i` indexes three arrays
+    fn channels<const L: usize>(&mut self, r: usize, ch: usize) {
+        let (s, g) = (self.s, self.g);
+        let (ty, tx) = (r / g.tw, r % g.tw);
+        let at = ((self.img * g.per_image() + r) * XI) * g.cp + ch;
+        let mut cols = [[Lanes::<L>::ZERO; 6]; 6];
+        for (j, col) in cols.iter_mut().enumerate() {
+            let mut d = [Lanes::<L>::ZERO; 6];
+            for (i, v) in d.iter_mut().enumerate() {
+                *v = Lanes::load(&self.dv[at + (i * 6 + j) * g.cp..]);
+            }
+            *col = b6(d);
+        }
+        for i in 0..6 {
+            let yy = (M * ty + i).wrapping_sub(1);
+            if yy >= s.h {
+                continue; // the padding (above the map wraps around)
+            }
+            let row = b6([
+                cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i],
+            ]);
+            for (j, v) in row.iter().enumerate() {
+                let xx = (M * tx + j).wrapping_sub(1);
+                if xx < s.w {
+                    let d = &mut self.dx[(yy * s.w + xx) * s.c + ch..][..L];
+                    let sum = Lanes::<L>::load(d) + *v;
+                    d.copy_from_slice(&sum.0);
+                }
+            }
+        }
+    }
+}
+
+/// `dW = G^T dU G` of input channel `ch` for every filter, from `du[xi * pos + f]`, into rows
+/// `tap * c + ch` of the kernel gradient `dk` (`9c x o`).
+struct KernelGradJob<'a> {
+    c: usize,
+    o: usize,
+    ch: usize,
+    du: &'a [f32],
+    pos: usize,
+    dk: SharedMut,
+}
+
+impl Job for KernelGradJob<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let mut f = 0;
+        while f + 16 <= self.o {
+            self.filters::<16>(f);
+            f += 16;
+        }
+        while f < self.o {
+            self.filters::<1>(f);
+            f += 1;
+        }
+    }
+}
+
+impl KernelGradJob<'_> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // `ky` indexes six arrays
+    fn filters<const L: usize>(&self, f: usize) {
+        let mut cols = [[Lanes::<L>::ZERO; 3]; 6];
+        for (j, col) in cols.iter_mut().enumerate() {
+            let mut d = [Lanes::<L>::ZERO; 6];
+            for (i, v) in d.iter_mut().enumerate() {
+                *v = Lanes::load(&self.du[(i * 6 + j) * self.pos + f..]);
+            }
+            *col = gt6(d);
+        }
+        for ky in 0..3 {
+            let row = gt6([
+                cols[0][ky],
+                cols[1][ky],
+                cols[2][ky],
+                cols[3][ky],
+                cols[4][ky],
+                cols[5][ky],
+            ]);
+            for (kx, v) in row.iter().enumerate() {
+                let at = ((ky * 3 + kx) * self.c + self.ch) * self.o + f;
+                // SAFETY: `dk` holds `9 c o` values; this row is the job's own (see where
+                // it is made) and `f + L <= o`.
+                unsafe { std::ptr::copy_nonoverlapping(v.0.as_ptr(), self.dk.ptr().add(at), L) };
+            }
+        }
+    }
+}
+
 /// Backward pass of `y = ReLU(conv(x) + bias)` for `n` images, given `gy = dL/dy`: the kernel
-/// and bias gradients (summed over the images) and, if `want_input`, `dL/dx`. `kernel` is the
-/// `9c x o` row-major kernel of the forward pass.
-#[allow(clippy::too_many_arguments)]
+/// and bias gradients (summed over the images) and, if `want_input`, `dL/dx`.
 pub fn backward(
-    isa: Isa,
     s: Shape,
     x: &[f32],
     y: &[f32],
     gy: &[f32],
     n: usize,
-    kernel: &[f32],
+    kernel: &Kernel,
     want_input: bool,
 ) -> LayerGrads {
     assert_eq!(x.len(), n * s.input_len());
     assert_eq!(y.len(), n * s.output_len());
     assert_eq!(gy.len(), y.len());
-    assert_eq!(kernel.len(), s.kernel_len());
-    let (p, k, o) = (s.p(), s.k(), s.o);
-    // dZ: the gradient before the ReLU.
-    let gz: Vec<f32> = y
-        .par_chunks(1 << 16)
-        .zip(gy.par_chunks(1 << 16))
-        .flat_map_iter(|(y, g)| {
-            y.iter()
-                .zip(g)
-                .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+    assert_eq!(kernel.s, s);
+    let (c, o) = (s.c, s.o);
+    let (isa, g) = (kernel.isa, Grid::new(kernel.isa, s, n));
+    // The bias gradient: per image in parallel, then summed over the images in order.
+    let per_image: Vec<Vec<f32>> = y
+        .par_chunks_exact(s.output_len())
+        .zip(gy.par_chunks_exact(s.output_len()))
+        .map(|(y, gy)| {
+            let mut b = vec![0.0f32; o];
+            for (y, gy) in y.chunks_exact(o).zip(gy.chunks_exact(o)) {
+                for ((b, &y), &g) in b.iter_mut().zip(y).zip(gy) {
+                    *b += if y > 0.0 { g } else { 0.0 };
+                }
+            }
+            b
         })
         .collect();
     let mut bias = vec![0.0f32; o];
-    for px in gz.chunks_exact(o) {
-        for (b, g) in bias.iter_mut().zip(px) {
-            *b += g;
+    for b in &per_image {
+        for (s, v) in bias.iter_mut().zip(b) {
+            *s += v;
         }
     }
-    // Kernel gradient, transposed: dW^T (o x 9c), columns split among tasks.
-    let nr = isa.nr();
-    let panels = k.div_ceil(nr);
-    let per_task = panels
-        .div_ceil(4 * rayon::current_num_threads().max(1))
-        .max(1);
-    let ranges: Vec<(usize, usize)> = (0..panels)
-        .step_by(per_task)
-        .map(|p0| (p0, (p0 + per_task).min(panels)))
-        .collect();
-    let mut blocks: Vec<Vec<f32>> = ranges
-        .iter()
-        .map(|&(p0, p1)| vec![0.0f32; o * ((p1 * nr).min(k) - p0 * nr)])
-        .collect();
-    let mut cols = vec![0.0f32; GROUP * p * k];
-    let mut gzt = vec![0.0f32; o * GROUP * p];
-    for (gi, first) in (0..n).step_by(GROUP).enumerate() {
-        let g = GROUP.min(n - first);
-        let rows = g * p;
-        cols[..rows * k]
-            .par_chunks_exact_mut(p * k)
-            .zip(x[first * s.input_len()..].par_chunks_exact(s.input_len()))
-            .for_each(|(c, x)| im2col(x, s, c));
-        let b = Packed::rows(isa, rows, k, &cols[..rows * k]);
-        let zs = &gz[first * p * o..(first + g) * p * o];
-        for ch in 0..o {
-            for r in 0..rows {
-                gzt[ch * rows + r] = zs[r * o + ch];
-            }
-        }
-        let gzt = &gzt[..o * rows];
-        blocks
-            .par_iter_mut()
-            .zip(&ranges)
-            .for_each(|(blk, &(p0, p1))| {
-                let width = (p1 * nr).min(k) - p0 * nr;
-                matmul(gzt, rows, o, &b, (p0, p1), blk, width, gi > 0);
+    let lens = [
+        XI * g.cm * g.t,
+        g.tp * XI * o,
+        XI * g.op * g.t,
+        XI * g.cm * g.op,
+        if want_input { g.tp * XI * g.cp } else { 0 },
+    ];
+    scratch(lens, |[vt, dm, dmp, du, dv]| {
+        input_transform_transposed(isa, s, g, x, vt);
+        grad_output_transform(isa, s, g, (y, gy), dm);
+        // dU^T[xi] (c x o) = V[xi]^T (c x t) * dM[xi] (t x o).
+        let dmp_layout = Panels {
+            k: g.t,
+            n: o,
+            nr: isa.nr(),
+        };
+        let dm = &*dm;
+        dmp.par_chunks_mut(dmp_layout.per_position())
+            .enumerate()
+            .for_each(|(xi, dst)| {
+                dmp_layout.pack_rows(dst, |t| &dm[(t * XI + xi) * o..][..o]);
             });
-    }
-    let mut dk = vec![0.0f32; k * o];
-    for (blk, &(p0, p1)) in blocks.iter().zip(&ranges) {
-        let width = (p1 * nr).min(k) - p0 * nr;
-        for ch in 0..o {
-            for j in 0..width {
-                dk[(p0 * nr + j) * o + ch] = blk[ch * width + j];
-            }
+        gemm_positions(
+            isa,
+            g.cm,
+            vt,
+            g.cm * g.t,
+            g.t,
+            (&dmp_layout, dmp),
+            du,
+            g.cm * g.op,
+            g.op,
+        );
+        let mut dk = vec![0.0f32; 9 * c * o];
+        let out = SharedMut(dk.as_mut_ptr());
+        let du = &*du;
+        (0..c).into_par_iter().for_each(|ch| {
+            // Rows `(tap * 3 + kx) * c + ch` of `dk` belong to this channel alone.
+            isa.dispatch(KernelGradJob {
+                c,
+                o,
+                ch,
+                du: &du[ch * g.op..],
+                pos: g.cm * g.op,
+                dk: out,
+            })
+        });
+        let input = want_input.then(|| {
+            // dV[xi] (t x c) = dM[xi] (t x o) * U[xi]^T (o x c).
+            let bwd = Kernel::bwd_panels(isa, s);
+            gemm_positions(
+                isa,
+                g.tp,
+                dm,
+                o,
+                XI * o,
+                (&bwd, kernel.bwd()),
+                dv,
+                g.cp,
+                XI * g.cp,
+            );
+            let mut dx = vec![0.0f32; n * s.input_len()];
+            let dv = &*dv;
+            dx.par_chunks_exact_mut(s.input_len())
+                .enumerate()
+                .for_each(|(img, dx)| isa.dispatch(InputGradJob { s, g, dv, img, dx }));
+            dx
+        });
+        LayerGrads {
+            kernel: dk,
+            bias,
+            input,
         }
-    }
-    let input = want_input.then(|| {
-        let kt = Packed::transposed(isa, o, k, kernel);
-        let mut dx = vec![0.0f32; n * s.input_len()];
-        dx.par_chunks_exact_mut(s.input_len())
-            .zip(gz.par_chunks_exact(s.output_len()))
-            .for_each(|(dx, gz)| {
-                with_cols(p * k, |dcols| {
-                    matmul(gz, o, p, &kt, (0, kt.panels()), dcols, k, false);
-                    col2im_add(dcols, s, dx);
-                });
-            });
-        dx
-    });
-    LayerGrads {
-        kernel: dk,
-        bias,
-        input,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +1012,7 @@ mod tests {
     }
 
     /// Direct convolution in f64, before the ReLU.
+    #[allow(clippy::needless_range_loop)] // `ky` indexes six arrays
     fn conv_naive(x: &[f32], s: Shape, kernel: &[f32], bias: &[f32]) -> Vec<f64> {
         let mut out = vec![0.0; s.output_len()];
         for oy in 0..s.h {
@@ -415,7 +1054,7 @@ mod tests {
         let mut first: Option<Vec<f32>> = None;
         for isa in Isa::available() {
             let mut y = vec![0.0; n * S.output_len()];
-            forward(S, &x, n, &pack_kernel(isa, S, &kern), &bias, &mut y);
+            forward(S, &x, n, &Kernel::new(isa, S, &kern), &bias, &mut y);
             for i in 0..n {
                 let want = conv_naive(&x[i * S.input_len()..][..S.input_len()], S, &kern, &bias);
                 for (a, b) in y[i * S.output_len()..].iter().zip(&want) {
@@ -426,6 +1065,89 @@ mod tests {
                 match &first {
                     None => first = Some(y),
                     Some(f) => assert_eq!(f, &y, "{isa:?} differs"),
+                }
+            }
+        }
+    }
+
+    /// Direct backward pass in f64 for `n` images, given the forward's `y` (its ReLU mask)
+    /// and `gy`: (kernel gradient `9c x o`, input gradient).
+    #[allow(clippy::needless_range_loop)] // `ky` indexes six arrays
+    fn backward_naive(
+        s: Shape,
+        x: &[f32],
+        y: &[f32],
+        gy: &[f32],
+        n: usize,
+        kernel: &[f32],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut dk = vec![0.0f64; s.kernel_len()];
+        let mut dx = vec![0.0f64; n * s.input_len()];
+        for i in 0..n {
+            for oy in 0..s.h {
+                for ox in 0..s.w {
+                    for f in 0..s.o {
+                        let at = i * s.output_len() + (oy * s.w + ox) * s.o + f;
+                        if y[at] <= 0.0 {
+                            continue;
+                        }
+                        let g = gy[at] as f64;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) =
+                                    ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
+                                if iy >= s.h || ix >= s.w {
+                                    continue;
+                                }
+                                for c in 0..s.c {
+                                    let xi = i * s.input_len() + (iy * s.w + ix) * s.c + c;
+                                    let ki = ((ky * 3 + kx) * s.c + c) * s.o + f;
+                                    dk[ki] += g * x[xi] as f64;
+                                    dx[xi] += g * kernel[ki] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dk, dx)
+    }
+
+    /// Every gradient value against the direct computation in f64, on maps whose sides are
+    /// not multiples of the tile and channel counts that are not multiples of the lanes.
+    #[test]
+    fn backward_matches_a_direct_computation_everywhere() {
+        let s = Shape {
+            h: 7,
+            w: 9,
+            c: 19,
+            o: 35,
+        };
+        let n = 3;
+        let x: Vec<f32> = values(n * s.input_len(), 8)
+            .iter()
+            .map(|v| v.abs())
+            .collect();
+        let kern = values(s.kernel_len(), 9);
+        let bias: Vec<f32> = values(s.o, 10).iter().map(|b| b * 0.1).collect();
+        let gy = values(n * s.output_len(), 11);
+        for isa in Isa::available() {
+            let k = Kernel::new(isa, s, &kern);
+            let mut y = vec![0.0; n * s.output_len()];
+            forward(s, &x, n, &k, &bias, &mut y);
+            let g = backward(s, &x, &y, &gy, n, &k, true);
+            let (dk, dx) = backward_naive(s, &x, &y, &gy, n, &kern);
+            for (what, got, want) in [
+                ("dW", &g.kernel, &dk),
+                ("dx", g.input.as_ref().unwrap(), &dx),
+            ] {
+                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (*a as f64 - b).abs() <= 1e-5 * scale,
+                        "{isa:?} {what}[{i}] {a} {b} (scale {scale})"
+                    );
                 }
             }
         }
@@ -453,8 +1175,8 @@ mod tests {
         let mut first: Option<(Vec<f32>, Vec<f32>, Vec<f32>)> = None;
         for isa in Isa::available() {
             let mut y = vec![0.0; n * S.output_len()];
-            forward(S, &x, n, &pack_kernel(isa, S, &kern), &bias, &mut y);
-            let g = backward(isa, S, &x, &y, &probe, n, &kern, true);
+            forward(S, &x, n, &Kernel::new(isa, S, &kern), &bias, &mut y);
+            let g = backward(S, &x, &y, &probe, n, &Kernel::new(isa, S, &kern), true);
             let dx = g.input.clone().unwrap();
             let eps = 1e-3f32;
             for &i in &[0usize, 17, 100, S.kernel_len() - 1] {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use vgg_extract::kernels::Isa;
 
-use crate::conv::{self, Packed, Shape};
+use crate::conv::{self, Kernel, Shape};
 
 /// How the head pools the pool5 maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +130,7 @@ pub struct TopNet {
     pub layers: Vec<Layer>,
     pub head: Head,
     isa: Isa,
-    packed: Vec<Packed>,
+    packed: Vec<Kernel>,
 }
 
 impl TopNet {
@@ -152,11 +152,17 @@ impl TopNet {
     }
 
     fn repack(&mut self) {
-        self.packed = self
-            .layers
-            .iter()
-            .map(|l| conv::pack_kernel(self.isa, l.shape, &l.kernel))
-            .collect();
+        if self.packed.len() == self.layers.len() {
+            for (k, l) in self.packed.iter_mut().zip(&self.layers) {
+                k.update(&l.kernel);
+            }
+        } else {
+            self.packed = self
+                .layers
+                .iter()
+                .map(|l| Kernel::new(self.isa, l.shape, &l.kernel))
+                .collect();
+        }
     }
 
     /// The same network (the same parameters) for `h x w` input maps.
@@ -383,13 +389,12 @@ impl TopNet {
             let input = if l == 0 { x } else { &fwd.acts[l - 1] };
             let need_dx = l > stop || (l == 0 && want_input);
             let g = conv::backward(
-                self.isa,
                 layer.shape,
                 input,
                 &fwd.acts[l],
                 &gy,
                 n,
-                &layer.kernel,
+                &self.packed[l],
                 need_dx,
             );
             if l >= first_trained {

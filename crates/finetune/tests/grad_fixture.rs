@@ -135,6 +135,12 @@ fn a_frozen_layer_gets_no_gradient_and_the_trained_ones_are_unchanged_by_it() {
     assert_eq!(head_only.head, all.head);
 }
 
+/// Adam divides each gradient by its own running magnitude, so an element whose gradient is
+/// exactly zero in PyTorch (here a kernel tap that meets only zeros of the sparse ReLU maps:
+/// every product of the direct convolution is zero) moves by up to the learning rate in a
+/// direction set by rounding, once the gradient is computed another way (Winograd's transforms
+/// leave ~1e-9 of scale there). Those elements are held to that bound; all others to PyTorch's
+/// values within 1e-4 of scale.
 #[test]
 fn two_adamw_steps_equal_pytorch() {
     let st = fixture();
@@ -143,21 +149,50 @@ fn two_adamw_steps_equal_pytorch() {
     let mut net = net(&st, Isa::detect());
     let mut opt = finetune::model::AdamW::new(0.01);
     let lrs = [1e-3, 1e-3, 1e-3, 1e-3, 1e-2, 1e-2];
+    let exact_zero =
+        |name: &str| -> Vec<bool> { f32s(&st, name).iter().map(|&g| g == 0.0).collect() };
+    let zero = [
+        exact_zero("g_w1"),
+        exact_zero("g_b1"),
+        exact_zero("g_w2"),
+        exact_zero("g_b2"),
+        exact_zero("g_hw"),
+        exact_zero("g_hb"),
+    ];
+    assert!(zero[2].iter().any(|&z| z), "the fixture has exact zeros");
     for step in 1..=2 {
         let g = net.gradients(&x, &y, None, 0, false);
         let want = f32s(&st, &format!("adamw_loss{step}"))[0] as f64;
         assert!((g.loss / 3.0 - want).abs() < 1e-5, "step {step}");
         opt.step(net.params_mut(), g.slices(), &lrs);
         net.parameters_changed();
-        for (what, got) in [
+        for (i, (what, got)) in [
             ("w1", &net.layers[0].kernel),
             ("b1", &net.layers[0].bias),
             ("w2", &net.layers[1].kernel),
             ("b2", &net.layers[1].bias),
             ("hw", &net.head.weight),
             ("hb", &net.head.bias),
-        ] {
-            close(what, got, &f32s(&st, &format!("adamw_{what}_{step}")));
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let want = f32s(&st, &format!("adamw_{what}_{step}"));
+            let keep = |v: &[f32], z: bool| -> Vec<f32> {
+                v.iter()
+                    .zip(&zero[i])
+                    .filter(|(_, &zz)| zz == z)
+                    .map(|(x, _)| *x)
+                    .collect()
+            };
+            close(what, &keep(got, false), &keep(&want, false));
+            for (g, w) in keep(got, true).iter().zip(keep(&want, true)) {
+                let bound = lrs[i] * 2.0 * step as f32 + 1e-6;
+                assert!(
+                    (g - w).abs() <= bound,
+                    "{what}: {g} vs PyTorch {w} where its gradient is zero"
+                );
+            }
         }
     }
 }
