@@ -81,4 +81,14 @@ fn main() {
         batch as f64 / md,
         times.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>()
     );
+    // The same bits on every instruction set and thread count: a digest of the weights after
+    // the steps, to compare between runs.
+    let bytes: Vec<u8> = net
+        .layers
+        .iter()
+        .flat_map(|l| l.kernel.iter().chain(&l.bias))
+        .chain(&net.head.weight)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    println!("weights after {} steps: {}", reps + 1, blake3::hash(&bytes).to_hex());
 }

@@ -78,20 +78,6 @@ impl Panels {
     fn per_position(&self) -> usize {
         self.panels() * self.k * self.nr
     }
-
-    /// Packs one position's `B`, whose row `r` is `row(r)` (`n` values), into `dst`.
-    fn pack_rows<'a>(&self, dst: &mut [f32], row: impl Fn(usize) -> &'a [f32]) {
-        let (k, n, nr) = (self.k, self.n, self.nr);
-        for r in 0..k {
-            let src = &row(r)[..n];
-            for p in 0..self.panels() {
-                let (c0, w) = (p * nr, nr.min(n - p * nr));
-                let d = &mut dst[(p * k + r) * nr..][..nr];
-                d[..w].copy_from_slice(&src[c0..c0 + w]);
-                d[w..].fill(0.0);
-            }
-        }
-    }
 }
 
 /// A layer's kernel transformed (`U = G g G^T`) and packed: per tile position, `c x o` for
@@ -137,25 +123,19 @@ impl Kernel {
     pub fn update(&mut self, kernel: &[f32]) {
         let (isa, s) = (self.isa, self.s);
         assert_eq!(kernel.len(), s.kernel_len());
-        let (c, o) = (s.c, s.o);
         let f = Kernel::fwd_panels(isa, s);
+        assert!(self.fwd.len() >= XI * f.per_position());
         self.bwd = OnceLock::new();
-        scratch([c * XI * o], |[u]| {
-            // u[ch][xi][f]
-            u.par_chunks_mut(XI * o).enumerate().for_each(|(ch, u)| {
-                isa.dispatch(KernelJob {
-                    kernel,
-                    c,
-                    o,
-                    ch,
-                    u,
-                })
-            });
-            let u = &*u;
-            self.fwd
-                .par_chunks_mut(f.per_position())
-                .enumerate()
-                .for_each(|(xi, fw)| f.pack_rows(fw, |ch| &u[(ch * XI + xi) * o..][..o]));
+        let out = SharedMut(self.fwd.as_mut_ptr());
+        (0..s.c).into_par_iter().for_each(|ch| {
+            // Row `ch` of every panel of every position is this channel's alone; the padding
+            // columns of the last panel are never written (zero since `new`).
+            isa.dispatch(KernelJob {
+                kernel,
+                layout: &f,
+                ch,
+                out,
+            })
         });
     }
 
@@ -630,27 +610,27 @@ fn b6<const L: usize>([x0, x1, x2, x3, x4, x5]: [Lanes<L>; 6]) -> [Lanes<L>; 6] 
     ]
 }
 
-/// `U = G g G^T` of one input channel for every filter: `u[xi][f]`.
+/// `U = G g G^T` of input channel `ch` for every filter, written to row `ch` of each panel
+/// of each position of the packed forward kernel (`layout`: `c x o` per position).
 struct KernelJob<'a> {
     kernel: &'a [f32],
-    c: usize,
-    o: usize,
+    layout: &'a Panels,
     ch: usize,
-    u: &'a mut [f32],
+    out: SharedMut,
 }
 
 impl Job for KernelJob<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
+        let o = self.layout.n;
         let mut f = 0;
-        let mut job = self;
-        while f + 16 <= job.o {
-            job.filters::<16>(f);
+        while f + 16 <= o {
+            self.filters::<16>(f);
             f += 16;
         }
-        while f < job.o {
-            job.filters::<1>(f);
+        while f < o {
+            self.filters::<1>(f);
             f += 1;
         }
     }
@@ -659,8 +639,8 @@ impl Job for KernelJob<'_> {
 impl KernelJob<'_> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // `i` indexes three arrays
-    fn filters<const L: usize>(&mut self, f: usize) {
-        let (c, o) = (self.c, self.o);
+    fn filters<const L: usize>(&self, f: usize) {
+        let (c, o, nr) = (self.layout.k, self.layout.n, self.layout.nr);
         let mut cols = [[Lanes::<L>::ZERO; 6]; 3];
         for (kx, col) in cols.iter_mut().enumerate() {
             let mut g = [Lanes::<L>::ZERO; 3];
@@ -669,10 +649,21 @@ impl KernelJob<'_> {
             }
             *col = g6(g);
         }
+        // `f` is a multiple of `L`, which divides `nr`: the lanes stay inside one panel row.
+        let at = ((f / nr) * c + self.ch) * nr + f % nr;
         for i in 0..6 {
             let row = g6([cols[0][i], cols[1][i], cols[2][i]]);
             for (j, v) in row.iter().enumerate() {
-                self.u[(i * 6 + j) * o + f..][..L].copy_from_slice(&v.0);
+                let xi = i * 6 + j;
+                // SAFETY: `at + L <= per_position` (row `ch < c` of panel `f / nr`); the
+                // buffer holds `XI` positions (asserted by `update`); this row is the job's own.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        v.0.as_ptr(),
+                        self.out.ptr().add(xi * self.layout.per_position() + at),
+                        L,
+                    )
+                };
             }
         }
     }
@@ -689,18 +680,37 @@ pub struct LayerGrads {
 }
 
 /// `dM = A dZ A^T` of every output tile, where `dZ` is `gy` where `y > 0` (the ReLU's
-/// gradient) and zero elsewhere: `dm[t][xi][f]`, `tp` rows of `36 o` (padding rows zero).
-fn grad_output_transform(isa: Isa, s: Shape, g: Grid, (y, gy): (&[f32], &[f32]), dm: &mut [f32]) {
-    dm.par_chunks_mut(XI * s.o)
-        .enumerate()
-        .with_min_len(4)
-        .for_each(|(t, dm)| {
-            if t >= g.t {
-                dm.fill(0.0);
-            } else {
-                isa.dispatch(GradOutJob { s, g, y, gy, t, dm });
-            }
-        });
+/// gradient) and zero elsewhere, written packed as the right-hand side of the kernel
+/// gradient's GEMMs (`dmp`, `t x o` per position, as `layout` says) and, when `dm` is given,
+/// as `dm[t][xi][f]` (`tp` rows of `36 o`, padding rows zero) for the input gradient's.
+fn grad_output_transform(
+    isa: Isa,
+    s: Shape,
+    g: Grid,
+    (y, gy): (&[f32], &[f32]),
+    (layout, dmp): (&Panels, &mut [f32]),
+    dm: Option<&mut [f32]>,
+) {
+    assert!(dmp.len() >= XI * layout.per_position() && layout.k == g.t && layout.n == s.o);
+    let packed = SharedMut(dmp.as_mut_ptr());
+    let plain = dm.map(|dm| {
+        assert!(dm.len() >= g.tp * XI * s.o);
+        dm[g.t * XI * s.o..].fill(0.0);
+        SharedMut(dm.as_mut_ptr())
+    });
+    (0..g.t).into_par_iter().with_min_len(4).for_each(|t| {
+        // Row `t` of every panel of `dmp`, and row `t` of `dm`, are this tile's alone.
+        isa.dispatch(GradOutJob {
+            s,
+            g,
+            y,
+            gy,
+            t,
+            layout,
+            packed,
+            plain,
+        })
+    });
 }
 
 struct GradOutJob<'a> {
@@ -709,13 +719,15 @@ struct GradOutJob<'a> {
     y: &'a [f32],
     gy: &'a [f32],
     t: usize,
-    dm: &'a mut [f32],
+    layout: &'a Panels,
+    packed: SharedMut,
+    plain: Option<SharedMut>,
 }
 
 impl Job for GradOutJob<'_> {
     type Output = ();
     #[inline(always)]
-    fn run(mut self) {
+    fn run(self) {
         let mut f = 0;
         while f + 16 <= self.s.o {
             self.filters::<16>(f);
@@ -725,14 +737,24 @@ impl Job for GradOutJob<'_> {
             self.filters::<1>(f);
             f += 1;
         }
+        // The padding columns of the last panel.
+        let nr = self.layout.nr;
+        while f < self.layout.panels() * nr {
+            for xi in 0..XI {
+                let at = xi * self.layout.per_position() + ((f / nr) * self.g.t + self.t) * nr;
+                // SAFETY: as in `filters`.
+                unsafe { *self.packed.ptr().add(at + f % nr) = 0.0 };
+            }
+            f += 1;
+        }
     }
 }
 
 impl GradOutJob<'_> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // `i` indexes three arrays
-    fn filters<const L: usize>(&mut self, f: usize) {
-        let (s, g) = (self.s, self.g);
+    fn filters<const L: usize>(&self, f: usize) {
+        let (s, g, nr) = (self.s, self.g, self.layout.nr);
         let (img, r) = (self.t / g.per_image(), self.t % g.per_image());
         let (ty, tx) = (r / g.tw, r % g.tw);
         // Columns of the 4x4 output gradient (zero outside the map), each through `A`.
@@ -753,10 +775,28 @@ impl GradOutJob<'_> {
             }
             *col = a6(d);
         }
+        // `f` is a multiple of `L`, which divides `nr`: the lanes stay inside one panel row.
+        let at = ((f / nr) * g.t + self.t) * nr + f % nr;
         for i in 0..6 {
             let row = a6([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
             for (j, v) in row.iter().enumerate() {
-                self.dm[(i * 6 + j) * s.o + f..][..L].copy_from_slice(&v.0);
+                let xi = i * 6 + j;
+                // SAFETY: row `t < layout.k` of panel `f / nr` and row `t` of `dm` are inside
+                // the buffers (asserted in `grad_output_transform`) and this job's alone.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        v.0.as_ptr(),
+                        self.packed.ptr().add(xi * self.layout.per_position() + at),
+                        L,
+                    );
+                    if let Some(plain) = self.plain {
+                        std::ptr::copy_nonoverlapping(
+                            v.0.as_ptr(),
+                            plain.ptr().add((self.t * XI + xi) * s.o + f),
+                            L,
+                        );
+                    }
+                }
             }
         }
     }
@@ -921,26 +961,28 @@ pub fn backward(
     }
     let lens = [
         XI * g.cm * g.t,
-        g.tp * XI * o,
+        if want_input { g.tp * XI * o } else { 0 },
         XI * g.op * g.t,
         XI * g.cm * g.op,
         if want_input { g.tp * XI * g.cp } else { 0 },
     ];
     scratch(lens, |[vt, dm, dmp, du, dv]| {
         input_transform_transposed(isa, s, g, x, vt);
-        grad_output_transform(isa, s, g, (y, gy), dm);
         // dU^T[xi] (c x o) = V[xi]^T (c x t) * dM[xi] (t x o).
         let dmp_layout = Panels {
             k: g.t,
             n: o,
             nr: isa.nr(),
         };
+        grad_output_transform(
+            isa,
+            s,
+            g,
+            (y, gy),
+            (&dmp_layout, dmp),
+            want_input.then_some(&mut *dm),
+        );
         let dm = &*dm;
-        dmp.par_chunks_mut(dmp_layout.per_position())
-            .enumerate()
-            .for_each(|(xi, dst)| {
-                dmp_layout.pack_rows(dst, |t| &dm[(t * XI + xi) * o..][..o]);
-            });
         gemm_positions(
             isa,
             g.cm,
