@@ -8,9 +8,10 @@
 //!
 //! [`VggActivations`]: vgg_activations::VggActivations
 //!
-//! The trainable convolutions run on `vgg-extract`'s packed GEMM (im2col for the forward pass
-//! and the input gradient, per-group accumulation for the weight gradient), so every value is
-//! summed in one order on AVX-512, AVX2 and portable code, whatever the thread count.
+//! The trainable convolutions run by Winograd F(4x4, 3x3) on `vgg-extract`'s tile transforms
+//! and packed GEMM micro-kernels ([`conv`]): forward pass, input gradient and kernel gradient
+//! each 36 products, every value summed in one order on AVX-512, AVX2 and portable code,
+//! whatever the thread count.
 
 pub mod conv;
 mod data;
