@@ -90,5 +90,9 @@ fn main() {
         .chain(&net.head.weight)
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    println!("weights after {} steps: {}", reps + 1, blake3::hash(&bytes).to_hex());
+    println!(
+        "weights after {} steps: {}",
+        reps + 1,
+        blake3::hash(&bytes).to_hex()
+    );
 }
