@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use vgg_extract::kernels::{
     microkernel, AlignedBuf, Isa, Job, Lanes, WinogradF4 as F4, WinogradTile as Tile,
 };
@@ -86,7 +86,15 @@ pub struct Kernel {
     isa: Isa,
     s: Shape,
     fwd: AlignedBuf,
-    bwd: OnceLock<AlignedBuf>,
+    /// The input-gradient packing, made from `fwd` when first asked for after an update (its
+    /// buffer kept between updates).
+    bwd: Mutex<Bwd>,
+}
+
+#[derive(Default)]
+struct Bwd {
+    fresh: bool,
+    buf: Option<AlignedBuf>,
 }
 
 impl Kernel {
@@ -97,7 +105,7 @@ impl Kernel {
             isa,
             s,
             fwd: AlignedBuf::zeroed(XI * f.per_position()),
-            bwd: OnceLock::new(),
+            bwd: Mutex::default(),
         };
         k.update(kernel);
         k
@@ -125,7 +133,7 @@ impl Kernel {
         assert_eq!(kernel.len(), s.kernel_len());
         let f = Kernel::fwd_panels(isa, s);
         assert!(self.fwd.len() >= XI * f.per_position());
-        self.bwd = OnceLock::new();
+        self.bwd.get_mut().unwrap_or_else(|e| e.into_inner()).fresh = false;
         let out = SharedMut(self.fwd.as_mut_ptr());
         (0..s.c).into_par_iter().for_each(|ch| {
             // Row `ch` of every panel of every position is this channel's alone; the padding
@@ -139,19 +147,24 @@ impl Kernel {
         });
     }
 
-    /// `U[xi]^T` (`o x c`) packed, for the input gradient: the forward panels transposed.
-    fn bwd(&self) -> &AlignedBuf {
-        self.bwd.get_or_init(|| {
-            let (f, b) = (
-                Kernel::fwd_panels(self.isa, self.s),
-                Kernel::bwd_panels(self.isa, self.s),
-            );
+    /// Runs `f` on `U[xi]^T` (`o x c` per position) packed for the input gradient: the
+    /// forward panels transposed, redone after each update.
+    fn with_bwd<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
+        let mut bwd = self.bwd.lock().unwrap_or_else(|e| e.into_inner());
+        let (fl, b) = (
+            Kernel::fwd_panels(self.isa, self.s),
+            Kernel::bwd_panels(self.isa, self.s),
+        );
+        if !bwd.fresh {
             let (c, o, nr) = (self.s.c, self.s.o, self.isa.nr());
-            let mut bwd = AlignedBuf::zeroed(XI * b.per_position());
-            bwd.par_chunks_mut(b.per_position())
-                .zip(self.fwd.par_chunks(f.per_position()))
+            // Padding columns (channels >= c) are zero from `zeroed` and never written.
+            let buf = bwd
+                .buf
+                .get_or_insert_with(|| AlignedBuf::zeroed(XI * b.per_position()));
+            buf.par_chunks_mut(b.per_position())
+                .zip(self.fwd.par_chunks(fl.per_position()))
                 .for_each(|(bw, fw)| {
-                    for q in 0..f.panels() {
+                    for q in 0..fl.panels() {
                         for ch in 0..c {
                             let (p, j) = (ch / nr, ch % nr);
                             let src = &fw[(q * c + ch) * nr..][..nr];
@@ -161,8 +174,9 @@ impl Kernel {
                         }
                     }
                 });
-            bwd
-        })
+            bwd.fresh = true;
+        }
+        f(bwd.buf.as_ref().expect("packed above"))
     }
 }
 
@@ -1011,17 +1025,19 @@ pub fn backward(
         let input = want_input.then(|| {
             // dV[xi] (t x c) = dM[xi] (t x o) * U[xi]^T (o x c).
             let bwd = Kernel::bwd_panels(isa, s);
-            gemm_positions(
-                isa,
-                g.tp,
-                dm,
-                o,
-                XI * o,
-                (&bwd, kernel.bwd()),
-                dv,
-                g.cp,
-                XI * g.cp,
-            );
+            kernel.with_bwd(|packed| {
+                gemm_positions(
+                    isa,
+                    g.tp,
+                    dm,
+                    o,
+                    XI * o,
+                    (&bwd, packed),
+                    dv,
+                    g.cp,
+                    XI * g.cp,
+                )
+            });
             let mut dx = vec![0.0f32; n * s.input_len()];
             let dv = &*dv;
             dx.par_chunks_exact_mut(s.input_len())

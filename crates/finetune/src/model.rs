@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use vgg_extract::kernels::Isa;
 
 use crate::conv::{self, Kernel, Shape};
+use rayon::prelude::*;
 
 /// How the head pools the pool5 maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,26 +217,29 @@ impl TopNet {
         let last = acts.last().expect("at least one layer");
         let mut pooled = vec![0.0f32; n * ph * pw * c];
         let mut argmax = vec![0u8; pooled.len()];
-        for i in 0..n {
-            let y = &last[i * s.output_len()..][..s.output_len()];
-            for py in 0..ph {
-                for px in 0..pw {
-                    let base = ((2 * py) * s.w + 2 * px) * c;
-                    let offs = [base, base + c, base + s.w * c, base + s.w * c + c];
-                    let q = ((i * ph + py) * pw + px) * c;
-                    for ch in 0..c {
-                        let (mut best, mut at) = (y[offs[0] + ch], 0u8);
-                        for (j, &off) in offs.iter().enumerate().skip(1) {
-                            if y[off + ch] > best {
-                                (best, at) = (y[off + ch], j as u8);
+        pooled
+            .par_chunks_mut(ph * pw * c)
+            .zip(argmax.par_chunks_mut(ph * pw * c))
+            .zip(last.par_chunks_exact(s.output_len()))
+            .for_each(|((pooled, argmax), y)| {
+                for py in 0..ph {
+                    for px in 0..pw {
+                        let base = ((2 * py) * s.w + 2 * px) * c;
+                        let offs = [base, base + c, base + s.w * c, base + s.w * c + c];
+                        let q = (py * pw + px) * c;
+                        for ch in 0..c {
+                            let (mut best, mut at) = (y[offs[0] + ch], 0u8);
+                            for (j, &off) in offs.iter().enumerate().skip(1) {
+                                if y[off + ch] > best {
+                                    (best, at) = (y[off + ch], j as u8);
+                                }
                             }
+                            pooled[q + ch] = best;
+                            argmax[q + ch] = at;
                         }
-                        pooled[q + ch] = best;
-                        argmax[q + ch] = at;
                     }
                 }
-            }
-        }
+            });
         let cells = self.head.pooling.cells(ph, pw);
         let d = cells.len() * c;
         let mut feats = vec![0.0f32; n * d];
@@ -367,22 +371,24 @@ impl TopNet {
         let s = self.layers.last().expect("at least one layer").shape;
         let cells = self.head.pooling.cells(ph, pw);
         let mut gy = vec![0.0f32; n * s.output_len()];
-        for i in 0..n {
-            for (ci, &(y0, y1, x0, x1)) in cells.iter().enumerate() {
-                let area = ((y1 - y0) * (x1 - x0)) as f32;
-                let g = &dfeat[i * d + ci * c..][..c];
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        let q = ((i * ph + yy) * pw + xx) * c;
-                        for ch in 0..c {
-                            let at = fwd.argmax[q + ch] as usize;
-                            let (oy, ox) = (2 * yy + at / 2, 2 * xx + at % 2);
-                            gy[i * s.output_len() + (oy * s.w + ox) * c + ch] += g[ch] / area;
+        gy.par_chunks_mut(s.output_len())
+            .enumerate()
+            .for_each(|(i, gy)| {
+                for (ci, &(y0, y1, x0, x1)) in cells.iter().enumerate() {
+                    let area = ((y1 - y0) * (x1 - x0)) as f32;
+                    let g = &dfeat[i * d + ci * c..][..c];
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            let q = ((i * ph + yy) * pw + xx) * c;
+                            for ch in 0..c {
+                                let at = fwd.argmax[q + ch] as usize;
+                                let (oy, ox) = (2 * yy + at / 2, 2 * xx + at % 2);
+                                gy[(oy * s.w + ox) * c + ch] += g[ch] / area;
+                            }
                         }
                     }
                 }
-            }
-        }
+            });
         let stop = if want_input { 0 } else { first_trained };
         for l in (stop..self.layers.len()).rev() {
             let layer = &self.layers[l];
@@ -457,10 +463,16 @@ impl Sgd {
             let (mom, wd, lr) = (self.momentum, self.weight_decay, lrs[i]);
             match &mut self.bufs[i] {
                 Some(buf) => {
-                    for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
-                        *b = mom * *b + (g + wd * *w);
-                        *w -= lr * *b;
-                    }
+                    // Element-wise, so the chunks change nothing but the speed.
+                    w.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(buf.par_chunks_mut(CHUNK))
+                        .for_each(|((w, g), buf)| {
+                            for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+                                *b = mom * *b + (g + wd * *w);
+                                *w -= lr * *b;
+                            }
+                        });
                 }
                 slot @ None => {
                     let mut buf = Vec::with_capacity(w.len());
@@ -475,6 +487,9 @@ impl Sgd {
         }
     }
 }
+
+/// Parameters per parallel task of an optimiser step.
+const CHUNK: usize = 1 << 16;
 
 /// A parameter's AdamW state: its step count and first and second moments.
 type Moments = (u32, Vec<f32>, Vec<f32>);
@@ -518,12 +533,20 @@ impl AdamW {
             *t += 1;
             let c1 = 1.0 - b1.powi(*t as i32);
             let c2 = (1.0 - b2.powi(*t as i32)).sqrt();
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *w *= 1.0 - lr * wd;
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *w -= lr * (*m / c1) / (v.sqrt() / c2 + eps);
-            }
+            // Element-wise, so the chunks change nothing but the speed.
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((w, g), m), v)| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        *w *= 1.0 - lr * wd;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *w -= lr * (*m / c1) / (v.sqrt() / c2 + eps);
+                    }
+                });
         }
     }
 }
