@@ -93,7 +93,8 @@ pub struct Grads {
     pub head: (Vec<f32>, Vec<f32>),
     /// The gradient of the first layer's input (`n x h x w x c`), when asked for.
     pub input: Option<Vec<f32>>,
-    /// Summed cross-entropy over the rows.
+    /// The training loss summed over the rows: cross-entropy, label-smoothed when
+    /// [`TopNet::label_smoothing`] is above 0.
     pub loss: f64,
     /// Rows classified correctly by the forward pass.
     pub correct: usize,
@@ -130,6 +131,10 @@ struct Forward {
 pub struct TopNet {
     pub layers: Vec<Layer>,
     pub head: Head,
+    /// Label smoothing `e` of the training loss in [`gradients`](Self::gradients): the target
+    /// is `1 - e` on the label plus `e / k` on every class (PyTorch's `label_smoothing`); 0 by
+    /// default.
+    pub label_smoothing: f32,
     isa: Isa,
     packed: Vec<Kernel>,
 }
@@ -145,6 +150,7 @@ impl TopNet {
         let mut t = TopNet {
             layers,
             head,
+            label_smoothing: 0.0,
             isa,
             packed: Vec::new(),
         };
@@ -185,7 +191,10 @@ impl TopNet {
             head.d, self.head.d,
             "the head's width depends on the map size"
         );
-        TopNet::with_isa(self.isa, layers, head)
+        TopNet {
+            label_smoothing: self.label_smoothing,
+            ..TopNet::with_isa(self.isa, layers, head)
+        }
     }
 
     /// Values of one input map.
@@ -318,17 +327,28 @@ impl TopNet {
         let (d, k) = (self.head.d, self.head.k);
         let mut dlogits = vec![0.0f32; n * k];
         let (mut loss, mut correct) = (0.0f64, 0usize);
+        let e = self.label_smoothing;
         for i in 0..n {
             let row = &fwd.logits[i * k..][..k];
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let z: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
             let yi = y[i] as usize;
             loss += z.ln() - (row[yi] - m) as f64;
+            if e > 0.0 {
+                // (1 - e) cross-entropy + e times the mean over the classes of -log p.
+                let mean: f64 = row.iter().map(|&v| (v - m) as f64).sum::<f64>() / k as f64;
+                loss += e as f64 * ((row[yi] - m) as f64 - mean);
+            }
             let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
             correct += usize::from(best == yi);
             for j in 0..k {
                 let p = (((row[j] - m) as f64).exp() / z) as f32;
-                dlogits[i * k + j] = (p - f32::from(j == yi)) / n as f32;
+                let target = if e > 0.0 {
+                    (1.0 - e) * f32::from(j == yi) + e / k as f32
+                } else {
+                    f32::from(j == yi)
+                };
+                dlogits[i * k + j] = (p - target) / n as f32;
             }
         }
         let mut dhw = vec![0.0f32; d * k];

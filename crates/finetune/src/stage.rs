@@ -52,6 +52,9 @@ pub struct Params {
     pub pooling: Pooling,
     /// Dropout rate on the pooled features.
     pub dropout: f64,
+    /// Label smoothing of the training loss (0: plain cross-entropy); validation losses are
+    /// plain cross-entropy either way.
+    pub label_smoothing: f64,
     /// Epochs in all, the first `frozen_epochs` training the head alone.
     pub epochs: usize,
     pub frozen_epochs: usize,
@@ -82,6 +85,7 @@ impl Default for Params {
             train_from: "conv5_3".into(),
             pooling: Pooling::Avg,
             dropout: 0.2,
+            label_smoothing: 0.0,
             epochs: 6,
             frozen_epochs: 1,
             batch_size: 32,
@@ -109,6 +113,12 @@ impl Validate for Params {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "label_smoothing {} is not in [0, 1)",
+                self.label_smoothing
+            ));
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be positive".into());
@@ -467,7 +477,8 @@ impl Stage for Finetune {
             weight: vec![0.0; d * k],
             bias: vec![0.0; k],
         };
-        let full = TopNet::new(layers, head);
+        let mut full = TopNet::new(layers, head);
+        full.label_smoothing = p.label_smoothing as f32;
         let net = match p.map_crop {
             0 => full,
             c if c <= train.map.0.min(train.map.1) => full.resized(c, c),

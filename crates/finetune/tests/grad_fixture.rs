@@ -1,6 +1,7 @@
 //! One and two SGD steps of a small conv stack + head against PyTorch autograd
 //! (`fixtures/make_grad_fixture.py`): the loss, every parameter's gradient, the input's
-//! gradient and the updated weights, on every instruction set this CPU has.
+//! gradient and the updated weights, on every instruction set this CPU has; and the gradients
+//! with label smoothing.
 
 use finetune::conv::Shape;
 use finetune::model::{Head, Layer, Pooling, Sgd, TopNet};
@@ -114,6 +115,39 @@ fn gradients_and_two_sgd_steps_equal_pytorch_autograd() {
             close("head.b", &net.head.bias, &f32s(&st, &format!("hb_{step}")));
         }
     }
+}
+
+#[test]
+fn label_smoothing_equals_pytorch() {
+    let st = fixture();
+    let x = f32s(&st, "x");
+    let y = vec![1, 4, 0];
+    let mut net = net(&st, Isa::detect());
+    net.label_smoothing = 0.1;
+    let g = net.gradients(&x, &y, None, 0, true);
+    let want = f32s(&st, "ls_loss")[0] as f64;
+    assert!(
+        (g.loss / 3.0 - want).abs() < 1e-5,
+        "{} vs {want}",
+        g.loss / 3.0
+    );
+    close("dW1", &g.layers[0].0, &f32s(&st, "ls_g_w1"));
+    close("dW2", &g.layers[1].0, &f32s(&st, "ls_g_w2"));
+    close("dhead.w", &g.head.0, &f32s(&st, "ls_g_hw"));
+    close("dhead.b", &g.head.1, &f32s(&st, "ls_g_hb"));
+    close(
+        "dx",
+        g.input.as_ref().expect("asked for"),
+        &f32s(&st, "ls_g_x"),
+    );
+    // The fixture's smoothing changes the gradients (the test can tell the two apart).
+    let plain = f32s(&st, "g_hb");
+    assert!(g
+        .head
+        .1
+        .iter()
+        .zip(&plain)
+        .any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
 #[test]
