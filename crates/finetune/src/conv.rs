@@ -217,6 +217,26 @@ impl Grid {
     }
 }
 
+/// Runs `$body` for every whole group of 16 of `0..$n` with the const `$L` = 16 and `$i` the
+/// group's first index, then for each remaining index with `$L` = 1; evaluates to `$n`.
+macro_rules! by_lanes {
+    ($n:expr, |$i:ident, $L:ident| $body:expr) => {{
+        let n = $n;
+        let mut $i = 0;
+        while $i + 16 <= n {
+            const $L: usize = 16;
+            $body;
+            $i += 16;
+        }
+        while $i < n {
+            const $L: usize = 1;
+            $body;
+            $i += 1;
+        }
+        $i
+    }};
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
@@ -365,15 +385,9 @@ impl Job for InputJob<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let mut ch = 0;
-        while ch + 16 <= self.c {
-            F4::input::<16>(self.src, ch, self.v, ch, self.c);
-            ch += 16;
-        }
-        while ch < self.c {
-            F4::input::<1>(self.src, ch, self.v, ch, self.c);
-            ch += 1;
-        }
+        by_lanes!(self.c, |ch, L| F4::input::<L>(
+            self.src, ch, self.v, ch, self.c
+        ));
     }
 }
 
@@ -425,15 +439,7 @@ impl Job for InputTJob<'_> {
     #[inline(always)]
     fn run(self) {
         let mut buf = [0.0f32; XI * TB * 16];
-        let mut ch = 0;
-        while ch + 16 <= self.c {
-            self.channels::<16>(ch, &mut buf);
-            ch += 16;
-        }
-        while ch < self.c {
-            self.channels::<1>(ch, &mut buf);
-            ch += 1;
-        }
+        by_lanes!(self.c, |ch, L| self.channels::<L>(ch, &mut buf));
     }
 }
 
@@ -505,15 +511,16 @@ impl Job for OutputJob<'_> {
         for r in 0..g.per_image() {
             let (ty, tx) = (r / g.tw, r % g.tw);
             let at = (img * g.per_image() + r) * XI * g.op;
-            let mut f = 0;
-            while f + 16 <= s.o {
-                emit::<16>(s, m, at + f, g.op, &bias[f..], (ty, tx), f, out);
-                f += 16;
-            }
-            while f < s.o {
-                emit::<1>(s, m, at + f, g.op, &bias[f..], (ty, tx), f, out);
-                f += 1;
-            }
+            by_lanes!(s.o, |f, L| emit::<L>(
+                s,
+                m,
+                at + f,
+                g.op,
+                &bias[f..],
+                (ty, tx),
+                f,
+                out
+            ));
         }
     }
 }
@@ -637,16 +644,7 @@ impl Job for KernelJob<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let o = self.layout.n;
-        let mut f = 0;
-        while f + 16 <= o {
-            self.filters::<16>(f);
-            f += 16;
-        }
-        while f < o {
-            self.filters::<1>(f);
-            f += 1;
-        }
+        by_lanes!(self.layout.n, |f, L| self.filters::<L>(f));
     }
 }
 
@@ -742,15 +740,7 @@ impl Job for GradOutJob<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let mut f = 0;
-        while f + 16 <= self.s.o {
-            self.filters::<16>(f);
-            f += 16;
-        }
-        while f < self.s.o {
-            self.filters::<1>(f);
-            f += 1;
-        }
+        let mut f = by_lanes!(self.s.o, |f, L| self.filters::<L>(f));
         // The padding columns of the last panel.
         let nr = self.layout.nr;
         while f < self.layout.panels() * nr {
@@ -830,15 +820,7 @@ impl Job for InputGradJob<'_> {
     #[inline(always)]
     fn run(mut self) {
         for r in 0..self.g.per_image() {
-            let mut ch = 0;
-            while ch + 16 <= self.s.c {
-                self.channels::<16>(r, ch);
-                ch += 16;
-            }
-            while ch < self.s.c {
-                self.channels::<1>(r, ch);
-                ch += 1;
-            }
+            by_lanes!(self.s.c, |ch, L| self.channels::<L>(r, ch));
         }
     }
 }
@@ -893,15 +875,7 @@ impl Job for KernelGradJob<'_> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
-        let mut f = 0;
-        while f + 16 <= self.o {
-            self.filters::<16>(f);
-            f += 16;
-        }
-        while f < self.o {
-            self.filters::<1>(f);
-            f += 1;
-        }
+        by_lanes!(self.o, |f, L| self.filters::<L>(f));
     }
 }
 
