@@ -231,3 +231,86 @@ fn no_trained_epoch_keeps_the_pretrained_conv5_3_and_a_wrong_layer_is_refused() 
     );
     assert!(e.contains("map_crop 16 is larger than the stored"), "{e}");
 }
+
+#[test]
+fn members_train_as_single_runs_of_their_seeds_and_their_probabilities_are_averaged() {
+    let Some((p, shared)) = finetune_project(1, "") else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    let quick = [
+        w.as_str(),
+        "stage.finetune.params.epochs=2",
+        "stage.finetune.params.batch_size=8",
+        "threads=2",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        quick.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let outputs = |set: &[String]| {
+        let set: Vec<&str> = set.iter().map(String::as_str).collect();
+        p.run(&["finetune"], &set);
+        let store = p.store();
+        let (tensors, _) = contracts::slots::nn_model("finetune")
+            .read_from::<(Vec<contracts::NamedTensor>, Vec<String>)>(pipeline::InputArtifact::new(
+                &p.artifact("finetune", "model"),
+                &store,
+            ))
+            .unwrap();
+        let probs = |name: &str| {
+            contracts::Predictions::read(&pipeline::InputArtifact::new(
+                &p.artifact("finetune", name),
+                &store,
+            ))
+            .unwrap()
+            .probs
+        };
+        (
+            tensors,
+            probs("predictions"),
+            probs("validation-predictions"),
+        )
+    };
+    // Two members of seed 1 train with the draws of seeds 1 and 1 + 1 * 2.
+    let pair = with(&["stage.finetune.params.members=2"]);
+    let (both, test, val) = outputs(&pair);
+    let (one, test1, val1) = outputs(&with(&["seed=1"]));
+    let (three, test3, val3) = outputs(&with(&["seed=3"]));
+    assert_eq!(both.len(), 2 * one.len());
+    for t in &one {
+        let m0 = both.iter().find(|b| b.name == t.name).unwrap();
+        assert!(m0.data == t.data, "member 0's {} is seed 1's", t.name);
+        let t3 = three.iter().find(|b| b.name == t.name).unwrap();
+        let m1 = both
+            .iter()
+            .find(|b| b.name == format!("member1.{}", t.name))
+            .unwrap();
+        assert!(m1.data == t3.data, "member 1's {} is seed 3's", t.name);
+    }
+    assert!(one.iter().zip(&three).any(|(a, b)| a.data != b.data));
+    for (what, got, a, b) in [("test", &test, &test1, &test3), ("val", &val, &val1, &val3)] {
+        let mean: Vec<f32> = a.iter().zip(b.iter()).map(|(x, y)| (x + y) / 2.0).collect();
+        assert!(got == &mean, "{what}: the members' mean probabilities");
+    }
+    // predict reads both members.
+    let globals = cli::Globals {
+        config: p.path().join("pipeline.toml"),
+        set: pair,
+        quiet: true,
+    };
+    let args = xtask::PredictArgs {
+        images: vec![p.path().join("ds/evaluation/0_0.jpg")],
+        model: "finetune".into(),
+    };
+    xtask::predict(&args, &globals).unwrap_or_else(|e| panic!("{e:#}"));
+    let e = pipeline::run(
+        &p.config(&[w.as_str(), "stage.finetune.params.members=0"]),
+        &xtask::registry(),
+        &pipeline::RunOptions::default(),
+        &pipeline::Progress::silent(),
+    )
+    .err()
+    .map(|e| format!("{e:#}"))
+    .expect("members = 0 is refused");
+    assert!(e.contains("members must be positive"), "{e}");
+}

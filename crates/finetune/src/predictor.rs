@@ -1,6 +1,6 @@
 //! A cached fine-tuned network applied to new images (for `predict`): the pipeline's own
 //! stored-layer maps of every view, the trained top block and head, the views' probabilities
-//! averaged as in evaluation.
+//! averaged as in evaluation, and over the members when the stage trained several.
 
 use contracts::predictor::{ModelInputs, Predictor};
 use contracts::{ids, slots, NamedTensor};
@@ -8,7 +8,7 @@ use pipeline::{RunRecord, Store};
 
 use crate::conv::Shape;
 use crate::model::{Head, Layer, Pooling, TopNet};
-use crate::stage::{view_averaged, Params};
+use crate::stage::{add_probs, member_prefix, view_averaged, Params};
 
 /// The weights a `finetune` run evaluated, its classes and its head's pooling.
 pub struct FinetunePredictor {
@@ -29,18 +29,40 @@ impl FinetunePredictor {
         })
     }
 
-    /// The network for stored maps of `(h, w, c)`.
-    fn network(&self, (h, w, c0): (usize, usize, usize)) -> contracts::Result<TopNet> {
+    /// The members' count: the first one's tensors are unprefixed, member `m`'s start with
+    /// [`member_prefix`]`(m)`.
+    fn members(&self) -> usize {
+        (1..)
+            .take_while(|&m| {
+                let prefix = member_prefix(m);
+                self.tensors.iter().any(|t| t.name.starts_with(&prefix))
+            })
+            .count()
+            + 1
+    }
+
+    /// Member `m`'s network for stored maps of `(h, w, c)`.
+    fn network(&self, m: usize, (h, w, c0): (usize, usize, usize)) -> contracts::Result<TopNet> {
         let mut layers = Vec::new();
         let mut c = c0;
+        let prefix = member_prefix(m);
+        // Member `m`'s tensors, by their unprefixed names.
+        let own: Vec<(&str, &NamedTensor)> = self
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.strip_prefix(&prefix)?;
+                (m > 0 || !name.starts_with("member")).then_some((name, t))
+            })
+            .collect();
         let get = |name: &str| {
-            self.tensors
-                .iter()
-                .find(|t| t.name == name)
-                .ok_or_else(|| format!("the finetune model has no tensor `{name}`"))
+            own.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| format!("the finetune model has no tensor `{prefix}{name}`"))
         };
-        for t in &self.tensors {
-            let Some(name) = t.name.strip_suffix(".kernel") else {
+        for &(tname, t) in &own {
+            let Some(name) = tname.strip_suffix(".kernel") else {
                 continue;
             };
             let [3, 3, tc, o] = t.shape[..] else {
@@ -94,11 +116,20 @@ impl Predictor for FinetunePredictor {
         let n = inputs.len();
         let maps = inputs.activations()?;
         let (views, map) = (&maps.views, maps.shape);
-        let net = self.network(map)?;
-        view_averaged(&net, n, views.len(), |v, start, end, x| {
-            let len = map.0 * map.1 * map.2;
-            x.extend_from_slice(&views[v][start * len..end * len]);
-            Ok(())
-        })
+        let members = self.members();
+        let mut probs: Vec<f32> = Vec::new();
+        for m in 0..members {
+            let net = self.network(m, map)?;
+            let q = view_averaged(&net, n, views.len(), |v, start, end, x| {
+                let len = map.0 * map.1 * map.2;
+                x.extend_from_slice(&views[v][start * len..end * len]);
+                Ok(())
+            })?;
+            add_probs(&mut probs, q);
+        }
+        if members > 1 {
+            probs.iter_mut().for_each(|q| *q /= members as f32);
+        }
+        Ok(probs)
     }
 }

@@ -3,7 +3,7 @@
 //! networks write them.
 
 use contracts::{ids, outputs, slots, Evaluate, FeaturesReader, Predictions};
-use nn_train::{Evaluation, FitConfig, Prediction, Rng, Trainable, Weights};
+use nn_train::{Evaluation, FitConfig, NamedTensor, Prediction, Rng, Trainable, Weights};
 use pipeline::{BoxError, Stage, StageContext, Validate};
 use serde::{Deserialize, Serialize};
 use vgg_extract::VGG16;
@@ -52,6 +52,10 @@ pub struct Params {
     pub pooling: Pooling,
     /// Dropout rate on the pooled features.
     pub dropout: f64,
+    /// Networks trained, each with its own random draws (shuffling, dropout, windows), whose
+    /// view-averaged probabilities are averaged (1: a single network). Member `m` of seed `s`
+    /// trains as a single run of seed `s + m * members` would.
+    pub members: usize,
     /// Label smoothing of the training loss (0: plain cross-entropy); validation losses are
     /// plain cross-entropy either way.
     pub label_smoothing: f64,
@@ -85,6 +89,7 @@ impl Default for Params {
             train_from: "conv5_3".into(),
             pooling: Pooling::Avg,
             dropout: 0.2,
+            members: 1,
             label_smoothing: 0.0,
             epochs: 6,
             frozen_epochs: 1,
@@ -120,8 +125,8 @@ impl Validate for Params {
                 self.label_smoothing
             ));
         }
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err("epochs and batch_size must be positive".into());
+        if self.epochs == 0 || self.batch_size == 0 || self.members == 0 {
+            return Err("epochs, batch_size and members must be positive".into());
         }
         if self.map_crop != 0 && (self.map_crop < 2 || !self.map_crop.is_multiple_of(2)) {
             return Err(format!(
@@ -477,74 +482,60 @@ impl Stage for Finetune {
             weight: vec![0.0; d * k],
             bias: vec![0.0; k],
         };
-        let mut full = TopNet::new(layers, head);
-        full.label_smoothing = p.label_smoothing as f32;
-        let net = match p.map_crop {
-            0 => full,
-            c if c <= train.map.0.min(train.map.1) => full.resized(c, c),
-            c => {
-                return Err(format!(
-                    "map_crop {c} is larger than the stored {:?} maps",
-                    train.map
-                )
-                .into())
+        let mut first: Option<nn_train::TrainOutput> = None;
+        let (mut more_best, mut more_final) = (Vec::new(), Vec::new());
+        let (mut val_probs, mut eval_probs) = (Vec::new(), Vec::new());
+        for m in 0..p.members {
+            // Member `m` trains exactly as a single run with this seed would: the members of
+            // seeds 1..=n are single runs 1..=n * members, none shared.
+            let member_seed = seed + (m * p.members) as u64;
+            if p.members > 1 {
+                ctx.progress().println(format!(
+                    "{}: member {} of {} (the training draws of seed {member_seed})",
+                    ctx.stage(),
+                    m + 1,
+                    p.members
+                ));
             }
-        };
-        let rows = train.images() * train.views.len();
-        let steps_per_epoch = rows.div_ceil(p.batch_size);
-        ctx.progress().println(format!(
-            "{}: training {} from stored {stored} maps {:?}: {} images x {} views, {} epochs ({} head only)",
-            ctx.stage(),
-            net.layers[first_trained..]
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            train.map,
-            train.images(),
-            train.views.len(),
-            p.epochs,
-            p.frozen_epochs
-        ));
-        let mut t = Trainer {
-            net,
-            opt: match p.optimizer {
-                OptimizerKind::Sgd => {
-                    Optimizer::Sgd(Sgd::new(p.momentum as f32, p.weight_decay as f32))
-                }
-                OptimizerKind::Adamw => Optimizer::AdamW(AdamW::new(p.weight_decay as f32)),
-            },
-            p: &p,
-            train: &train,
-            val: &val,
-            first_trained,
-            dropout_rng: Rng::new(seed, nn_train::STREAM_DROPOUT),
-            crop_rng: Rng::new(seed, STREAM_CROP),
-            step: 0,
-            steps_per_epoch,
-            x: Vec::new(),
-            error: None,
-        };
-        let cfg = FitConfig {
-            epochs: p.epochs,
-            batch_size: p.batch_size,
-            learning_rate: p.lr_conv,
-            patience: p.patience,
-        };
-        let out = nn_train::fit(
-            &mut t,
-            rows,
-            cfg,
-            &mut Rng::new(seed, nn_train::STREAM_SHUFFLE),
-            &mut nn_train::EpochProgress::new(ctx),
-        )
-        .map_err(|e| match t.error.take() {
-            Some(inner) => inner,
-            None => format!("{e} (stage `{}`)", ctx.stage()).into(),
-        })?;
-        let mut net = t.net.resized(train.map.0, train.map.1);
-        load_weights(&mut net, out.selected(p.evaluate))?;
-        let e = evaluation(probabilities(&net, &eval)?, k, &eval.labels);
+            let (out, net) = train_member(
+                ctx,
+                &p,
+                (layers.clone(), head.clone(), first_trained),
+                (&train, &val),
+                &stored,
+                member_seed,
+            )?;
+            add_probs(&mut eval_probs, probabilities(&net, &eval)?);
+            add_probs(&mut val_probs, probabilities(&net, &val)?);
+            if m == 0 {
+                first = Some(out);
+            } else {
+                let prefixed = |w: &Weights| -> Vec<NamedTensor> {
+                    w.tensors
+                        .iter()
+                        .map(|t| NamedTensor {
+                            name: format!("{}{}", member_prefix(m), t.name),
+                            ..t.clone()
+                        })
+                        .collect()
+                };
+                more_best.extend(prefixed(&out.best_weights));
+                more_final.extend(prefixed(&out.final_weights));
+            }
+        }
+        if p.members > 1 {
+            let n = p.members as f32;
+            eval_probs
+                .iter_mut()
+                .chain(&mut val_probs)
+                .for_each(|q| *q /= n);
+        }
+        // Member 0's history, best epoch and tensors as a single run's; the other members'
+        // tensors after them, prefixed.
+        let mut out = first.expect("at least one member");
+        out.best_weights.tensors.extend(more_best);
+        out.final_weights.tensors.extend(more_final);
+        let e = evaluation(eval_probs, k, &eval.labels);
         nn_train::write_outputs(
             ctx,
             &out,
@@ -554,7 +545,7 @@ impl Stage for Finetune {
             &eval.index,
             &classes,
         )?;
-        let v = evaluation(probabilities(&net, &val)?, k, &val.labels);
+        let v = evaluation(val_probs, k, &val.labels);
         Predictions {
             pred: v.prediction.predictions.iter().map(|&c| c as i64).collect(),
             labels: val.labels.iter().map(|&c| c as i64).collect(),
@@ -565,4 +556,105 @@ impl Stage for Finetune {
         .write_validation(ctx, &classes)?;
         Ok(())
     }
+}
+
+/// The prefix of member `m`'s tensors in the model (none for the first member).
+pub(crate) fn member_prefix(m: usize) -> String {
+    if m == 0 {
+        String::new()
+    } else {
+        format!("member{m}.")
+    }
+}
+
+/// Adds `q` onto the running sum `acc` (empty: the first member).
+pub(crate) fn add_probs(acc: &mut Vec<f32>, q: Vec<f32>) {
+    if acc.is_empty() {
+        *acc = q;
+    } else {
+        acc.iter_mut().zip(&q).for_each(|(a, q)| *a += q);
+    }
+}
+
+/// Trains one network (`layers` from the ImageNet weights, `head`, training from layer
+/// `first_trained`) with the random draws of `seed`; its training record and the network with
+/// the weights `p.evaluate` selects, for the stored maps' size.
+fn train_member(
+    ctx: &StageContext<'_>,
+    p: &Params,
+    net_parts: (Vec<Layer>, Head, usize),
+    splits: (&SplitMaps, &SplitMaps),
+    stored: &str,
+    seed: u64,
+) -> Result<(nn_train::TrainOutput, TopNet), BoxError> {
+    let (layers, head, first_trained) = net_parts;
+    let (train, val) = splits;
+    let mut full = TopNet::new(layers, head);
+    full.label_smoothing = p.label_smoothing as f32;
+    let net = match p.map_crop {
+        0 => full,
+        c if c <= train.map.0.min(train.map.1) => full.resized(c, c),
+        c => {
+            return Err(format!(
+                "map_crop {c} is larger than the stored {:?} maps",
+                train.map
+            )
+            .into())
+        }
+    };
+    let rows = train.images() * train.views.len();
+    let steps_per_epoch = rows.div_ceil(p.batch_size);
+    ctx.progress().println(format!(
+        "{}: training {} from stored {stored} maps {:?}: {} images x {} views, {} epochs ({} head only)",
+        ctx.stage(),
+        net.layers[first_trained..]
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        train.map,
+        train.images(),
+        train.views.len(),
+        p.epochs,
+        p.frozen_epochs
+    ));
+    let mut t = Trainer {
+        net,
+        opt: match p.optimizer {
+            OptimizerKind::Sgd => {
+                Optimizer::Sgd(Sgd::new(p.momentum as f32, p.weight_decay as f32))
+            }
+            OptimizerKind::Adamw => Optimizer::AdamW(AdamW::new(p.weight_decay as f32)),
+        },
+        p,
+        train,
+        val,
+        first_trained,
+        dropout_rng: Rng::new(seed, nn_train::STREAM_DROPOUT),
+        crop_rng: Rng::new(seed, STREAM_CROP),
+        step: 0,
+        steps_per_epoch,
+        x: Vec::new(),
+        error: None,
+    };
+    let cfg = FitConfig {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        learning_rate: p.lr_conv,
+        patience: p.patience,
+    };
+    let out = nn_train::fit(
+        &mut t,
+        rows,
+        cfg,
+        &mut Rng::new(seed, nn_train::STREAM_SHUFFLE),
+        &mut nn_train::EpochProgress::new(ctx),
+    )
+    .map_err(|e| match t.error.take() {
+        Some(inner) => inner,
+        None => format!("{e} (stage `{}`)", ctx.stage()).into(),
+    })?;
+    let mut net = t.net.resized(train.map.0, train.map.1);
+    load_weights(&mut net, out.selected(p.evaluate))?;
+    Ok((out, net))
 }
