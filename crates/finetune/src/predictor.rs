@@ -10,11 +10,12 @@ use crate::conv::Shape;
 use crate::model::{Head, Layer, Pooling, TopNet};
 use crate::stage::{add_probs, member_prefix, view_averaged, Params};
 
-/// The weights a `finetune` run evaluated, its classes and its head's pooling.
+/// The weights a `finetune` run evaluated, its classes, its head's pooling and its members.
 pub struct FinetunePredictor {
     tensors: Vec<NamedTensor>,
     classes: Vec<String>,
     pooling: Pooling,
+    members: usize,
 }
 
 impl FinetunePredictor {
@@ -26,22 +27,12 @@ impl FinetunePredictor {
             tensors,
             classes,
             pooling: p.pooling,
+            members: p.members,
         })
     }
 
-    /// The members' count: the first one's tensors are unprefixed, member `m`'s start with
-    /// [`member_prefix`]`(m)`.
-    fn members(&self) -> usize {
-        (1..)
-            .take_while(|&m| {
-                let prefix = member_prefix(m);
-                self.tensors.iter().any(|t| t.name.starts_with(&prefix))
-            })
-            .count()
-            + 1
-    }
-
-    /// Member `m`'s network for stored maps of `(h, w, c)`.
+    /// Member `m`'s network for stored maps of `(h, w, c)`: the first member's tensors are
+    /// unprefixed, member `m`'s start with [`member_prefix`]`(m)`.
     fn network(&self, m: usize, (h, w, c0): (usize, usize, usize)) -> contracts::Result<TopNet> {
         let mut layers = Vec::new();
         let mut c = c0;
@@ -116,7 +107,7 @@ impl Predictor for FinetunePredictor {
         let n = inputs.len();
         let maps = inputs.activations()?;
         let (views, map) = (&maps.views, maps.shape);
-        let members = self.members();
+        let members = self.members;
         let mut probs: Vec<f32> = Vec::new();
         for m in 0..members {
             let net = self.network(m, map)?;
