@@ -314,3 +314,151 @@ fn members_train_as_single_runs_of_their_seeds_and_their_probabilities_are_avera
     .expect("members = 0 is refused");
     assert!(e.contains("members must be positive"), "{e}");
 }
+
+/// The evaluation split's stored maps, handed to a predictor as `predict` would compute them.
+struct StoredEvaluation(contracts::predictor::StoredMaps, usize);
+
+impl contracts::predictor::ModelInputs for StoredEvaluation {
+    fn len(&self) -> usize {
+        self.1
+    }
+    fn images(&mut self) -> contracts::Result<(&[u8], usize)> {
+        Err("not asked".into())
+    }
+    fn features(&mut self, _: contracts::FeatureSource) -> contracts::Result<(Vec<f32>, usize)> {
+        Err("not asked".into())
+    }
+    fn probabilities(&mut self, _: &str) -> contracts::Result<(Vec<f32>, Vec<String>)> {
+        Err("not asked".into())
+    }
+    fn activations(&mut self) -> contracts::Result<contracts::predictor::StoredMaps> {
+        Ok(self.0.clone())
+    }
+}
+
+#[test]
+fn evaluate_both_averages_each_members_best_and_final_networks() {
+    let Some((p, shared)) = finetune_project(1, "") else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    // A learning rate high enough that the last epoch is not the one with the lowest
+    // validation loss: the two weight sets differ.
+    let quick = [
+        w.as_str(),
+        "stage.finetune.params.epochs=4",
+        "stage.finetune.params.batch_size=8",
+        "stage.finetune.params.lr_conv=0.003",
+        "stage.finetune.params.lr_head=0.01",
+        "threads=2",
+    ];
+    let run = |extra: &[&str]| {
+        let set: Vec<&str> = quick.iter().chain(extra).copied().collect();
+        let s = p.run(&["finetune"], &set);
+        let store = p.store();
+        let probs = |name: &str| {
+            contracts::Predictions::read(&pipeline::InputArtifact::new(
+                &p.artifact("finetune", name),
+                &store,
+            ))
+            .unwrap()
+            .probs
+        };
+        (
+            s.records["finetune"].clone(),
+            probs("predictions"),
+            probs("validation-predictions"),
+        )
+    };
+    let (rec_best, test_best, val_best) = run(&["stage.finetune.params.evaluate=\"best\""]);
+    let (_, test_final, val_final) = run(&["stage.finetune.params.evaluate=\"final\""]);
+    let (rec_both, test_both, val_both) = run(&["stage.finetune.params.evaluate=\"both\""]);
+    let store = p.store();
+    let h = contracts::History::read(&pipeline::InputArtifact::new(
+        &rec_best.outputs["history"],
+        &store,
+    ))
+    .unwrap();
+    let best_epoch = (0..h.epochs.len())
+        .reduce(|a, b| {
+            if h.epochs[b].val_loss < h.epochs[a].val_loss {
+                b
+            } else {
+                a
+            }
+        })
+        .unwrap();
+    assert!(
+        best_epoch + 1 < h.epochs.len(),
+        "the test needs a best epoch before the last: {:?}",
+        h.epochs
+    );
+    assert!(test_best != test_final);
+    for (what, got, b, f) in [
+        ("test", &test_both, &test_best, &test_final),
+        ("val", &val_both, &val_best, &val_final),
+    ] {
+        let mean: Vec<f32> = b.iter().zip(f.iter()).map(|(x, y)| (x + y) / 2.0).collect();
+        assert!(
+            got == &mean,
+            "{what}: the mean of the best and final networks"
+        );
+    }
+    // The ablation ladder scores the stage on its stored validation predictions.
+    let (_, rows) = crate::run_ladder(
+        &p,
+        &cli::Globals {
+            config: p.path().join("pipeline.toml"),
+            set: quick.iter().map(|s| s.to_string()).collect(),
+            quiet: true,
+        },
+        "[[step]]\nname = \"both\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = ['stage.finetune.params.evaluate=\"both\"']\n",
+    );
+    let val = contracts::Predictions::read(&pipeline::InputArtifact::new(
+        &rec_both.outputs["validation-predictions"],
+        &store,
+    ))
+    .unwrap()
+    .accuracy();
+    assert_eq!(rows[0]["finetune"]["validation"].as_f64(), Some(val));
+
+    // The predictor of two members with both weight sets gives the stage's probabilities
+    // from the evaluation split's stored maps.
+    let (rec_pair, test_pair, _) = run(&[
+        "stage.finetune.params.evaluate=\"both\"",
+        "stage.finetune.params.members=2",
+    ]);
+    let eval_maps = p.artifact("vgg-activations", "evaluation");
+    let maps = contracts::FeaturesReader::new(pipeline::InputArtifact::new(&eval_maps, &store));
+    let views = maps.views().unwrap();
+    let mut stored = contracts::predictor::StoredMaps {
+        views: vec![Vec::new(); views.len()],
+        shape: (0, 0, 0),
+    };
+    for i in 0..maps.chunks() {
+        let c = maps.mapped(i).unwrap();
+        stored.shape = (c.shape[1], c.shape[2], c.shape[3]);
+        for (v, name) in views.iter().enumerate() {
+            let bytes = c.view_bytes(name).unwrap();
+            stored.views[v].extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+    }
+    let predictor = finetune::FinetunePredictor::from_record(&rec_pair, &store).unwrap();
+    let got = contracts::predictor::Predictor::predict(
+        &predictor,
+        &mut StoredEvaluation(stored, maps.len()),
+    )
+    .unwrap();
+    assert_eq!(got.len(), test_pair.len());
+    let worst = got
+        .iter()
+        .zip(&test_pair)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "predict against the stage: {worst}");
+    assert!(test_pair != test_both, "the second member counts");
+}

@@ -102,7 +102,8 @@ fn record(store: &Store, summary: &pipeline::RunSummary, stage: &str) -> Option<
 }
 
 /// `(validation, test)` accuracy of a model's record: the validation accuracy of the grid
-/// entry it chose, or, for a network, of the epoch it evaluated.
+/// entry it chose, of its stored validation predictions, or, for a network, of the epoch it
+/// evaluated.
 fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f64, f64)> {
     let boxed = anyhow::Error::from_boxed;
     let slot = slots::predictions(model);
@@ -113,6 +114,16 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
     let meta: PredictionsMeta = slot.read_record(rec, store).map_err(boxed)?;
     if let Some(best) = &meta.best {
         return Ok((best.val_accuracy(), test));
+    }
+    // A stage that stores its validation predictions (finetune: its members and weight sets
+    // averaged, as it evaluates) is scored on them; a history holds one network's epochs.
+    let val_slot = slots::validation_predictions(model);
+    if rec.outputs.contains_key(val_slot.output) {
+        let val = val_slot
+            .read_record::<Predictions>(rec, store)
+            .map_err(boxed)?
+            .accuracy();
+        return Ok((val, test));
     }
     let h: History = slots::history(model)
         .read_record(rec, store)

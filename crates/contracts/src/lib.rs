@@ -30,7 +30,7 @@ pub use features::{
 };
 pub use images::{ImagesChunk, ImagesMeta, ImagesReader, ImagesWriter};
 pub use manifest::{Entry, Manifest, ManifestArtifact, ManifestMeta, ManifestReader, Skipped};
-pub use models::{EpochRecord, History, LogRegModel, NamedTensor, NnModel};
+pub use models::{EpochRecord, History, LogRegModel, NamedTensor, NnModel, BEST_PREFIX};
 pub use predictions::{
     BlendCandidate, BlendChoice, Choice, Evaluate, Grid, LogRegChoice, LogRegFit, Predictions,
     PredictionsMeta, StoredScores,

@@ -11,7 +11,8 @@ use crate::{meta, tensor_err, Result};
 const BEST_EPOCH: &str = "best_epoch";
 const EVALUATE: &str = "evaluate";
 const FINAL_PREFIX: &str = "final.";
-const BEST_PREFIX: &str = "best.";
+/// The prefix of the best weights' tensor names in a model artifact.
+pub const BEST_PREFIX: &str = "best.";
 const HISTORY_META: &str = "history";
 const EPOCH_SECONDS: &str = "epoch_seconds";
 const COEF: &str = "coef";
@@ -69,7 +70,8 @@ impl NnModel {
         Ok(())
     }
 
-    /// The weights the stage evaluated with, and the class names.
+    /// The weights the stage evaluated with, and the class names. With [`Evaluate::Both`], the
+    /// final weights and after them the best ones, which keep their `best.` prefix.
     pub fn read_selected(input: &InputArtifact<'_>) -> Result<(Vec<NamedTensor>, Vec<String>)> {
         let evaluate: Evaluate = match input.meta(EVALUATE) {
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
@@ -77,20 +79,24 @@ impl NnModel {
             })?,
             None => Evaluate::Final,
         };
-        let prefix = match evaluate {
-            Evaluate::Best => BEST_PREFIX,
-            Evaluate::Final => FINAL_PREFIX,
+        // (prefix in the artifact, prefix kept in the names returned)
+        let sets: &[(&str, &str)] = match evaluate {
+            Evaluate::Best => &[(BEST_PREFIX, "")],
+            Evaluate::Final => &[(FINAL_PREFIX, "")],
+            Evaluate::Both => &[(FINAL_PREFIX, ""), (BEST_PREFIX, BEST_PREFIX)],
         };
         let c = input.chunk(0)?;
         let mut out = Vec::new();
-        for t in &input.artifact.chunks[0].tensors {
-            if let Some(name) = t.name.strip_prefix(prefix) {
-                let (shape, data) = c.f32(&t.name).map_err(|e| tensor_err(input, e))?;
-                out.push(NamedTensor {
-                    name: name.to_string(),
-                    shape,
-                    data,
-                });
+        for &(prefix, kept) in sets {
+            for t in &input.artifact.chunks[0].tensors {
+                if let Some(name) = t.name.strip_prefix(prefix) {
+                    let (shape, data) = c.f32(&t.name).map_err(|e| tensor_err(input, e))?;
+                    out.push(NamedTensor {
+                        name: format!("{kept}{name}"),
+                        shape,
+                        data,
+                    });
+                }
             }
         }
         Ok((out, crate::classes(input)?))

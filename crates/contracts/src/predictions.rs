@@ -39,6 +39,9 @@ pub enum Evaluate {
     Final,
     /// The weights of the epoch with the lowest validation loss (first one on ties).
     Best,
+    /// Both: the average of the probabilities given by the final weights and by the best ones
+    /// (a snapshot ensemble of two, for the training cost of one). Only `finetune` takes it.
+    Both,
 }
 
 /// One fit of the logistic regression's validation grid.

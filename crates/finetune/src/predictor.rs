@@ -3,19 +3,21 @@
 //! averaged as in evaluation, and over the members when the stage trained several.
 
 use contracts::predictor::{ModelInputs, Predictor};
-use contracts::{ids, slots, NamedTensor};
+use contracts::{ids, slots, Evaluate, NamedTensor, BEST_PREFIX};
 use pipeline::{RunRecord, Store};
 
 use crate::conv::Shape;
 use crate::model::{Head, Layer, Pooling, TopNet};
 use crate::stage::{add_probs, member_prefix, view_averaged, Params};
 
-/// The weights a `finetune` run evaluated, its classes, its head's pooling and its members.
+/// The weights a `finetune` run evaluated, its classes, its head's pooling, its members and
+/// which of their weight sets it averaged.
 pub struct FinetunePredictor {
     tensors: Vec<NamedTensor>,
     classes: Vec<String>,
     pooling: Pooling,
     members: usize,
+    evaluate: Evaluate,
 }
 
 impl FinetunePredictor {
@@ -28,22 +30,34 @@ impl FinetunePredictor {
             classes,
             pooling: p.pooling,
             members: p.members,
+            evaluate: p.evaluate,
         })
     }
 
     /// Member `m`'s network for stored maps of `(h, w, c)`: the first member's tensors are
-    /// unprefixed, member `m`'s start with [`member_prefix`]`(m)`.
-    fn network(&self, m: usize, (h, w, c0): (usize, usize, usize)) -> contracts::Result<TopNet> {
+    /// unprefixed, member `m`'s start with [`member_prefix`]`(m)`; with `best`, the best
+    /// weights of `evaluate = "both"`, which start with [`BEST_PREFIX`] before that.
+    fn network(
+        &self,
+        m: usize,
+        best: bool,
+        (h, w, c0): (usize, usize, usize),
+    ) -> contracts::Result<TopNet> {
         let mut layers = Vec::new();
         let mut c = c0;
-        let prefix = member_prefix(m);
-        // Member `m`'s tensors, by their unprefixed names.
+        let prefix = format!(
+            "{}{}",
+            if best { BEST_PREFIX } else { "" },
+            member_prefix(m)
+        );
+        // Member `m`'s tensors, by their unprefixed names (the layers' and the head's names
+        // start with neither prefix).
         let own: Vec<(&str, &NamedTensor)> = self
             .tensors
             .iter()
             .filter_map(|t| {
                 let name = t.name.strip_prefix(&prefix)?;
-                (m > 0 || !name.starts_with("member")).then_some((name, t))
+                (!name.starts_with("member") && !name.starts_with(BEST_PREFIX)).then_some((name, t))
             })
             .collect();
         let get = |name: &str| {
@@ -107,19 +121,26 @@ impl Predictor for FinetunePredictor {
         let n = inputs.len();
         let maps = inputs.activations()?;
         let (views, map) = (&maps.views, maps.shape);
-        let members = self.members;
+        // The stage's order: each member's best weights, then its final ones.
+        let sets: &[bool] = match self.evaluate {
+            Evaluate::Both => &[true, false],
+            Evaluate::Best | Evaluate::Final => &[false],
+        };
         let mut probs: Vec<f32> = Vec::new();
-        for m in 0..members {
-            let net = self.network(m, map)?;
-            let q = view_averaged(&net, n, views.len(), |v, start, end, x| {
-                let len = map.0 * map.1 * map.2;
-                x.extend_from_slice(&views[v][start * len..end * len]);
-                Ok(())
-            })?;
-            add_probs(&mut probs, q);
+        for m in 0..self.members {
+            for &best in sets {
+                let net = self.network(m, best, map)?;
+                let q = view_averaged(&net, n, views.len(), |v, start, end, x| {
+                    let len = map.0 * map.1 * map.2;
+                    x.extend_from_slice(&views[v][start * len..end * len]);
+                    Ok(())
+                })?;
+                add_probs(&mut probs, q);
+            }
         }
-        if members > 1 {
-            probs.iter_mut().for_each(|q| *q /= members as f32);
+        let networks = self.members * sets.len();
+        if networks > 1 {
+            probs.iter_mut().for_each(|q| *q /= networks as f32);
         }
         Ok(probs)
     }

@@ -78,9 +78,20 @@ pub struct Params {
     pub schedule: Schedule,
     /// Early stopping: epochs without a lower validation loss (0: never).
     pub patience: usize,
-    /// Which weights are evaluated and stored as the model: `best` (lowest validation loss)
-    /// or `final`.
+    /// Which weights are evaluated: `best` (lowest validation loss), `final`, or `both` (each
+    /// member's two networks' probabilities averaged: a snapshot ensemble). The model stores
+    /// both sets either way.
     pub evaluate: Evaluate,
+}
+
+impl Params {
+    /// Weight sets evaluated per member: 2 for `both`, else 1.
+    pub fn evaluate_sets(&self) -> usize {
+        match self.evaluate {
+            Evaluate::Both => 2,
+            Evaluate::Best | Evaluate::Final => 1,
+        }
+    }
 }
 
 impl Default for Params {
@@ -497,7 +508,7 @@ impl Stage for Finetune {
                     p.members
                 ));
             }
-            let (out, net) = train_member(
+            let (out, nets) = train_member(
                 ctx,
                 &p,
                 (layers.clone(), head.clone(), first_trained),
@@ -505,8 +516,10 @@ impl Stage for Finetune {
                 &stored,
                 member_seed,
             )?;
-            add_probs(&mut eval_probs, probabilities(&net, &eval)?);
-            add_probs(&mut val_probs, probabilities(&net, &val)?);
+            for net in &nets {
+                add_probs(&mut eval_probs, probabilities(net, &eval)?);
+                add_probs(&mut val_probs, probabilities(net, &val)?);
+            }
             if m == 0 {
                 first = Some(out);
             } else {
@@ -523,8 +536,10 @@ impl Stage for Finetune {
                 more_final.extend(prefixed(&out.final_weights));
             }
         }
-        if p.members > 1 {
-            let n = p.members as f32;
+        // Networks averaged: each member's one or two weight sets (`evaluate = "both"`).
+        let networks = p.members * p.evaluate_sets();
+        if networks > 1 {
+            let n = networks as f32;
             eval_probs
                 .iter_mut()
                 .chain(&mut val_probs)
@@ -578,7 +593,8 @@ pub(crate) fn add_probs(acc: &mut Vec<f32>, q: Vec<f32>) {
 
 /// Trains one network (`layers` from the ImageNet weights, `head`, training from layer
 /// `first_trained`) with the random draws of `seed`; its training record and the network with
-/// the weights `p.evaluate` selects, for the stored maps' size.
+/// the weights `p.evaluate` selects (two networks for `both`: the best weights, then the
+/// final ones), for the stored maps' size.
 fn train_member(
     ctx: &StageContext<'_>,
     p: &Params,
@@ -586,7 +602,7 @@ fn train_member(
     splits: (&SplitMaps, &SplitMaps),
     stored: &str,
     seed: u64,
-) -> Result<(nn_train::TrainOutput, TopNet), BoxError> {
+) -> Result<(nn_train::TrainOutput, Vec<TopNet>), BoxError> {
     let (layers, head, first_trained) = net_parts;
     let (train, val) = splits;
     let mut full = TopNet::new(layers, head);
@@ -654,7 +670,11 @@ fn train_member(
         Some(inner) => inner,
         None => format!("{e} (stage `{}`)", ctx.stage()).into(),
     })?;
-    let mut net = t.net.resized(train.map.0, train.map.1);
-    load_weights(&mut net, out.selected(p.evaluate))?;
-    Ok((out, net))
+    let mut nets = Vec::new();
+    for w in out.selected(p.evaluate) {
+        let mut n = t.net.resized(train.map.0, train.map.1);
+        load_weights(&mut n, w)?;
+        nets.push(n);
+    }
+    Ok((out, nets))
 }

@@ -97,7 +97,7 @@ impl Stage for HeadNn {
             &mut nn_train::EpochProgress::new(ctx),
         )
         .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;
-        let selected = out.selected(p.training.evaluate);
+        let selected = out.single(p.training.evaluate)?;
         let e = evaluate(selected, &ev.x, &ev.y)?;
         nn_train::write_outputs(
             ctx,

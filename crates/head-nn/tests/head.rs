@@ -125,7 +125,7 @@ fn separable_toy_set_is_learned() {
     assert_eq!(e.accuracy, 1.0);
     assert_eq!(e.prediction.predictions, y);
     assert_eq!(e.prediction.probabilities.len(), y.len() * 4);
-    let p = head_nn::predict(out.selected(Evaluate::Best), &vx).unwrap();
+    let p = head_nn::predict(out.single(Evaluate::Best).unwrap(), &vx).unwrap();
     assert_eq!(p.n_classes, 4);
     let best = &out.history[out.best_epoch - 1];
     assert!(out.history.iter().all(|r| r.val_loss >= best.val_loss));
@@ -194,6 +194,11 @@ fn params_defaults_and_strictness() {
         ..Params::default()
     };
     assert!(bad.validate().is_err());
+    // The two weight sets averaged are finetune's: refused here before any training.
+    let mut both = Params::default();
+    both.training.evaluate = Evaluate::Both;
+    let e = both.validate().unwrap_err().to_string();
+    assert!(e.contains("finetune"), "{e}");
 }
 
 #[test]

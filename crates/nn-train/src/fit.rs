@@ -44,6 +44,11 @@ impl TrainSettings {
                 "batch_size and epochs must be positive".into(),
             ));
         }
+        if self.evaluate == Evaluate::Both {
+            return Err(Error::Invalid(
+                "evaluate = \"both\" (the two weight sets averaged) is finetune's; this stage evaluates \"best\" or \"final\"".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -151,11 +156,23 @@ pub struct TrainOutput {
 }
 
 impl TrainOutput {
-    /// The weights that `evaluate` selects.
-    pub fn selected(&self, evaluate: Evaluate) -> &Weights {
+    /// The weights that `evaluate` selects: one set, or both for [`Evaluate::Both`] (the
+    /// best first).
+    pub fn selected(&self, evaluate: Evaluate) -> Vec<&Weights> {
         match evaluate {
-            Evaluate::Final => &self.final_weights,
-            Evaluate::Best => &self.best_weights,
+            Evaluate::Final => vec![&self.final_weights],
+            Evaluate::Best => vec![&self.best_weights],
+            Evaluate::Both => vec![&self.best_weights, &self.final_weights],
+        }
+    }
+
+    /// The one set of weights that `evaluate` selects; an error for [`Evaluate::Both`].
+    pub fn single(&self, evaluate: Evaluate) -> Result<&Weights> {
+        match self.selected(evaluate)[..] {
+            [w] => Ok(w),
+            _ => Err(Error::Invalid(format!(
+                "evaluate = {evaluate:?} gives several weight sets where one is needed"
+            ))),
         }
     }
 }

@@ -103,7 +103,7 @@ impl Stage for ScratchCnn {
             &mut nn_train::EpochProgress::new(ctx),
         )
         .map_err(|e| format!("{e} (stage `{}`)", ctx.stage()))?;
-        let e = evaluate(out.selected(p.training.evaluate), &ev.images()?, &ev.labels)?;
+        let e = evaluate(out.single(p.training.evaluate)?, &ev.images()?, &ev.labels)?;
         nn_train::write_outputs(
             ctx,
             &out,

@@ -318,7 +318,7 @@ fn learns_a_toy_task_from_chunked_images() {
     let first = &out.history[0];
     let best = &out.history[out.best_epoch - 1];
     assert!(best.val_loss < first.val_loss, "{:?}", out.history);
-    let e = scratch_cnn::evaluate(out.selected(p.training.evaluate), &va, &vy).unwrap();
+    let e = scratch_cnn::evaluate(out.single(p.training.evaluate).unwrap(), &va, &vy).unwrap();
     assert!((e.loss - best.val_loss).abs() < 1e-9);
     assert!(e.accuracy >= 0.9, "{:?}", out.history);
 }
