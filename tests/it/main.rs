@@ -4,6 +4,7 @@
 mod architecture;
 mod finetune;
 mod lite0;
+mod pipelines;
 
 use study_tests::{food_slice, shared, Project};
 

@@ -139,7 +139,26 @@ fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f6
     Ok((e.context("empty history")?.val_accuracy, test))
 }
 
+/// Loads every step's configuration of the ladder `file` (with `set` before each step's own
+/// settings) and checks it (stages known, params valid) without running anything; returns the
+/// number of steps. `ablation` does this first, so that a mistake in the last step shows
+/// before the first steps' hours.
+pub fn check_ladder(file: &Path, set: &[String]) -> anyhow::Result<usize> {
+    let steps = load_ladder(file)?;
+    let registry = crate::registry();
+    for step in &steps {
+        let mut all = set.to_vec();
+        all.extend(step.set.iter().cloned());
+        Config::load_with_paths(&step.config, &all, crate::PATH_SETTINGS)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(pipeline::check(&c, &registry)?))
+            .with_context(|| format!("{}: step `{}`", file.display(), step.name))?;
+    }
+    Ok(steps.len())
+}
+
 pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<()> {
+    check_ladder(&args.file, &globals.set)?;
     let steps = load_ladder(&args.file)?;
     let registry = crate::registry();
     let progress = cli::Terminal::progress(globals.quiet);

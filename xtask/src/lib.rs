@@ -5,7 +5,7 @@ mod ablation;
 mod commands;
 mod predict;
 
-pub use ablation::{ablation, AblationArgs};
+pub use ablation::{ablation, check_ladder, AblationArgs};
 pub use commands::{Command, FetchArgs, StudyCli, StudyHooks, EXAMPLES};
 pub use predict::{predict, PredictArgs};
 

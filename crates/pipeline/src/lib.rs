@@ -63,7 +63,7 @@ pub use error::{BoxError, ConfigError, Error, StoreError};
 pub use fsutil::write_atomic;
 pub use key::{join_reasons, InputChange, KeyInputs, StaleReason};
 pub use lease::{Lease, LeaseInfo, HEARTBEAT, LEASE_TTL};
-pub use plan::{plan, Plan, PlanEntry, Registry, StageState};
+pub use plan::{check, plan, Plan, PlanEntry, Registry, StageState};
 pub use progress::{Bar, BarSink, Progress, Reporter, Silent};
 pub use record::{RunRecord, Usage};
 pub use resources::{parse_bytes, Cpus, Resources};

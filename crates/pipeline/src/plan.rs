@@ -49,6 +49,12 @@ pub(crate) struct Resolved<'r> {
     pub stages: Vec<(&'r dyn AnyStage, Value, Resources)>,
 }
 
+/// Checks `config` against `registry` without running or planning anything: every stage is
+/// known, its params are valid and its resources can be met.
+pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigError> {
+    resolve(config, registry).map(|_| ())
+}
+
 pub(crate) fn resolve<'r>(
     config: &Config,
     registry: &'r Registry,
