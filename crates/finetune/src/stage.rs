@@ -84,16 +84,6 @@ pub struct Params {
     pub evaluate: Evaluate,
 }
 
-impl Params {
-    /// Weight sets evaluated per member: 2 for `both`, else 1.
-    pub fn evaluate_sets(&self) -> usize {
-        match self.evaluate {
-            Evaluate::Both => 2,
-            Evaluate::Best | Evaluate::Final => 1,
-        }
-    }
-}
-
 impl Default for Params {
     fn default() -> Self {
         Params {
@@ -496,6 +486,7 @@ impl Stage for Finetune {
         let mut first: Option<nn_train::TrainOutput> = None;
         let (mut more_best, mut more_final) = (Vec::new(), Vec::new());
         let (mut val_probs, mut eval_probs) = (Vec::new(), Vec::new());
+        let mut networks = 0;
         for m in 0..p.members {
             // Member `m` trains exactly as a single run with this seed would: the members of
             // seeds 1..=n are single runs 1..=n * members, none shared.
@@ -516,6 +507,7 @@ impl Stage for Finetune {
                 &stored,
                 member_seed,
             )?;
+            networks += nets.len();
             for net in &nets {
                 add_probs(&mut eval_probs, probabilities(net, &eval)?);
                 add_probs(&mut val_probs, probabilities(net, &val)?);
@@ -537,7 +529,6 @@ impl Stage for Finetune {
             }
         }
         // Networks averaged: each member's one or two weight sets (`evaluate = "both"`).
-        let networks = p.members * p.evaluate_sets();
         if networks > 1 {
             let n = networks as f32;
             eval_probs
