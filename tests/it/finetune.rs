@@ -462,3 +462,90 @@ fn evaluate_both_averages_each_members_best_and_final_networks() {
     assert!(worst <= 1e-6, "predict against the stage: {worst}");
     assert!(test_pair != test_both, "the second member counts");
 }
+
+#[test]
+fn train_on_training_and_validation_learns_the_validation_images() {
+    let Some((p, shared)) = finetune_project(1, "") else {
+        return;
+    };
+    let w = weights_setting(&shared);
+    let quick = [
+        w.as_str(),
+        "stage.finetune.params.epochs=4",
+        "stage.finetune.params.batch_size=8",
+        "stage.finetune.params.lr_head=0.003",
+        "stage.finetune.params.evaluate=\"final\"",
+        "threads=2",
+    ];
+    let run = |extra: &[&str]| {
+        let set: Vec<&str> = quick.iter().chain(extra).copied().collect();
+        p.run(&["finetune"], &set);
+        let store = p.store();
+        let read = |name: &str| {
+            contracts::Predictions::read(&pipeline::InputArtifact::new(
+                &p.artifact("finetune", name),
+                &store,
+            ))
+            .unwrap()
+        };
+        (read("predictions"), read("validation-predictions"))
+    };
+    let cross_entropy = |q: &contracts::Predictions| {
+        q.probs
+            .chunks_exact(q.n_classes)
+            .zip(&q.labels)
+            .map(|(row, &y)| -(row[y as usize].max(1e-12) as f64).ln())
+            .sum::<f64>()
+            / q.labels.len() as f64
+    };
+    let (test, val) = run(&[]);
+    let (test_refit, val_refit) = run(&["stage.finetune.params.train_on=\"training+validation\""]);
+    assert!(
+        test.probs != test_refit.probs,
+        "the refit trains on more images"
+    );
+    let (seen, unseen) = (cross_entropy(&val_refit), cross_entropy(&val));
+    assert!(
+        seen < unseen,
+        "the refit has learnt the validation images: their loss {seen} against {unseen}"
+    );
+    // The ablation ladder shows no validation accuracy for it.
+    let (out, rows) = crate::run_ladder(
+        &p,
+        &cli::Globals {
+            config: p.path().join("pipeline.toml"),
+            set: quick.iter().map(|s| s.to_string()).collect(),
+            quiet: true,
+        },
+        "[[step]]\nname = \"plain\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\n\n[[step]]\nname = \"refit\"\nconfig = \"pipeline.toml\"\ntargets = [\"finetune\"]\nset = ['stage.finetune.params.train_on=\"training+validation\"']\n",
+    );
+    assert!(rows[0]["finetune"]["validation"].as_f64().is_some());
+    assert!(rows[1]["finetune"]["validation"].is_null(), "{rows}");
+    assert_eq!(
+        rows[1]["finetune"]["test"].as_f64(),
+        Some(test_refit.accuracy())
+    );
+    let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(
+        md.contains("| refit |") && md.contains("(trained on)"),
+        "{md}"
+    );
+    // The validation loss cannot pick weights the network was trained on.
+    let e = pipeline::run(
+        &p.config(&[
+            w.as_str(),
+            "stage.finetune.params.train_on=\"training+validation\"",
+            "stage.finetune.params.evaluate=\"best\"",
+        ]),
+        &xtask::registry(),
+        &pipeline::RunOptions::default(),
+        &pipeline::Progress::silent(),
+    )
+    .err()
+    .map(|e| format!("{e:#}"))
+    .expect("train_on with evaluate = best is refused");
+    assert!(
+        e.contains("needs evaluate = \"final\" and patience = 0"),
+        "{e}"
+    );
+}

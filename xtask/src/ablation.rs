@@ -55,15 +55,19 @@ struct Step {
     targets: Vec<String>,
 }
 
+/// `(validation, test)` accuracy.
+pub type Scores = (Option<f64>, f64);
+
 /// One step's results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub name: String,
-    /// `(validation, test)` accuracy of each model, when the step has it.
-    pub head: Option<(f64, f64)>,
-    pub logreg: Option<(f64, f64)>,
-    pub ensemble: Option<(f64, f64)>,
-    pub finetune: Option<(f64, f64)>,
+    /// `(validation, test)` accuracy of each model, when the step has it; no validation
+    /// accuracy for a model trained on the validation images.
+    pub head: Option<Scores>,
+    pub logreg: Option<Scores>,
+    pub ensemble: Option<Scores>,
+    pub finetune: Option<Scores>,
     /// The fine-tuning stage's seconds (0 when the step has none).
     pub finetune_seconds: f64,
     /// The feature extraction's seconds (when it ran), images and views.
@@ -103,8 +107,18 @@ fn record(store: &Store, summary: &pipeline::RunSummary, stage: &str) -> Option<
 
 /// `(validation, test)` accuracy of a model's record: the validation accuracy of the grid
 /// entry it chose, of its stored validation predictions, or, for a network, of the epoch it
-/// evaluated.
-fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f64, f64)> {
+/// evaluated; none when it trained on the validation images.
+fn accuracies(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<Scores> {
+    let (val, test) = validation_and_test(store, rec, model)?;
+    let seen = model == ids::FINETUNE
+        && finetune::Params::from_record(rec)
+            .map_err(anyhow::Error::from_boxed)?
+            .train_on
+            == finetune::TrainOn::TrainingAndValidation;
+    Ok(((!seen).then_some(val), test))
+}
+
+fn validation_and_test(store: &Store, rec: &RunRecord, model: &str) -> anyhow::Result<(f64, f64)> {
     let boxed = anyhow::Error::from_boxed;
     let slot = slots::predictions(model);
     let test = slot
@@ -179,7 +193,7 @@ pub fn ablation(args: &AblationArgs, globals: &cli::Globals) -> anyhow::Result<(
         summary.check()?;
         cli::Hooks::after_run(&crate::StudyHooks, &config, &summary, &progress)?;
         let store = config.open_store()?;
-        let model = |m: &str| -> anyhow::Result<Option<(f64, f64)>> {
+        let model = |m: &str| -> anyhow::Result<Option<Scores>> {
             match record(&store, &summary, m) {
                 Some(r) if summary.records.contains_key(m) => Ok(Some(accuracies(&store, &r, m)?)),
                 _ => Ok(None),
@@ -310,9 +324,11 @@ pub fn views_share(p: &vgg_extract::Params, used: &[String], size: usize) -> any
     Ok(if all > 0.0 { part / all } else { 1.0 })
 }
 
-fn pct(v: Option<(f64, f64)>, test: bool) -> String {
+fn pct(v: Option<Scores>, test: bool) -> String {
     match v {
-        Some((val, t)) => format!("{:.1}", 100.0 * if test { t } else { val }),
+        Some((_, t)) if test => format!("{:.1}", 100.0 * t),
+        Some((Some(val), _)) => format!("{:.1}", 100.0 * val),
+        Some((None, _)) => "(trained on)".into(),
         None => "-".into(),
     }
 }
@@ -362,7 +378,7 @@ pub fn markdown(rows: &[Row]) -> String {
 }
 
 fn json_rows(rows: &[Row]) -> Value {
-    let acc = |v: Option<(f64, f64)>| v.map(|(val, test)| json!({"validation": val, "test": test}));
+    let acc = |v: Option<Scores>| v.map(|(val, test)| json!({"validation": val, "test": test}));
     json!(rows
         .iter()
         .map(|r| json!({
@@ -424,10 +440,10 @@ mod tests {
     fn the_table_shows_a_steps_own_views_cost_only_when_it_differs() {
         let row = |views_seconds: f64| Row {
             name: "step".into(),
-            head: Some((0.5, 0.6)),
+            head: Some((Some(0.5), 0.6)),
             logreg: None,
             ensemble: None,
-            finetune: (views_seconds < 50.0).then_some((0.8, 0.85)),
+            finetune: (views_seconds < 50.0).then_some((Some(0.8), 0.85)),
             finetune_seconds: 300.0,
             extract_seconds: 100.0,
             images: 50,
@@ -445,5 +461,10 @@ mod tests {
         // A fine-tuning step shows its accuracies and its training time.
         assert!(lines[2].contains("| - | - | - | 100 s"), "{md}");
         assert!(lines[3].contains("| 80.0 | 85.0 | 300 s | 100 s"), "{md}");
+        // A model trained on the validation images has no validation accuracy.
+        let mut seen = row(40.0);
+        seen.finetune = Some((None, 0.85));
+        let md = markdown(&[seen]);
+        assert!(md.contains("| (trained on) | 85.0 | 300 s"), "{md}");
     }
 }

@@ -102,3 +102,104 @@ impl SplitMaps {
         Ok(())
     }
 }
+
+/// The training rows' images: one or more splits' maps, in order (image `i` of the pool is
+/// image `i` of the first split, then of the next, ...); every split with the same map size
+/// and views.
+pub struct Pool<'a> {
+    parts: Vec<&'a SplitMaps>,
+}
+
+impl<'a> Pool<'a> {
+    pub fn new(parts: Vec<&'a SplitMaps>) -> Result<Pool<'a>, BoxError> {
+        let first = *parts.first().ok_or("no split to train on")?;
+        for s in &parts[1..] {
+            if s.map != first.map || s.views != first.views {
+                return Err(format!(
+                    "{} holds {:?} maps of views {:?}, {} {:?} maps of views {:?}: they cannot be trained on together",
+                    first.what, first.map, first.views, s.what, s.map, s.views
+                )
+                .into());
+            }
+        }
+        Ok(Pool { parts })
+    }
+
+    pub fn images(&self) -> usize {
+        self.parts.iter().map(|s| s.images()).sum()
+    }
+
+    pub fn views(&self) -> usize {
+        self.parts[0].views.len()
+    }
+
+    /// `(h, w, c)` of every map.
+    pub fn map(&self) -> (usize, usize, usize) {
+        self.parts[0].map
+    }
+
+    /// The split holding image `i` of the pool and its index there.
+    pub fn locate(&self, mut i: usize) -> (&'a SplitMaps, usize) {
+        for s in &self.parts {
+            if i < s.images() {
+                return (s, i);
+            }
+            i -= s.images();
+        }
+        panic!("image {i} past the pool's end")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A split of `n` images with no stored maps (enough for the pool's bookkeeping).
+    fn split(what: &str, n: u32, map: (usize, usize, usize), views: &[&str]) -> SplitMaps {
+        SplitMaps {
+            what: what.into(),
+            chunks: Vec::new(),
+            starts: Vec::new(),
+            views: views.iter().map(|v| v.to_string()).collect(),
+            labels: (0..n).map(|i| 100 + i).collect(),
+            index: (0..n as i64).collect(),
+            map,
+        }
+    }
+
+    #[test]
+    fn a_pool_numbers_the_images_of_its_splits_in_order() {
+        let (a, b) = (
+            split("training", 3, (20, 20, 512), &["features"]),
+            split("validation", 2, (20, 20, 512), &["features"]),
+        );
+        let pool = Pool::new(vec![&a, &b]).unwrap();
+        assert_eq!((pool.images(), pool.views()), (5, 1));
+        let got: Vec<(&str, usize)> = (0..5)
+            .map(|i| {
+                let (s, j) = pool.locate(i);
+                (s.what.as_str(), j)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("training", 0),
+                ("training", 1),
+                ("training", 2),
+                ("validation", 0),
+                ("validation", 1)
+            ]
+        );
+        let other = split("validation", 2, (14, 14, 512), &["features"]);
+        let e = Pool::new(vec![&a, &other]).err().unwrap().to_string();
+        assert!(e.contains("cannot be trained on together"), "{e}");
+        let flip = split(
+            "validation",
+            2,
+            (20, 20, 512),
+            &["features", "features@flip"],
+        );
+        assert!(Pool::new(vec![&a, &flip]).is_err());
+    }
+}

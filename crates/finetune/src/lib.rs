@@ -21,5 +21,5 @@ mod stage;
 
 pub use model::{Grads, Head, Pooling, TopNet};
 pub use predictor::FinetunePredictor;
-pub use stage::{pretrained_layers, Finetune, Params, Schedule, CACHE_VERSION};
+pub use stage::{pretrained_layers, Finetune, Params, Schedule, TrainOn, CACHE_VERSION};
 pub use vgg_activations::{layer_of_layout, read_vgg16};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use vgg_extract::VGG16;
 
 use crate::conv::Shape;
-use crate::data::SplitMaps;
+use crate::data::{Pool, SplitMaps};
 use crate::model::{AdamW, Head, Layer, Optimizer, Pooling, Sgd, TopNet};
 use vgg_activations::{layer_of_layout, read_vgg16};
 
@@ -31,6 +31,26 @@ pub enum OptimizerKind {
     Sgd,
     /// AdamW (PyTorch's; betas 0.9 and 0.999, eps 1e-8; `momentum` unused).
     Adamw,
+}
+
+/// The images the network is trained on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainOn {
+    /// The training split; the validation split judges the network.
+    #[default]
+    #[serde(rename = "training")]
+    Training,
+    /// The training and validation splits together (a refit with settings chosen on
+    /// validation before): the validation numbers then show fit, not generalisation, so the
+    /// weights evaluated must be the final ones, with no early stopping.
+    #[serde(rename = "training+validation")]
+    TrainingAndValidation,
+}
+
+impl TrainOn {
+    fn is_training(&self) -> bool {
+        *self == TrainOn::Training
+    }
 }
 
 /// How the learning rates change over the fine-tuning epochs.
@@ -82,6 +102,17 @@ pub struct Params {
     /// member's two networks' probabilities averaged: a snapshot ensemble). The model stores
     /// both sets either way.
     pub evaluate: Evaluate,
+    /// `training` or `training+validation` (see [`TrainOn`]). Left out of the key when
+    /// `training`, as before it existed.
+    #[serde(skip_serializing_if = "TrainOn::is_training")]
+    pub train_on: TrainOn,
+}
+
+impl Params {
+    /// The params a cached run of this stage used (from its run record).
+    pub fn from_record(rec: &pipeline::RunRecord) -> contracts::Result<Params> {
+        contracts::predictor::record_params(rec, ids::FINETUNE)
+    }
 }
 
 impl Default for Params {
@@ -104,6 +135,7 @@ impl Default for Params {
             schedule: Schedule::Cosine,
             patience: 0,
             evaluate: Evaluate::Best,
+            train_on: TrainOn::Training,
         }
     }
 }
@@ -153,6 +185,15 @@ impl Validate for Params {
         }
         if self.momentum >= 1.0 {
             return Err(format!("momentum {} must be below 1", self.momentum));
+        }
+        if self.train_on == TrainOn::TrainingAndValidation
+            && (self.evaluate != Evaluate::Final || self.patience != 0)
+        {
+            return Err(format!(
+                "train_on = \"training+validation\" trains on the validation images, so their loss cannot pick the weights: it needs evaluate = \"final\" and patience = 0 (they are \"{}\" and {})",
+                format!("{:?}", self.evaluate).to_lowercase(),
+                self.patience
+            ));
         }
         Ok(())
     }
@@ -275,7 +316,7 @@ struct Trainer<'a> {
     net: TopNet,
     opt: Optimizer,
     p: &'a Params,
-    train: &'a SplitMaps,
+    train: &'a Pool<'a>,
     val: &'a SplitMaps,
     first_trained: usize,
     dropout_rng: Rng,
@@ -298,22 +339,22 @@ impl Trainer<'_> {
     }
 
     fn rows(&mut self, rows: &[usize]) -> Result<Vec<u32>, BoxError> {
-        let views = self.train.views.len();
+        let views = self.train.views();
         self.x.clear();
         let mut y = Vec::with_capacity(rows.len());
-        let (h, w, _) = self.train.map;
+        let (h, w, _) = self.train.map();
         for &r in rows {
-            let (img, v) = (r / views, r % views);
+            let (split, img) = self.train.locate(r / views);
+            let v = r % views;
             match self.p.map_crop {
-                0 => self.train.push(img, v, &mut self.x)?,
+                0 => split.push(img, v, &mut self.x)?,
                 c => {
                     let y0 = self.crop_rng.below((h - c + 1) as u64) as usize;
                     let x0 = self.crop_rng.below((w - c + 1) as u64) as usize;
-                    self.train
-                        .push_window(img, v, (y0, x0, c, c), &mut self.x)?
+                    split.push_window(img, v, (y0, x0, c, c), &mut self.x)?
                 }
             }
-            y.push(self.train.labels[img]);
+            y.push(split.labels[img]);
         }
         Ok(y)
     }
@@ -460,6 +501,16 @@ impl Stage for Finetune {
         if train.images() == 0 || val.images() == 0 {
             return Err("fine-tuning needs training and validation images".into());
         }
+        let pool = match p.train_on {
+            TrainOn::Training => Pool::new(vec![&train])?,
+            TrainOn::TrainingAndValidation => {
+                ctx.progress().println(format!(
+                    "{}: training on the training and validation images: the validation numbers show fit, not generalisation",
+                    ctx.stage()
+                ));
+                Pool::new(vec![&train, &val])?
+            }
+        };
         let (weights, digest) = read_vgg16(wpath)?;
         if tr_reader.weights_digest() != Some(digest.as_str()) {
             return Err(format!(
@@ -503,7 +554,7 @@ impl Stage for Finetune {
                 ctx,
                 &p,
                 (layers.clone(), head.clone(), first_trained),
-                (&train, &val),
+                (&pool, &val),
                 &stored,
                 member_seed,
             )?;
@@ -590,7 +641,7 @@ fn train_member(
     ctx: &StageContext<'_>,
     p: &Params,
     net_parts: (Vec<Layer>, Head, usize),
-    splits: (&SplitMaps, &SplitMaps),
+    splits: (&Pool<'_>, &SplitMaps),
     stored: &str,
     seed: u64,
 ) -> Result<(nn_train::TrainOutput, Vec<TopNet>), BoxError> {
@@ -598,18 +649,13 @@ fn train_member(
     let (train, val) = splits;
     let mut full = TopNet::new(layers, head);
     full.label_smoothing = p.label_smoothing as f32;
+    let map = train.map();
     let net = match p.map_crop {
         0 => full,
-        c if c <= train.map.0.min(train.map.1) => full.resized(c, c),
-        c => {
-            return Err(format!(
-                "map_crop {c} is larger than the stored {:?} maps",
-                train.map
-            )
-            .into())
-        }
+        c if c <= map.0.min(map.1) => full.resized(c, c),
+        c => return Err(format!("map_crop {c} is larger than the stored {map:?} maps").into()),
     };
-    let rows = train.images() * train.views.len();
+    let rows = train.images() * train.views();
     let steps_per_epoch = rows.div_ceil(p.batch_size);
     ctx.progress().println(format!(
         "{}: training {} from stored {stored} maps {:?}: {} images x {} views, {} epochs ({} head only)",
@@ -619,9 +665,9 @@ fn train_member(
             .map(|l| l.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        train.map,
+        map,
         train.images(),
-        train.views.len(),
+        train.views(),
         p.epochs,
         p.frozen_epochs
     ));
@@ -663,7 +709,7 @@ fn train_member(
     })?;
     let mut nets = Vec::new();
     for w in out.selected(p.evaluate) {
-        let mut n = t.net.resized(train.map.0, train.map.1);
+        let mut n = t.net.resized(map.0, map.1);
         load_weights(&mut n, w)?;
         nets.push(n);
     }

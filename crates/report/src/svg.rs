@@ -661,14 +661,15 @@ pub fn seed_strip(rows: &[SeedRow<'_>]) -> String {
     s.finish()
 }
 
-/// One step of an ablation: `(validation, test)` accuracy of each model.
+/// One step of an ablation: `(validation, test)` accuracy of each model; no validation
+/// accuracy when the model was trained on the validation images.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AblationRow {
     pub name: String,
-    pub head: Option<(f64, f64)>,
-    pub logreg: Option<(f64, f64)>,
-    pub ensemble: Option<(f64, f64)>,
-    pub finetune: Option<(f64, f64)>,
+    pub head: Option<(Option<f64>, f64)>,
+    pub logreg: Option<(Option<f64>, f64)>,
+    pub ensemble: Option<(Option<f64>, f64)>,
+    pub finetune: Option<(Option<f64>, f64)>,
 }
 
 /// The ablation ladder as a dot plot: one row per step, each model's test accuracy as a filled
@@ -678,7 +679,7 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
         .iter()
         .flat_map(|r| [r.head, r.logreg, r.ensemble, r.finetune])
         .flatten()
-        .flat_map(|(v, t)| [v, t])
+        .flat_map(|(v, t)| v.into_iter().chain([t]))
         .collect();
     let lo = (values.iter().copied().fold(1.0, f64::min) * 20.0).floor() / 20.0;
     let hi = ((values.iter().copied().fold(0.0, f64::max) * 20.0).ceil() / 20.0).max(lo + 0.05);
@@ -711,20 +712,22 @@ pub fn ablation_figure(rows: &[AblationRow]) -> String {
         ] {
             if let Some((val, test)) = v {
                 let c = model_colour(model);
-                s.circle(
-                    x(val),
-                    y + dy,
-                    5.0,
-                    "#ffffff",
-                    Some(&format!("{model} validation {}", pct(val))),
-                );
-                s.line(
-                    (x(val) - 5.0, y + dy),
-                    (x(val) + 5.0, y + dy),
-                    c,
-                    1.0,
-                    false,
-                );
+                if let Some(val) = val {
+                    s.circle(
+                        x(val),
+                        y + dy,
+                        5.0,
+                        "#ffffff",
+                        Some(&format!("{model} validation {}", pct(val))),
+                    );
+                    s.line(
+                        (x(val) - 5.0, y + dy),
+                        (x(val) + 5.0, y + dy),
+                        c,
+                        1.0,
+                        false,
+                    );
+                }
                 s.circle(
                     x(test),
                     y + dy,
