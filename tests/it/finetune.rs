@@ -29,6 +29,31 @@ fn weights_path(shared: &std::path::Path) -> std::path::PathBuf {
     shared.join("weights/vgg16_notop.safetensors")
 }
 
+/// Runs `finetune` with `set`; its run record, test and validation predictions.
+fn run_finetune(
+    p: &Project,
+    set: &[&str],
+) -> (
+    pipeline::RunRecord,
+    contracts::Predictions,
+    contracts::Predictions,
+) {
+    let s = p.run(&["finetune"], set);
+    let store = p.store();
+    let read = |name: &str| {
+        contracts::Predictions::read(&pipeline::InputArtifact::new(
+            &p.artifact("finetune", name),
+            &store,
+        ))
+        .unwrap()
+    };
+    (
+        s.records["finetune"].clone(),
+        read("predictions"),
+        read("validation-predictions"),
+    )
+}
+
 /// Quick fine-tuning settings for a slice.
 const QUICK: [&str; 4] = [
     "stage.finetune.params.epochs=4",
@@ -354,21 +379,8 @@ fn evaluate_both_averages_each_members_best_and_final_networks() {
     ];
     let run = |extra: &[&str]| {
         let set: Vec<&str> = quick.iter().chain(extra).copied().collect();
-        let s = p.run(&["finetune"], &set);
-        let store = p.store();
-        let probs = |name: &str| {
-            contracts::Predictions::read(&pipeline::InputArtifact::new(
-                &p.artifact("finetune", name),
-                &store,
-            ))
-            .unwrap()
-            .probs
-        };
-        (
-            s.records["finetune"].clone(),
-            probs("predictions"),
-            probs("validation-predictions"),
-        )
+        let (rec, test, val) = run_finetune(&p, &set);
+        (rec, test.probs, val.probs)
     };
     let (rec_best, test_best, val_best) = run(&["stage.finetune.params.evaluate=\"best\""]);
     let (_, test_final, val_final) = run(&["stage.finetune.params.evaluate=\"final\""]);
@@ -479,16 +491,8 @@ fn train_on_training_and_validation_learns_the_validation_images() {
     ];
     let run = |extra: &[&str]| {
         let set: Vec<&str> = quick.iter().chain(extra).copied().collect();
-        p.run(&["finetune"], &set);
-        let store = p.store();
-        let read = |name: &str| {
-            contracts::Predictions::read(&pipeline::InputArtifact::new(
-                &p.artifact("finetune", name),
-                &store,
-            ))
-            .unwrap()
-        };
-        (read("predictions"), read("validation-predictions"))
+        let (_, test, val) = run_finetune(&p, &set);
+        (test, val)
     };
     let cross_entropy = |q: &contracts::Predictions| {
         q.probs
