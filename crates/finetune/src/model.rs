@@ -267,12 +267,7 @@ impl TopNet {
                 f.iter_mut().for_each(|v| *v /= area);
             }
         }
-        if let Some((mask, p)) = dropout {
-            let scale = 1.0 / (1.0 - p);
-            for (f, m) in feats.iter_mut().zip(mask) {
-                *f *= m * scale;
-            }
-        }
+        apply_dropout(&mut feats, dropout);
         let logits = self.head_logits(&feats, n);
         Forward {
             acts,
@@ -283,7 +278,8 @@ impl TopNet {
         }
     }
 
-    fn head_logits(&self, feats: &[f32], n: usize) -> Vec<f32> {
+    /// The head's logits (`n x k`) of `n` rows of pooled features (`n x d`).
+    pub fn head_logits(&self, feats: &[f32], n: usize) -> Vec<f32> {
         let (d, k) = (self.head.d, self.head.k);
         let mut logits = Vec::with_capacity(n * k);
         for f in feats.chunks_exact(d) {
@@ -305,6 +301,40 @@ impl TopNet {
         self.forward(x, n, None).logits
     }
 
+    /// The head's input (`n x d` pooled features, before dropout) for `n` stored maps. Each
+    /// row depends on its own map alone, not on the others of the batch (the convolutions,
+    /// pool5 and the pooling are per tile and per image), so rows computed in any batches are
+    /// the same bits.
+    pub fn features(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.forward(x, n, None).feats
+    }
+
+    /// [`gradients`](Self::gradients) with no convolution trained (`first_trained` past the
+    /// last layer), from the rows' [`features`](Self::features) instead of their maps: the
+    /// same loss, head gradients and counts, bit for bit, without the convolutions' forward
+    /// pass (the head-only epochs, whose convolutions keep the weights the features were
+    /// computed with).
+    pub fn head_gradients(
+        &self,
+        feats: &[f32],
+        y: &[u32],
+        dropout: Option<(&[f32], f32)>,
+    ) -> Grads {
+        let n = y.len();
+        assert_eq!(feats.len(), n * self.head.d);
+        let mut feats = feats.to_vec();
+        apply_dropout(&mut feats, dropout);
+        let logits = self.head_logits(&feats, n);
+        let (head, _, loss, correct) = self.head_backward(&feats, &logits, y, dropout);
+        Grads {
+            layers: vec![(Vec::new(), Vec::new()); self.layers.len()],
+            head,
+            input: None,
+            loss,
+            correct,
+        }
+    }
+
     /// pool5 maps (`n x ph x pw x c`) of `n` stored maps: VGG16's features when the layers
     /// hold the ImageNet weights.
     pub fn pool5(&self, x: &[f32], n: usize) -> Vec<f32> {
@@ -324,61 +354,11 @@ impl TopNet {
     ) -> Grads {
         let n = y.len();
         let fwd = self.forward(x, n, dropout);
-        let (d, k) = (self.head.d, self.head.k);
-        let mut dlogits = vec![0.0f32; n * k];
-        let (mut loss, mut correct) = (0.0f64, 0usize);
-        let e = self.label_smoothing;
-        for i in 0..n {
-            let row = &fwd.logits[i * k..][..k];
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let z: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
-            let yi = y[i] as usize;
-            loss += z.ln() - (row[yi] - m) as f64;
-            if e > 0.0 {
-                // (1 - e) cross-entropy + e times the mean over the classes of -log p.
-                let mean: f64 = row.iter().map(|&v| (v - m) as f64).sum::<f64>() / k as f64;
-                loss += e as f64 * ((row[yi] - m) as f64 - mean);
-            }
-            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-            correct += usize::from(best == yi);
-            for j in 0..k {
-                let p = (((row[j] - m) as f64).exp() / z) as f32;
-                let target = if e > 0.0 {
-                    (1.0 - e) * f32::from(j == yi) + e / k as f32
-                } else {
-                    f32::from(j == yi)
-                };
-                dlogits[i * k + j] = (p - target) / n as f32;
-            }
-        }
-        let mut dhw = vec![0.0f32; d * k];
-        let mut dhb = vec![0.0f32; k];
-        let mut dfeat = vec![0.0f32; n * d];
-        for i in 0..n {
-            let g = &dlogits[i * k..][..k];
-            for (b, v) in dhb.iter_mut().zip(g) {
-                *b += v;
-            }
-            let f = &fwd.feats[i * d..][..d];
-            for j in 0..d {
-                let w = &self.head.weight[j * k..][..k];
-                let mut acc = 0.0f32;
-                for c in 0..k {
-                    dhw[j * k + c] += f[j] * g[c];
-                    acc += w[c] * g[c];
-                }
-                dfeat[i * d + j] = acc;
-            }
-        }
-        if let Some((mask, p)) = dropout {
-            let scale = 1.0 / (1.0 - p);
-            for (g, m) in dfeat.iter_mut().zip(mask) {
-                *g *= m * scale;
-            }
-        }
+        let (head, dfeat, loss, correct) = self.head_backward(&fwd.feats, &fwd.logits, y, dropout);
+        let d = self.head.d;
         let mut grads = Grads {
             layers: vec![(Vec::new(), Vec::new()); self.layers.len()],
-            head: (dhw, dhb),
+            head,
             input: None,
             loss,
             correct,
@@ -435,6 +415,68 @@ impl TopNet {
         grads
     }
 
+    /// The loss, correct count and head gradients of rows whose (dropped-out) features and
+    /// logits are given, and the gradient of those features (masked and scaled as dropout
+    /// was).
+    #[allow(clippy::type_complexity)]
+    fn head_backward(
+        &self,
+        feats: &[f32],
+        logits: &[f32],
+        y: &[u32],
+        dropout: Option<(&[f32], f32)>,
+    ) -> ((Vec<f32>, Vec<f32>), Vec<f32>, f64, usize) {
+        let n = y.len();
+        let (d, k) = (self.head.d, self.head.k);
+        let mut dlogits = vec![0.0f32; n * k];
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        let e = self.label_smoothing;
+        for i in 0..n {
+            let row = &logits[i * k..][..k];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
+            let yi = y[i] as usize;
+            loss += z.ln() - (row[yi] - m) as f64;
+            if e > 0.0 {
+                // (1 - e) cross-entropy + e times the mean over the classes of -log p.
+                let mean: f64 = row.iter().map(|&v| (v - m) as f64).sum::<f64>() / k as f64;
+                loss += e as f64 * ((row[yi] - m) as f64 - mean);
+            }
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            correct += usize::from(best == yi);
+            for j in 0..k {
+                let p = (((row[j] - m) as f64).exp() / z) as f32;
+                let target = if e > 0.0 {
+                    (1.0 - e) * f32::from(j == yi) + e / k as f32
+                } else {
+                    f32::from(j == yi)
+                };
+                dlogits[i * k + j] = (p - target) / n as f32;
+            }
+        }
+        let mut dhw = vec![0.0f32; d * k];
+        let mut dhb = vec![0.0f32; k];
+        let mut dfeat = vec![0.0f32; n * d];
+        for i in 0..n {
+            let g = &dlogits[i * k..][..k];
+            for (b, v) in dhb.iter_mut().zip(g) {
+                *b += v;
+            }
+            let f = &feats[i * d..][..d];
+            for j in 0..d {
+                let w = &self.head.weight[j * k..][..k];
+                let mut acc = 0.0f32;
+                for c in 0..k {
+                    dhw[j * k + c] += f[j] * g[c];
+                    acc += w[c] * g[c];
+                }
+                dfeat[i * d + j] = acc;
+            }
+        }
+        apply_dropout(&mut dfeat, dropout);
+        ((dhw, dhb), dfeat, loss, correct)
+    }
+
     /// Every parameter, in a fixed order: each layer's kernel and bias, then the head's.
     pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
         let mut v: Vec<&mut Vec<f32>> = Vec::new();
@@ -450,6 +492,17 @@ impl TopNet {
     /// Called after the parameters changed.
     pub fn parameters_changed(&mut self) {
         self.repack();
+    }
+}
+
+/// Dropout on pooled features or their gradient: each value times its keep mask (0 or 1)
+/// over the keep rate.
+fn apply_dropout(feats: &mut [f32], dropout: Option<(&[f32], f32)>) {
+    if let Some((mask, p)) = dropout {
+        let scale = 1.0 / (1.0 - p);
+        for (f, m) in feats.iter_mut().zip(mask) {
+            *f *= m * scale;
+        }
     }
 }
 
@@ -582,6 +635,110 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(o) => o.step(params, grads, lrs),
             Optimizer::AdamW(o) => o.step(params, grads, lrs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Two convolutions on 6x6 maps (odd channel counts) and a head.
+    fn net(pooling: Pooling) -> TopNet {
+        let shapes = [
+            Shape {
+                h: 6,
+                w: 6,
+                c: 5,
+                o: 7,
+            },
+            Shape {
+                h: 6,
+                w: 6,
+                c: 7,
+                o: 6,
+            },
+        ];
+        let layers = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &shape)| Layer {
+                name: format!("conv{i}"),
+                shape,
+                kernel: values(shape.kernel_len(), i as u64 + 1),
+                bias: values(shape.o, i as u64 + 10),
+            })
+            .collect();
+        let (d, k) = (TopNet::feature_len(pooling, (3, 3, 6)), 4);
+        let head = Head {
+            pooling,
+            d,
+            k,
+            weight: values(d * k, 20),
+            bias: values(k, 21),
+        };
+        TopNet::new(layers, head)
+    }
+
+    fn bits(g: &Grads) -> (Vec<u32>, Vec<u32>, u64, usize) {
+        let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        (b(&g.head.0), b(&g.head.1), g.loss.to_bits(), g.correct)
+    }
+
+    #[test]
+    fn head_gradients_from_features_are_gradients_with_no_convolution_trained() {
+        for pooling in [Pooling::Avg, Pooling::Avg3x3] {
+            let mut net = net(pooling);
+            net.label_smoothing = 0.1;
+            let (n, len, d) = (5, net.input_len(), net.head.d);
+            let x: Vec<f32> = values(n * len, 3).iter().map(|v| 4.0 * v.abs()).collect();
+            let y = [0, 1, 2, 3, 1];
+            let feats = net.features(&x, n);
+            assert_eq!(feats.len(), n * d);
+            // Rows computed in other batches are the same bits.
+            let mut parts = net.features(&x[..2 * len], 2);
+            parts.extend(net.features(&x[2 * len..], 3));
+            assert!(
+                parts
+                    .iter()
+                    .zip(&feats)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{pooling:?}: features depend on the batch"
+            );
+            let mask: Vec<f32> = values(n * d, 4)
+                .iter()
+                .map(|v| f32::from(*v >= -0.3))
+                .collect();
+            for dropout in [None, Some((&mask[..], 0.2))] {
+                let want = net.gradients(&x, &y, dropout, net.layers.len(), false);
+                let got = net.head_gradients(&feats, &y, dropout);
+                assert!(got.layers.iter().all(|(k, b)| k.is_empty() && b.is_empty()));
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{pooling:?}, dropout {}",
+                    dropout.is_some()
+                );
+                assert!(want.loss > 0.0 && want.head.0.iter().any(|v| *v != 0.0));
+            }
+            let logits = net.logits(&x, n);
+            let from_feats = net.head_logits(&feats, n);
+            assert!(logits
+                .iter()
+                .zip(&from_feats)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
     }
 }

@@ -258,15 +258,27 @@ pub(crate) fn view_averaged(
     views: usize,
     mut rows: impl FnMut(usize, usize, usize, &mut Vec<f32>) -> Result<(), BoxError>,
 ) -> Result<Vec<f32>, BoxError> {
-    let k = net.head.k;
-    let mut probs = vec![0.0f32; n * k];
     let mut x = Vec::new();
+    averaged_over_views(net.head.k, n, views, |v, start, end| {
+        x.clear();
+        rows(v, start, end, &mut x)?;
+        Ok(net.logits(&x, end - start))
+    })
+}
+
+/// View-averaged class probabilities (`n x k`) of `n` images with `views` views each, from
+/// `logits(v, start, end)`: view `v`'s logits of images `start..end`.
+fn averaged_over_views(
+    k: usize,
+    n: usize,
+    views: usize,
+    mut logits: impl FnMut(usize, usize, usize) -> Result<Vec<f32>, BoxError>,
+) -> Result<Vec<f32>, BoxError> {
+    let mut probs = vec![0.0f32; n * k];
     for start in (0..n).step_by(EVAL_BATCH) {
         let end = (start + EVAL_BATCH).min(n);
         for v in 0..views {
-            x.clear();
-            rows(v, start, end, &mut x)?;
-            let logits = net.logits(&x, end - start);
+            let logits = logits(v, start, end)?;
             let (p, _) = nn_train::softmax_metrics(&logits, k, None)?;
             for (acc, q) in probs[start * k..end * k].iter_mut().zip(&p.probabilities) {
                 *acc += q / views as f32;
@@ -287,6 +299,102 @@ fn probabilities(net: &TopNet, maps: &SplitMaps) -> Result<Vec<f32>, BoxError> {
         }
         Ok(())
     })
+}
+
+/// The most bytes [`FrozenFeatures`] may hold; past it the head-only epochs run the
+/// convolutions on every batch instead.
+const FROZEN_FEATURES_MAX_BYTES: usize = 1 << 30;
+
+/// What the head-only epochs see: the pooled features of every training row and of every
+/// validation image's views under the ImageNet weights. They are the same for every member
+/// and every head-only epoch, so the stage computes them once (one forward pass of the
+/// convolutions per row, where each member's head-only epochs and their validations made one
+/// each); each row is the same bits as in a training batch ([`TopNet::features`]).
+struct FrozenFeatures {
+    d: usize,
+    /// Pool row `r` (image `r / views`, view `r % views`): `rows x d`.
+    train: Vec<f32>,
+    /// Per view of the validation split, `images x d`.
+    val: Vec<Vec<f32>>,
+}
+
+impl FrozenFeatures {
+    /// The features, or `None` (said on the progress) when they would not fit the budget.
+    fn compute(
+        ctx: &StageContext<'_>,
+        net: &TopNet,
+        train: &Pool<'_>,
+        val: &SplitMaps,
+    ) -> Result<Option<FrozenFeatures>, BoxError> {
+        let d = net.head.d;
+        let (rows, views) = (train.images() * train.views(), train.views());
+        let val_rows = val.images() * val.views.len();
+        let bytes = (rows + val_rows) * d * 4;
+        if bytes > FROZEN_FEATURES_MAX_BYTES {
+            ctx.progress().println(format!(
+                "{}: the head-only epochs run the convolutions on every batch (their features would take {:.1} GB)",
+                ctx.stage(),
+                bytes as f64 / 1e9
+            ));
+            return Ok(None);
+        }
+        let bar = ctx.progress().bar(
+            (rows + val_rows) as u64,
+            &format!("{}: head-only features", ctx.stage()),
+        );
+        let train = features_in_batches(net, rows, &bar, |r, x| {
+            let (split, img) = train.locate(r / views);
+            split.push(img, r % views, x)
+        })?;
+        let val_net = net.resized(val.map.0, val.map.1);
+        let val = (0..val.views.len())
+            .map(|v| features_in_batches(&val_net, val.images(), &bar, |i, x| val.push(i, v, x)))
+            .collect::<Result<Vec<_>, _>>()?;
+        bar.finish_and_clear();
+        Ok(Some(FrozenFeatures { d, train, val }))
+    }
+
+    /// The features of pool rows `rows`, one after another.
+    fn rows(&self, rows: &[usize]) -> Vec<f32> {
+        let d = self.d;
+        let mut out = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
+            out.extend_from_slice(&self.train[r * d..][..d]);
+        }
+        out
+    }
+
+    /// The validation split's view-averaged probabilities under `net`'s head, exactly as
+    /// [`probabilities`] computes them with the convolutions the features came from.
+    fn val_probabilities(&self, net: &TopNet) -> Result<Vec<f32>, BoxError> {
+        let d = self.d;
+        let n = self.val.first().map_or(0, |v| v.len() / d);
+        averaged_over_views(net.head.k, n, self.val.len(), |v, start, end| {
+            Ok(net.head_logits(&self.val[v][start * d..end * d], end - start))
+        })
+    }
+}
+
+/// `net`'s features (`n x d`) of rows `0..n`, [`EVAL_BATCH`] at a time; `push(i, x)` appends
+/// row `i`'s map to `x`.
+fn features_in_batches(
+    net: &TopNet,
+    n: usize,
+    bar: &pipeline::Bar,
+    mut push: impl FnMut(usize, &mut Vec<f32>) -> Result<(), BoxError>,
+) -> Result<Vec<f32>, BoxError> {
+    let mut out = Vec::with_capacity(n * net.head.d);
+    let mut x = Vec::new();
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let end = (start + EVAL_BATCH).min(n);
+        x.clear();
+        for i in start..end {
+            push(i, &mut x)?;
+        }
+        out.extend(net.features(&x, end - start));
+        bar.inc((end - start) as u64);
+    }
+    Ok(out)
 }
 
 /// Scores view-averaged probabilities against labels.
@@ -318,6 +426,8 @@ struct Trainer<'a> {
     p: &'a Params,
     train: &'a Pool<'a>,
     val: &'a SplitMaps,
+    /// The head-only epochs' features, when computed (see [`FrozenFeatures`]).
+    frozen: Option<&'a FrozenFeatures>,
     first_trained: usize,
     dropout_rng: Rng,
     crop_rng: Rng,
@@ -327,7 +437,7 @@ struct Trainer<'a> {
     error: Option<BoxError>,
 }
 
-impl Trainer<'_> {
+impl<'a> Trainer<'a> {
     fn lr_factor(&self) -> f64 {
         let frozen = self.p.frozen_epochs * self.steps_per_epoch;
         if self.step < frozen || self.p.schedule == Schedule::Constant {
@@ -338,10 +448,10 @@ impl Trainer<'_> {
         0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
 
-    fn rows(&mut self, rows: &[usize]) -> Result<Vec<u32>, BoxError> {
+    /// Loads the maps of pool rows `rows` into `x` (a random window of each with `map_crop`).
+    fn rows(&mut self, rows: &[usize]) -> Result<(), BoxError> {
         let views = self.train.views();
         self.x.clear();
-        let mut y = Vec::with_capacity(rows.len());
         let (h, w, _) = self.train.map();
         for &r in rows {
             let (split, img) = self.train.locate(r / views);
@@ -354,9 +464,31 @@ impl Trainer<'_> {
                     split.push_window(img, v, (y0, x0, c, c), &mut self.x)?
                 }
             }
-            y.push(split.labels[img]);
         }
-        Ok(y)
+        Ok(())
+    }
+
+    /// The labels of pool rows `rows`.
+    fn labels(&self, rows: &[usize]) -> Vec<u32> {
+        let views = self.train.views();
+        rows.iter()
+            .map(|&r| {
+                let (split, img) = self.train.locate(r / views);
+                split.labels[img]
+            })
+            .collect()
+    }
+
+    /// The head-only epochs' features while the convolutions still hold the weights they were
+    /// computed with: in those epochs' steps (`during_step`) or at the end of the last of them.
+    fn frozen_features(&self, during_step: bool) -> Option<&'a FrozenFeatures> {
+        let frozen = self.p.frozen_epochs * self.steps_per_epoch;
+        let still = if during_step {
+            self.step < frozen
+        } else {
+            self.step <= frozen
+        };
+        self.frozen.filter(|_| still)
     }
 }
 
@@ -366,7 +498,11 @@ fn train_err(e: BoxError) -> nn_train::Error {
 
 impl Trainable for Trainer<'_> {
     fn train_batch(&mut self, rows: &[usize]) -> nn_train::Result<(f64, usize)> {
-        let y = self.rows(rows).map_err(train_err)?;
+        let cached = self.frozen_features(true);
+        if cached.is_none() {
+            self.rows(rows).map_err(train_err)?;
+        }
+        let y = self.labels(rows);
         let frozen = self.step < self.p.frozen_epochs * self.steps_per_epoch;
         let d = self.net.head.d;
         let rate = self.p.dropout as f32;
@@ -378,15 +514,16 @@ impl Trainable for Trainer<'_> {
         } else {
             self.first_trained
         };
-        let x = std::mem::take(&mut self.x);
-        let g = self.net.gradients(
-            &x,
-            &y,
-            (rate > 0.0).then_some((&mask[..], rate)),
-            first,
-            false,
-        );
-        self.x = x;
+        let dropout = (rate > 0.0).then_some((&mask[..], rate));
+        let g = match cached {
+            Some(f) => self.net.head_gradients(&f.rows(rows), &y, dropout),
+            None => {
+                let x = std::mem::take(&mut self.x);
+                let g = self.net.gradients(&x, &y, dropout, first, false);
+                self.x = x;
+                g
+            }
+        };
         let f = self.lr_factor();
         let mut lrs = Vec::new();
         for l in 0..self.net.layers.len() {
@@ -402,7 +539,11 @@ impl Trainable for Trainer<'_> {
 
     fn validate(&mut self) -> nn_train::Result<(f64, f64)> {
         let (h, w, _) = self.val.map;
-        let probs = probabilities(&self.net.resized(h, w), self.val).map_err(|e| {
+        let probs = match self.frozen_features(false) {
+            Some(f) => f.val_probabilities(&self.net),
+            None => probabilities(&self.net.resized(h, w), self.val),
+        }
+        .map_err(|e| {
             let m = e.to_string();
             self.error = Some(e);
             nn_train::Error::Invalid(m)
@@ -534,6 +675,14 @@ impl Stage for Finetune {
             weight: vec![0.0; d * k],
             bias: vec![0.0; k],
         };
+        // The head-only epochs see only the pooled features of the ImageNet convolutions (with
+        // random windows, each epoch's windows differ, so they run the convolutions).
+        let frozen = if p.frozen_epochs > 0 && p.map_crop == 0 {
+            let net = TopNet::new(layers.clone(), head.clone());
+            FrozenFeatures::compute(ctx, &net, &pool, &val)?
+        } else {
+            None
+        };
         let mut first: Option<nn_train::TrainOutput> = None;
         let (mut more_best, mut more_final) = (Vec::new(), Vec::new());
         let (mut val_probs, mut eval_probs) = (Vec::new(), Vec::new());
@@ -554,7 +703,7 @@ impl Stage for Finetune {
                 ctx,
                 &p,
                 (layers.clone(), head.clone(), first_trained),
-                (&pool, &val),
+                (&pool, &val, frozen.as_ref()),
                 &stored,
                 member_seed,
             )?;
@@ -636,17 +785,18 @@ pub(crate) fn add_probs(acc: &mut Vec<f32>, q: Vec<f32>) {
 /// Trains one network (`layers` from the ImageNet weights, `head`, training from layer
 /// `first_trained`) with the random draws of `seed`; its training record and the network with
 /// the weights `p.evaluate` selects (two networks for `both`: the best weights, then the
-/// final ones), for the stored maps' size.
+/// final ones), for the stored maps' size. `splits`: the training rows, the validation split
+/// and, when computed, the head-only epochs' features.
 fn train_member(
     ctx: &StageContext<'_>,
     p: &Params,
     net_parts: (Vec<Layer>, Head, usize),
-    splits: (&Pool<'_>, &SplitMaps),
+    splits: (&Pool<'_>, &SplitMaps, Option<&FrozenFeatures>),
     stored: &str,
     seed: u64,
 ) -> Result<(nn_train::TrainOutput, Vec<TopNet>), BoxError> {
     let (layers, head, first_trained) = net_parts;
-    let (train, val) = splits;
+    let (train, val, frozen) = splits;
     let mut full = TopNet::new(layers, head);
     full.label_smoothing = p.label_smoothing as f32;
     let map = train.map();
@@ -682,6 +832,7 @@ fn train_member(
         p,
         train,
         val,
+        frozen,
         first_trained,
         dropout_rng: Rng::new(seed, nn_train::STREAM_DROPOUT),
         crop_rng: Rng::new(seed, STREAM_CROP),
